@@ -1,0 +1,1 @@
+"""SAGE active domain adaptation: the pure, testable parts (no Prefect imports)."""

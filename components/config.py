@@ -1,0 +1,143 @@
+"""Typed configuration: ``params.yaml`` is read and validated once, then flows in.
+
+Every knob lives in ``params.yaml``; code reads it through these models only, so a typo
+or an impossible combination fails at start-up with a message instead of mid-round.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Literal, Optional
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class DataConfig(_Section):
+    root: str = "data"
+    layout: Literal["folders", "lists"] = "folders"
+    source: str = "mnist"
+    target: str = "optdigits"
+    manifest: str = "splits/manifest.csv"
+    image_size: int = Field(28, gt=0)
+    channels: Literal[1, 3] = 1
+
+
+class SplitConfig(_Section):
+    seed: int = 0
+    target_test_fraction: float = Field(0.5, gt=0, lt=1)
+
+
+class ModelConfig(_Section):
+    backbone: Literal["digits_cnn", "resnet50"] = "digits_cnn"
+    weights: Optional[str] = None
+    bottleneck_dim: int = Field(64, gt=0)
+    classifier: Literal["auto", "linear", "cosine"] = "auto"
+    temperature: float = Field(0.05, gt=0)
+    discriminator_hidden: int = Field(128, gt=0)
+
+
+class TrainConfig(_Section):
+    device: Literal["auto", "cpu", "cuda"] = "auto"
+    seed: int = 0
+    batch_size: int = Field(64, gt=0)
+    lr: float = Field(0.01, gt=0)
+    momentum: float = Field(0.9, ge=0, lt=1)
+    weight_decay: float = Field(5e-4, ge=0)
+    adversarial: Literal["none", "dann", "tsf"] = "tsf"
+    lambda_adv: float = Field(0.3, ge=0)
+    pretrain_steps: int = Field(500, ge=0)
+    regulariser: Literal["union", "sum", "mme"] = "sum"
+    lambda_entropy: float = Field(0.1, ge=0)
+    steps_per_round: int = Field(120, ge=0)
+
+
+class ActiveConfig(_Section):
+    strategy: str = "sage"
+    rounds: int = Field(5, ge=0)
+    budget: int = Field(10, gt=0)
+    seed: int = 0
+    oracle: Literal["simulated"] = "simulated"
+    annotate_timeout_s: float = Field(3600, gt=0)
+    selection_chunk: int = Field(4096, gt=0)
+
+
+class TrackingConfig(_Section):
+    experiment: Optional[str] = None
+    registered_model: str = "sage-ada"
+
+
+class Config(_Section):
+    data: DataConfig = DataConfig()
+    split: SplitConfig = SplitConfig()
+    model: ModelConfig = ModelConfig()
+    train: TrainConfig = TrainConfig()
+    active: ActiveConfig = ActiveConfig()
+    tracking: TrackingConfig = TrackingConfig()
+
+    @model_validator(mode="after")
+    def _check_combinations(self) -> "Config":
+        from components.query import STRATEGIES, requirement_of
+
+        if self.active.strategy not in STRATEGIES:
+            raise ValueError(
+                f"unknown strategy {self.active.strategy!r}; choose one of {sorted(STRATEGIES)}")
+        need = requirement_of(self.active.strategy)
+        if need == "class" and self.train.adversarial != "tsf":
+            raise ValueError(f"strategy {self.active.strategy!r} needs the class-level "
+                             "discriminator: set train.adversarial: tsf")
+        if need == "domain" and self.train.adversarial != "dann":
+            raise ValueError(f"strategy {self.active.strategy!r} needs the DANN domain "
+                             "discriminator: set train.adversarial: dann")
+        if self.data.source == self.data.target:
+            raise ValueError("data.source and data.target name the same domain")
+        if self.model.classifier == "linear" and self.train.regulariser == "mme":
+            raise ValueError("regulariser mme needs the cosine classifier: "
+                             "set model.classifier: cosine (or auto)")
+        return self
+
+    @property
+    def classifier_kind(self) -> str:
+        if self.model.classifier != "auto":
+            return self.model.classifier
+        return "cosine" if self.train.regulariser == "mme" else "linear"
+
+    @property
+    def experiment_name(self) -> str:
+        return self.tracking.experiment or f"{self.data.source}→{self.data.target}"
+
+    def with_overrides(self, overrides: dict[str, Any]) -> "Config":
+        """Return a new validated config with dotted keys (``active.budget``) replaced."""
+        raw = self.model_dump()
+        for dotted, value in overrides.items():
+            if value is None:
+                continue
+            section, _, key = dotted.partition(".")
+            if section not in raw or key not in raw[section]:
+                raise ConfigError(f"unknown setting {dotted!r}")
+            raw[section][key] = value
+        return parse_config(raw)
+
+
+class ConfigError(ValueError):
+    """A configuration that cannot run; the message says which setting to fix."""
+
+
+def parse_config(raw: dict[str, Any]) -> Config:
+    try:
+        return Config.model_validate(raw or {})
+    except ValidationError as err:
+        lines = [f"  {'.'.join(map(str, e['loc']))}: {e['msg']}" for e in err.errors()]
+        raise ConfigError("invalid configuration in params.yaml:\n" + "\n".join(lines)
+                          + "\nFix these settings (or the CLI flags that override them).") from None
+
+
+def load_config(path: str | Path = "params.yaml", overrides: dict[str, Any] | None = None) -> Config:
+    path = Path(path)
+    if not path.exists():
+        raise ConfigError(f"{path} not found; run from the repository root or pass --params")
+    cfg = parse_config(yaml.safe_load(path.read_text()))
+    return cfg.with_overrides(overrides) if overrides else cfg

@@ -1,0 +1,1 @@
+"""Data: dataset builders, the manifest (the common language), split, validation, tensors."""

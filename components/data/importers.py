@@ -1,0 +1,76 @@
+"""Read users' own data into manifest rows, so nothing downstream is tied to digits.
+
+Two layouts are understood:
+
+* ``folders``: ``<root>/<domain>/<class>/<image>`` (Office-31, Office-Home, VisDA);
+* ``lists``: DomainNet-style list files ``<root>/<domain>*.txt`` with lines
+  ``relative/path label`` (paths relative to ``root``).
+"""
+from __future__ import annotations
+
+import hashlib
+from pathlib import Path
+
+IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp", ".tif", ".tiff"}
+
+
+class DataLayoutError(ValueError):
+    """The data folder does not look like the configured layout."""
+
+
+def sha256_of(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def _row(root: Path, domain: str, label: str, path: Path) -> dict:
+    rel = path.relative_to(root).as_posix()
+    return {"sample_id": rel.rsplit(".", 1)[0], "domain": domain, "label": str(label),
+            "path": rel, "sha256": sha256_of(path)}
+
+
+def scan_folders(root: str | Path, domain: str) -> list[dict]:
+    """Rows for ``<root>/<domain>/<class>/<image>``; sorted, so ids and order are stable."""
+    root = Path(root)
+    base = root / domain
+    if not base.is_dir():
+        raise DataLayoutError(
+            f"domain folder {base} not found; expected <root>/<domain>/<class>/<image>. "
+            "Check data.root and data.source/data.target in params.yaml "
+            "(for the shipped benchmark run `sage-ada data digits`).")
+    rows = []
+    for class_dir in sorted(p for p in base.iterdir() if p.is_dir()):
+        for image in sorted(class_dir.iterdir()):
+            if image.suffix.lower() in IMAGE_SUFFIXES:
+                rows.append(_row(root, domain, class_dir.name, image))
+    if not rows:
+        raise DataLayoutError(f"no images under {base}/<class>/; supported: {sorted(IMAGE_SUFFIXES)}")
+    return rows
+
+
+def scan_lists(root: str | Path, domain: str) -> list[dict]:
+    """Rows from DomainNet-style list files ``<root>/<domain>*.txt`` (``path label`` lines)."""
+    root = Path(root)
+    lists = sorted(root.glob(f"{domain}*.txt"))
+    if not lists:
+        raise DataLayoutError(f"no list file {root}/{domain}*.txt for domain {domain!r}")
+    rows, seen = [], set()
+    for list_file in lists:
+        for number, line in enumerate(list_file.read_text().splitlines(), start=1):
+            if not line.strip():
+                continue
+            parts = line.rsplit(maxsplit=1)
+            if len(parts) != 2:
+                raise DataLayoutError(f"{list_file}:{number}: expected 'relative/path label', "
+                                      f"got {line!r}")
+            rel, label = parts
+            path = root / rel
+            if not path.is_file():
+                raise DataLayoutError(f"{list_file}:{number}: image {path} not found")
+            if rel in seen:
+                continue
+            seen.add(rel)
+            rows.append(_row(root, domain, label, path))
+    return rows
+
+
+SCANNERS = {"folders": scan_folders, "lists": scan_lists}

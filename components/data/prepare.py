@@ -1,0 +1,49 @@
+"""The data steps users run: build the shipped benchmark, split into the manifest, validate.
+
+``split_and_validate`` is what the DVC ``split`` stage runs; a failing validation keeps the
+previous manifest in place (the new one is written only after it passes).
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+import pandas as pd
+
+from components.config import Config
+from components.data.digits import DOMAINS, build_digits
+from components.data.split import build_manifest, class_list, read_manifest, write_manifest
+from components.data.validate import validate_manifest
+
+
+def uses_shipped_digits(cfg: Config) -> bool:
+    return cfg.data.layout == "folders" and {cfg.data.source, cfg.data.target} <= set(DOMAINS)
+
+
+def ensure_data(cfg: Config) -> dict[str, int]:
+    """Build the digits domains when they are configured and missing (cheap if present)."""
+    root = Path(cfg.data.root)
+    if uses_shipped_digits(cfg):
+        return build_digits(root)
+    return {}
+
+
+def split_and_validate(cfg: Config) -> pd.DataFrame:
+    manifest = build_manifest(cfg.data.root, source=cfg.data.source, target=cfg.data.target,
+                              layout=cfg.data.layout, test_fraction=cfg.split.target_test_fraction,
+                              seed=cfg.split.seed)
+    validate(cfg, manifest)
+    write_manifest(manifest, cfg.data.manifest)
+    return manifest
+
+
+def validate(cfg: Config, manifest: pd.DataFrame | None = None) -> pd.DataFrame:
+    manifest = read_manifest(cfg.data.manifest) if manifest is None else manifest
+    size = cfg.data.image_size if uses_shipped_digits(cfg) else None
+    validate_manifest(manifest, cfg.data.root, class_list(manifest), expected_size=size)
+    return manifest
+
+
+def summary(manifest: pd.DataFrame) -> str:
+    counts = manifest.groupby(["domain", "split"]).size()
+    lines = [f"  {domain:>12} {split:<13} {n:6d}" for (domain, split), n in counts.items()]
+    return "\n".join(lines)

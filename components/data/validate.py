@@ -1,0 +1,138 @@
+"""Great Expectations suite on the manifest: one failing check stops the stage.
+
+Each expectation is paired with a plain-words explanation and what to do, and the failure
+message lists the offending rows, so a user can fix the data instead of reading GX output.
+"""
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+import pandas as pd
+from PIL import Image
+
+from components.data.split import SPLITS
+
+os.environ.setdefault("GX_ANALYTICS_ENABLED", "False")
+
+
+class ManifestInvalid(ValueError):
+    """The manifest failed validation; the message names the rows and the fix."""
+
+
+@dataclass(frozen=True)
+class Check:
+    expectation: object
+    problem: str
+    fix: str
+    show: str  # the column whose offending values are listed
+
+
+def _file_facts(manifest: pd.DataFrame, root: Path) -> pd.DataFrame:
+    """Add what GX cannot see by itself: is the file there, readable, of which size."""
+    exists, readable, width, height = [], [], [], []
+    for rel in manifest["path"]:
+        path = root / rel
+        ok_exists = path.is_file()
+        ok_read, w, h = False, 0, 0
+        if ok_exists:
+            try:
+                with Image.open(path) as im:
+                    im.load()  # decodes fully: a truncated PNG fails here
+                    w, h = im.size
+                ok_read = True
+            except Exception:  # any decoder error means the file is unusable
+                ok_read = False
+        exists.append(ok_exists)
+        readable.append(ok_read)
+        width.append(w)
+        height.append(h)
+    facts = manifest.copy()
+    facts["file_exists"], facts["decodable"] = exists, readable
+    facts["width"], facts["height"] = width, height
+    facts["row"] = range(2, len(facts) + 2)  # line number in the CSV (header is line 1)
+    return facts
+
+
+def _checks(classes: list[str], expected_size: int | None) -> list[Check]:
+    import great_expectations as gx
+
+    E = gx.expectations
+    checks = [
+        Check(E.ExpectColumnValuesToBeUnique(column="sample_id"),
+              "sample_id is not unique", "each sample must appear once; remove the duplicate rows",
+              "sample_id"),
+        Check(E.ExpectColumnValuesToBeUnique(column="path"),
+              "the same image is listed more than once (a sample in two splits)",
+              "rebuild the split with `dvc repro split` so every image is in exactly one split",
+              "path"),
+        Check(E.ExpectColumnValuesToBeInSet(column="split", value_set=list(SPLITS)),
+              "unknown split value", f"split must be one of {list(SPLITS)}", "split"),
+        Check(E.ExpectColumnValuesToBeInSet(column="label", value_set=classes),
+              "label outside the class list", f"labels must be one of {classes}", "label"),
+        Check(E.ExpectColumnValuesToBeInSet(column="file_exists", value_set=[True]),
+              "image file missing", "restore the files (`dvc checkout`) or rebuild the data",
+              "path"),
+        Check(E.ExpectColumnValuesToBeInSet(column="decodable", value_set=[True]),
+              "image cannot be decoded (corrupt or truncated)",
+              "replace or delete the file and rebuild the manifest", "path"),
+    ]
+    if expected_size:
+        for axis in ("width", "height"):
+            checks.append(Check(
+                E.ExpectColumnValuesToBeBetween(column=axis, min_value=expected_size,
+                                                max_value=expected_size,
+                                                row_condition="decodable == True",
+                                                condition_parser="pandas"),
+                f"image {axis} differs from {expected_size}",
+                "rebuild the data or set data.image_size", "path"))
+    for split in SPLITS:
+        checks.append(Check(
+            E.ExpectColumnDistinctValuesToEqualSet(column="label", value_set=classes,
+                                                   row_condition=f'split == "{split}"',
+                                                   condition_parser="pandas"),
+            f"not every class is present in split {split!r}",
+            "every class needs samples in every split; add data or change the split", "label"))
+    return checks
+
+
+def validate_manifest(manifest: pd.DataFrame, root: str | Path, classes: list[str], *,
+                      expected_size: int | None = None) -> pd.DataFrame:
+    """Run the suite; return the manifest with file facts, or raise ``ManifestInvalid``."""
+    import great_expectations as gx
+
+    facts = _file_facts(manifest, Path(root))
+    from great_expectations.data_context.types.base import ProgressBarsConfig
+
+    context = gx.get_context(mode="ephemeral")
+    context.variables.progress_bars = ProgressBarsConfig(globally=False)
+    asset = context.data_sources.add_pandas("manifest").add_dataframe_asset("manifest")
+    batch = asset.add_batch_definition_whole_dataframe("all").get_batch(
+        batch_parameters={"dataframe": facts})
+    failures = []
+    for check in _checks(classes, expected_size):
+        result = batch.validate(check.expectation, result_format="COMPLETE")
+        if result.success:
+            continue
+        failures.append(_describe(check, result, facts))
+    if failures:
+        raise ManifestInvalid("manifest validation failed:\n" + "\n".join(failures)
+                              + "\nThe previous manifest (if any) was left in place.")
+    return facts
+
+
+def _describe(check: Check, result, facts: pd.DataFrame) -> str:
+    res = result.result or {}
+    indices = res.get("unexpected_index_list") or []
+    rows = [i for i in indices if isinstance(i, int)]
+    if rows:
+        shown = facts.loc[facts.index.isin(rows[:10])]
+        listed = ", ".join(f"line {r.row} ({r.sample_id}: {getattr(r, check.show)})"
+                           for r in shown.itertuples())
+        more = f" and {len(rows) - 10} more" if len(rows) > 10 else ""
+        where = f"{len(rows)} row(s): {listed}{more}"
+    else:
+        observed = res.get("observed_value")
+        where = f"observed {observed!r}" if observed is not None else "see the manifest"
+    return f"  - {check.problem}: {where}. Fix: {check.fix}."

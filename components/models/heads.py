@@ -1,0 +1,41 @@
+"""Bottleneck, classifiers and discriminators on the representation z = phi(x) in R^m."""
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+
+class Bottleneck(nn.Sequential):
+    """Backbone features → z in R^m."""
+
+    def __init__(self, in_dim: int, dim: int):
+        super().__init__(nn.Linear(in_dim, dim), nn.BatchNorm1d(dim), nn.ReLU())
+
+
+class LinearClassifier(nn.Linear):
+    """Logits ``W z + b``."""
+
+
+class CosineClassifier(nn.Module):
+    """Logits ``W z / ||z|| / T`` with unit-norm rows of W (MME, Saito et al. 2019)."""
+
+    def __init__(self, dim: int, num_classes: int, temperature: float = 0.05):
+        super().__init__()
+        self.weight = nn.Parameter(torch.randn(num_classes, dim) * 0.1)
+        self.temperature = temperature
+
+    def forward(self, z: torch.Tensor) -> torch.Tensor:
+        return F.linear(F.normalize(z, dim=1), F.normalize(self.weight, dim=1)) / self.temperature
+
+
+class MLPDiscriminator(nn.Sequential):
+    """``z → logits`` of ``outputs`` sigmoids: 1 for DANN/AADA, C for the TSF class-level d.
+
+    Kept a plain Linear/ReLU stack so Sage can differentiate it in closed form.
+    """
+
+    def __init__(self, dim: int, hidden: int, outputs: int):
+        super().__init__(nn.Linear(dim, hidden), nn.ReLU(), nn.Linear(hidden, hidden), nn.ReLU(),
+                         nn.Linear(hidden, outputs))
+        self.outputs = outputs

@@ -1,0 +1,36 @@
+"""BADGE (Ash et al. 2020): last-layer gradient embedding at the predicted label + k-means++.
+
+The embedding is ``e(x) = (p - onehot(ŷ)) ⊗ z`` (C·m numbers). Its distances factorise,
+``||e_i - e_j||² = |g_i|²|z_i|² + |g_j|²|z_j|² - 2 (g_i·g_j)(z_i·z_j)`` with ``g = p - onehot``,
+so they are computed from the two factors without building the C·m embedding.
+"""
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+
+from components.query.base import pool_outputs, register
+from components.query.diversity import kmeanspp
+
+
+def gradient_factors(p: torch.Tensor, z: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    g = p - F.one_hot(p.argmax(1), p.shape[1]).to(p.dtype)
+    return g, z
+
+
+def factorised_distance(g: torch.Tensor, z: torch.Tensor):
+    sq = (g * g).sum(1) * (z * z).sum(1)
+
+    def distance_to(j: int) -> torch.Tensor:
+        return (sq + sq[j] - 2 * (g @ g[j]) * (z @ z[j])).clamp_min(0)
+
+    return distance_to, sq
+
+
+@register("badge")
+def badge_query(model, pool, budget, seed, *, device, chunk):
+    z, p = pool_outputs(model, pool, device)
+    g, z = gradient_factors(p.double(), z.double())
+    distance_to, sq = factorised_distance(g, z)
+    picks = kmeanspp(distance_to, len(z), budget, first=int(torch.argmax(sq)), seed=seed)
+    return picks, sq[picks].sqrt().tolist()

@@ -1,0 +1,12 @@
+"""Random sampling, seeded."""
+from __future__ import annotations
+
+import numpy as np
+
+from components.query.base import register
+
+
+@register("random")
+def random_query(model, pool, budget, seed, *, device, chunk):
+    picks = np.random.default_rng(seed).choice(len(pool), size=budget, replace=False)
+    return picks.tolist(), [0.0] * budget

@@ -1,0 +1,134 @@
+"""SAGE: Stochastic Adversarial Gradient Embedding (Sec. 3, Algorithm 1), read top to bottom.
+
+For a target sample with ``z = phi(x)`` and ``p = h(x)``:
+
+1. eq. 3  ``g^c = -∇_z log d_c(z)``                           (C×m adversarial Jacobian)
+2. eq. 4  ``E = Σ_c p_c g^c``                                  (expected gradient)
+3. eq. 5  ``g̃^c = g^c - λ_c E``, ``λ_c = |g^c·E| / ||E||²``   (positive orthogonal projection)
+4. eq. 6  ``S(x) = (√p_1 g̃^1, …, √p_C g̃^C)``                 (so ||S||² = Σ_c p_c ||g̃^c||²)
+5. Algorithm 1: the largest ``||S||`` first, then greedy farthest-first in S-space.
+"""
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from components.query.base import pool_outputs, register, top
+from components.query.diversity import embedding_distance, farthest_first, kmeanspp
+
+POP_EPS = 1e-12
+
+
+def _mlp_layers(disc: nn.Module) -> list[nn.Module] | None:
+    layers = list(disc) if isinstance(disc, nn.Sequential) else None
+    if layers and all(isinstance(l, (nn.Linear, nn.ReLU)) for l in layers) \
+            and isinstance(layers[-1], nn.Linear):
+        return layers
+    return None
+
+
+def adversarial_jacobian(disc: nn.Module, z: torch.Tensor) -> torch.Tensor:
+    """Eq. 3 for every class: ``g^c = -∇_z log σ(a_c(z)) = -(1-σ(a_c)) ∂a_c/∂z``, shape (N, C, m).
+
+    Closed form for a Linear/ReLU discriminator (one batched product through the layers);
+    any other discriminator goes through :func:`adversarial_jacobian_autograd`.
+    """
+    layers = _mlp_layers(disc)
+    if layers is None:
+        return adversarial_jacobian_autograd(disc, z)
+    masks, h = [], z
+    for layer in layers:
+        h = layer(h)
+        if isinstance(layer, nn.ReLU):
+            masks.append((h > 0).to(z.dtype))
+    logits = h
+    jac = layers[-1].weight.to(z.dtype).expand(len(z), -1, -1)      # (N, C, hidden)
+    for layer in reversed(layers[:-1]):
+        if isinstance(layer, nn.ReLU):
+            jac = jac * masks.pop()[:, None, :]
+        else:
+            jac = jac @ layer.weight.to(z.dtype)
+    return -torch.sigmoid(-logits)[:, :, None] * jac
+
+
+def adversarial_jacobian_autograd(disc: nn.Module, z: torch.Tensor) -> torch.Tensor:
+    """Reference path (torch.func vmap + jacrev) for eq. 3; works for any discriminator."""
+    from torch.func import functional_call, jacrev, vmap
+
+    params = {k: v.detach() for k, v in disc.named_parameters()}
+    buffers = dict(disc.named_buffers())
+
+    def neg_log_d(zi: torch.Tensor) -> torch.Tensor:
+        return -F.logsigmoid(functional_call(disc, (params, buffers), (zi[None],))[0])
+
+    return vmap(jacrev(neg_log_d))(z)
+
+
+def expected_gradient(g: torch.Tensor, p: torch.Tensor) -> torch.Tensor:
+    """Eq. 4: ``E = Σ_c p_c g^c`` → (N, m)."""
+    return torch.einsum("nc,ncm->nm", p, g)
+
+
+def positive_orthogonal_projection(g: torch.Tensor, expected: torch.Tensor) -> torch.Tensor:
+    """Eq. 5: remove from each ``g^c`` the part along ``E`` scaled by ``|g^c·E|/||E||²``.
+
+    A component parallel to ``E`` vanishes; an opposite one is pushed further away.
+    Where ``||E|| ≈ 0`` the gradients are returned unchanged.
+    """
+    norm_sq = (expected * expected).sum(1, keepdim=True)                 # (N, 1)
+    dots = torch.einsum("ncm,nm->nc", g, expected)                      # (N, C)
+    lam = dots.abs() / norm_sq.clamp_min(POP_EPS)
+    lam = torch.where(norm_sq > POP_EPS, lam, torch.zeros_like(lam))
+    return g - lam[:, :, None] * expected[:, None, :]
+
+
+def sage_embedding(g_tilde: torch.Tensor, p: torch.Tensor) -> torch.Tensor:
+    """Eq. 6: ``S(x) = (√p_c g̃^c)_c`` flattened to (N, C·m)."""
+    return (p.sqrt()[:, :, None] * g_tilde).flatten(1)
+
+
+def embed_pool(model, pool, *, device, chunk: int, pop: bool = True) -> torch.Tensor:
+    """S(x) for the whole pool, built chunk by chunk (peak memory ≈ the embedding itself)."""
+    z, p = pool_outputs(model, pool, device)
+    disc = model.discriminator.to(device).eval()
+    if disc is None or getattr(disc, "outputs", 0) < 2:
+        raise ValueError("Sage needs the class-level (TSF) discriminator: set train.adversarial: tsf")
+    num_classes, m = p.shape[1], z.shape[1]
+    emb = torch.empty(len(z), num_classes * m, device=device)
+    with torch.no_grad():
+        for start in range(0, len(z), max(1, chunk // num_classes)):
+            sl = slice(start, start + max(1, chunk // num_classes))
+            g = adversarial_jacobian(disc, z[sl])
+            if pop:
+                g = positive_orthogonal_projection(g, expected_gradient(g, p[sl]))
+            emb[sl] = sage_embedding(g, p[sl])
+    return emb
+
+
+def select_from_embedding(emb: torch.Tensor, budget: int, *, diversity: str, seed: int,
+                          chunk: int) -> tuple[list[int], list[float]]:
+    """Algorithm 1 on precomputed embeddings (also used by the benchmark and tests)."""
+    norms = emb.norm(dim=1)
+    if diversity == "none":
+        return top(norms, budget)
+    first = int(torch.argmax(norms))
+    distance_to = embedding_distance(emb, chunk=chunk)
+    if diversity == "greedy":
+        picks = farthest_first(distance_to, len(emb), budget, first=first)
+    else:
+        picks = kmeanspp(distance_to, len(emb), budget, first=first, seed=seed)
+    return picks, norms[picks].tolist()
+
+
+def _sage(pop: bool, diversity: str):
+    def strategy(model, pool, budget, seed, *, device, chunk):
+        emb = embed_pool(model, pool, device=device, chunk=chunk, pop=pop)
+        return select_from_embedding(emb, budget, diversity=diversity, seed=seed, chunk=chunk)
+    return strategy
+
+
+register("sage", requires="class")(_sage(pop=True, diversity="greedy"))
+register("sage-kmeans++", requires="class")(_sage(pop=True, diversity="kmeans++"))
+register("sage-no-pop", requires="class")(_sage(pop=False, diversity="greedy"))
+register("sage-no-diversity", requires="class")(_sage(pop=True, diversity="none"))

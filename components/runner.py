@@ -1,0 +1,146 @@
+"""One active-adaptation run with its lineage and crash-safe state.
+
+Each step records what the next one needs before it returns, so a run killed at any point
+resumes from the last finished step: a saved selection is not recomputed, an open oracle
+request is collected instead of re-sent, and a finished round is never repeated. Checkpoints
+are kept per round (``checkpoint-r<k>.pt``), so a crash after writing one cannot be mistaken
+for the previous round's.
+"""
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import Optional
+
+from components.config import Config
+from components.session import ActiveSession
+from components.state import PendingRound, RunState, StateStore
+from components.tracking.lineage import STATE_TAG, Tracker, data_hash, git_commit
+
+
+class ActiveRun:
+    def __init__(self, cfg: Config, session: ActiveSession, tracker: Tracker, store: StateStore,
+                 oracle, state: RunState):
+        self.cfg, self.session, self.tracker = cfg, session, tracker
+        self.store, self.oracle, self.state = store, oracle, state
+        self.net = None
+        self.train_seconds = 0.0
+
+    # ------------------------------------------------------------------ lifecycle
+    @classmethod
+    def open(cls, cfg: Config, session: ActiveSession, oracle, *, resume: Optional[str] = None,
+             flow_run_id: Optional[str] = None, store: StateStore | None = None,
+             run_name: Optional[str] = None) -> "ActiveRun":
+        """Resume ``resume`` (an MLflow run id), or the run of this Prefect flow run, or start."""
+        store = store or StateStore()
+        tracker = Tracker(cfg.experiment_name)
+        state = store.load(resume) if resume else store.find_by_flow_run(flow_run_id)
+        if state is None:
+            lineage = {"data_hash": data_hash(), "git_commit": git_commit(),
+                       "strategy": cfg.active.strategy, "seed": str(cfg.active.seed),
+                       "regulariser": cfg.train.regulariser,
+                       "adversarial": cfg.train.adversarial}
+            run_id = tracker.start_parent(
+                params=cfg.model_dump(), tags={f"sage_ada.{k}": v for k, v in lineage.items()},
+                run_name=run_name or f"{cfg.active.strategy} seed {cfg.active.seed}")
+            state = RunState(run_id=run_id, flow_run_id=flow_run_id)
+            tracker.set_tags(run_id, {STATE_TAG: str(store.dir(run_id).resolve())})
+            store.save(state)
+        elif flow_run_id and state.flow_run_id != flow_run_id:
+            state.flow_run_id = flow_run_id
+            store.save(state)
+        return cls(cfg, session, tracker, store, oracle, state)
+
+    @property
+    def run_id(self) -> str:
+        return self.state.run_id
+
+    @property
+    def finished(self) -> bool:
+        return self.state.rounds_done >= self.cfg.active.rounds
+
+    def _checkpoint(self, round: int) -> Path:
+        return self.store.dir(self.run_id) / f"checkpoint-r{round}.pt"
+
+    def _save_state(self) -> None:
+        self.store.save(self.state)
+
+    # ------------------------------------------------------------------ steps
+    def pretrain(self) -> dict:
+        """Round 0: the UDA model, evaluated and logged (skipped when already done)."""
+        if self.state.rounds_done >= 0:
+            self.net = self.session.load(self._checkpoint(self.state.rounds_done))
+            return self.state.history[-1]
+        net, seconds, cached = self.session.pretrain()
+        self.net = net
+        self.train_seconds = seconds
+        return self._finish_round(0, labelled=dict(self.state.labelled), selection=[],
+                                  select_seconds=0.0)
+
+    def select(self, round: int) -> list[str]:
+        pending = self.state.pending
+        if pending is not None and pending.round == round:
+            return pending.selected
+        ids, scores, seconds = self.session.select(self.net, self.state.labelled, round)
+        self.state.pending = PendingRound(round, ids, scores, seconds)
+        self._save_state()
+        return ids
+
+    def annotate(self, round: int, timeout: float) -> dict[str, str]:
+        pending = self.state.pending
+        if pending.labels is not None:
+            return pending.labels
+        if pending.handle is None:
+            pending.handle = self.oracle.request(pending.selected, round)
+            self._save_state()
+        labels = self.oracle.collect(pending.handle, timeout)
+        pending.labels = self.session.check_labels(pending.selected, labels)
+        self._save_state()
+        return pending.labels
+
+    def adapt(self, round: int) -> None:
+        """Always from the previous round's checkpoint, so a retried adapt is the same adapt."""
+        self.net = self.session.load(self._checkpoint(round - 1))
+        labelled = {**self.state.labelled, **self.state.pending.labels}
+        self.train_seconds = self.session.adapt(self.net, labelled, round)
+
+    def evaluate(self, round: int) -> dict:
+        pending = self.state.pending
+        labelled = {**self.state.labelled, **pending.labels}
+        selection = [{"round": round, "sample_id": sid, "score": score,
+                      "label": pending.labels.get(sid, "")}
+                     for sid, score in zip(pending.selected, pending.scores)]
+        return self._finish_round(round, labelled=labelled, selection=selection,
+                                  select_seconds=pending.select_seconds)
+
+    def _finish_round(self, round: int, *, labelled: dict, selection: list[dict],
+                      select_seconds: float) -> dict:
+        result = self.session.evaluate(self.net)
+        row = {"round": round, "n_labels": len(labelled), "accuracy": result["accuracy"],
+               "select_seconds": round_(select_seconds), "train_seconds": round_(self.train_seconds)}
+        history = [h for h in self.state.history if h["round"] < round] + [row]
+        self.session.save(self.net, self._checkpoint(round))
+        self.tracker.log_round(
+            self.run_id, round=round,
+            metrics={"accuracy": row["accuracy"], "n_labels": row["n_labels"],
+                     "select_seconds": select_seconds, "train_seconds": self.train_seconds},
+            per_class=result["per_class"], selection=selection, model=self.net.cpu(),
+            example=self.session.example_input(), history=history)
+        self.state.labelled, self.state.history = labelled, history
+        self.state.rounds_done, self.state.pending = round, None
+        self._save_state()
+        old = self._checkpoint(round - 2)
+        if round >= 2 and old.exists():
+            old.unlink()
+        return row
+
+    def finish(self) -> Optional[str]:
+        lineage = {"data_hash": data_hash(), "git_commit": git_commit(),
+                   "strategy": self.cfg.active.strategy, "seed": str(self.cfg.active.seed),
+                   "experiment": self.cfg.experiment_name}
+        return self.tracker.finish(self.run_id, registered_model=self.cfg.tracking.registered_model,
+                                   lineage=lineage)
+
+
+def round_(x: float) -> float:
+    return float(f"{x:.3f}")

@@ -1,0 +1,127 @@
+"""The science of one active-adaptation run, step by step, without any orchestration.
+
+``ActiveSession`` loads the validated manifest once and exposes the steps of the design card
+(pretrain, select, annotate, adapt, evaluate). The Prefect flow calls these steps as tasks;
+the benchmark calls them in a plain loop; both get the same numbers for the same seed.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import time
+from pathlib import Path
+
+import torch
+
+from components.adaptation.trainer import (Streams, evaluate, load_checkpoint, resolve_device,
+                                           save_checkpoint, seed_everything, train)
+from components.config import Config
+from components.data.split import class_list, read_manifest
+from components.data.tensors import ImageSet, load_images
+from components.models import build_network
+from components.oracle.base import OracleError
+from components.query import select as run_query
+
+
+class ActiveSession:
+    def __init__(self, cfg: Config, *, progress: bool = True, cache_dir: str | Path = ".sage-ada/cache"):
+        self.cfg, self.progress = cfg, progress
+        self.cache_dir = Path(cache_dir)
+        self.device = resolve_device(cfg.train.device)
+        self.manifest = read_manifest(cfg.data.manifest)
+        self.classes = class_list(self.manifest)
+        load = dict(root=cfg.data.root, classes=self.classes, size=cfg.data.image_size,
+                    channels=cfg.data.channels)
+        rows = lambda split: self.manifest[self.manifest["split"] == split]  # noqa: E731
+        self.source = load_images(rows("source"), **load)
+        # Target-train labels are withheld: only an oracle can reveal them.
+        self.pool = load_images(rows("target_train"), with_labels=False, **load)
+        self.test = load_images(rows("target_test"), **load)
+
+    # ------------------------------------------------------------------ model
+    def new_network(self):
+        seed_everything(self.cfg.train.seed)
+        return build_network(self.cfg, len(self.classes))
+
+    def pretrain_key(self) -> str:
+        """Pretraining depends on data, model and training settings only, not on the query."""
+        cfg = self.cfg
+        blob = json.dumps({"data": cfg.data.model_dump(), "split": cfg.split.model_dump(),
+                           "model": cfg.model.model_dump(), "classifier": cfg.classifier_kind,
+                           "train": cfg.train.model_dump(exclude={"steps_per_round", "device"}),
+                           "manifest": hashlib.sha256(
+                               self.manifest.to_csv(index=False).encode()).hexdigest()},
+                          sort_keys=True)
+        return hashlib.sha256(blob.encode()).hexdigest()[:16]
+
+    def pretrain(self) -> tuple[torch.nn.Module, float, bool]:
+        """UDA pretraining (round 0 model), cached by its inputs; returns (net, seconds, cached)."""
+        net = self.new_network()
+        path = self.cache_dir / f"pretrain-{self.pretrain_key()}.pt"
+        if path.exists():
+            load_checkpoint(net, path)
+            return net.to(self.device).eval(), 0.0, True
+        start = time.perf_counter()
+        train(net, Streams(self.source, None, self.pool), steps=self.cfg.train.pretrain_steps,
+              train_cfg=self.cfg.train, regulariser="source", seed=self.cfg.train.seed,
+              device=self.device, phase=f"pretrain ({self.cfg.train.adversarial})",
+              ramp_lambda=True, progress=self.progress)
+        seconds = time.perf_counter() - start
+        save_checkpoint(net, path)
+        return net, seconds, False
+
+    def load(self, path: str | Path):
+        net = self.new_network()
+        load_checkpoint(net, path)
+        return net.to(self.device).eval()
+
+    # ------------------------------------------------------------------ steps
+    def unlabelled(self, labelled: dict[str, str]) -> ImageSet:
+        return self.pool.without(labelled)
+
+    def select(self, net, labelled: dict[str, str], round: int) -> tuple[list[str], list[float], float]:
+        a = self.cfg.active
+        pool = self.unlabelled(labelled)
+        start = time.perf_counter()
+        ids, scores = run_query(a.strategy, net, pool, min(a.budget, len(pool)),
+                                seed=a.seed * 1000 + round, device=self.device,
+                                chunk=a.selection_chunk)
+        return ids, scores, time.perf_counter() - start
+
+    def check_labels(self, requested: list[str], labels: dict[str, str]) -> dict[str, str]:
+        """Annotations must name a known class and only the requested samples."""
+        unknown = {s: l for s, l in labels.items() if str(l) not in self.classes}
+        if unknown:
+            raise OracleError(f"labels outside the class list for {unknown}; allowed: "
+                              f"{self.classes}. Correct them in the annotation tool and collect again.")
+        extra = set(labels) - set(requested)
+        if extra:
+            raise OracleError(f"labels for samples that were not requested: {sorted(extra)[:5]}")
+        return {s: str(labels[s]) for s in requested if s in labels}
+
+    def labelled_set(self, labelled: dict[str, str]) -> ImageSet:
+        data = self.pool.subset(sorted(labelled))
+        lookup = {c: i for i, c in enumerate(self.classes)}
+        data.labels = torch.tensor([lookup[labelled[s]] for s in data.ids], dtype=torch.long)
+        return data
+
+    def adapt(self, net, labelled: dict[str, str], round: int) -> float:
+        """``steps_per_round`` updates of eq. 10 on L_S, L_T so far and the whole U_T."""
+        start = time.perf_counter()
+        train(net, Streams(self.source, self.labelled_set(labelled), self.pool),
+              steps=self.cfg.train.steps_per_round, train_cfg=self.cfg.train,
+              regulariser=self.cfg.train.regulariser, seed=self.cfg.train.seed * 1000 + round,
+              device=self.device, phase=f"adapt round {round}", progress=self.progress)
+        return time.perf_counter() - start
+
+    def evaluate(self, net) -> dict:
+        return evaluate(net, self.test, self.classes, device=self.device)
+
+    def example_input(self):
+        """Two normalised test images: the input example MLflow traces the model with."""
+        from components.data.tensors import to_float
+
+        return to_float(self.test.images[:2]).numpy()
+
+    def save(self, net, path: str | Path) -> None:
+        save_checkpoint(net, path)

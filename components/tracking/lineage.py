@@ -1,0 +1,217 @@
+"""MLflow lineage for one pipeline run.
+
+* tracking URI: ``MLFLOW_TRACKING_URI`` if set, else SQLite under ``mlflow/`` with artifacts
+  beside it (``mlflow/artifacts``);
+* one experiment per task (``mnist→optdigits``); a parent run per pipeline run with every
+  parameter, the data hash, git commit, strategy and seed; a child run per round with the
+  accuracy (overall and per class), labels so far, selection and training time, the selected
+  samples with scores and oracle labels, and the model; the final model is registered with its
+  lineage in the version tags.
+"""
+from __future__ import annotations
+
+import csv
+import json
+import os
+import subprocess
+import tempfile
+from pathlib import Path
+from typing import Any, Optional
+
+import yaml
+
+os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
+
+ROUND_TAG = "sage_ada.round"
+KIND_TAG = "sage_ada.kind"
+STATE_TAG = "sage_ada.state_dir"
+REPO_ROOT = Path(__file__).resolve().parents[2]
+
+
+def default_tracking_uri(root: Path | None = None) -> str:
+    root = Path(root or Path.cwd()) / "mlflow"
+    root.mkdir(parents=True, exist_ok=True)
+    return f"sqlite:///{(root / 'mlflow.db').resolve()}"
+
+
+def configure_mlflow(root: Path | None = None) -> str:
+    """Point MLflow at the configured store; returns the tracking URI in use."""
+    import mlflow
+
+    uri = os.environ.get("MLFLOW_TRACKING_URI") or default_tracking_uri(root)
+    mlflow.set_tracking_uri(uri)
+    return uri
+
+
+def data_hash(dvc_file: str | Path = "data.dvc") -> str:
+    """The DVC hash of the raw data (``outs[0].md5`` of ``data.dvc``)."""
+    path = Path(dvc_file)
+    if not path.exists():
+        return "untracked"
+    outs = (yaml.safe_load(path.read_text()) or {}).get("outs") or [{}]
+    return str(outs[0].get("md5", "unknown"))
+
+
+def git_commit() -> str:
+    try:
+        out = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True,
+                             timeout=10, check=True).stdout.strip()
+        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"],
+                               capture_output=True, text=True, timeout=10).stdout.strip()
+        return out + ("-dirty" if dirty else "")
+    except (OSError, subprocess.SubprocessError):
+        return "unknown"
+
+
+def flatten(prefix: str, value: Any) -> dict[str, str]:
+    if isinstance(value, dict):
+        out: dict[str, str] = {}
+        for key, sub in value.items():
+            out.update(flatten(f"{prefix}.{key}" if prefix else key, sub))
+        return out
+    return {prefix: str(value)}
+
+
+class Tracker:
+    """The MLflow run hierarchy of one pipeline run (client API: safe from any thread)."""
+
+    def __init__(self, experiment: str, *, root: Path | None = None):
+        from mlflow.tracking import MlflowClient
+
+        self.uri = configure_mlflow(root)
+        self.client = MlflowClient(self.uri)
+        found = self.client.get_experiment_by_name(experiment)
+        if found is None:
+            location = None
+            if self.uri.startswith("sqlite:///"):  # a local store keeps artifacts beside it
+                location = (Path(self.uri[len("sqlite:///"):]).parent / "artifacts").as_uri()
+            self.experiment_id = self.client.create_experiment(experiment, artifact_location=location)
+        else:
+            if found.lifecycle_stage == "deleted":
+                self.client.restore_experiment(found.experiment_id)
+            self.experiment_id = found.experiment_id
+        self.experiment = experiment
+
+    # ------------------------------------------------------------------ parent
+    def start_parent(self, *, params: dict, tags: dict[str, str], run_name: str) -> str:
+        run = self.client.create_run(self.experiment_id, run_name=run_name,
+                                     tags={KIND_TAG: "pipeline", **tags})
+        from mlflow.entities import Param
+
+        flat = flatten("", params)
+        items = [Param(k, v[:6000]) for k, v in sorted(flat.items())]
+        for start in range(0, len(items), 100):
+            self.client.log_batch(run.info.run_id, params=items[start:start + 100])
+        return run.info.run_id
+
+    def set_tags(self, run_id: str, tags: dict[str, str]) -> None:
+        for key, value in tags.items():
+            self.client.set_tag(run_id, key, value)
+
+    def round_runs(self, parent_id: str) -> dict[int, Any]:
+        """Child runs of ``parent_id`` by round number."""
+        runs = self.client.search_runs(
+            [self.experiment_id], filter_string=f"tags.mlflow.parentRunId = '{parent_id}'",
+            max_results=1000)
+        return {int(r.data.tags[ROUND_TAG]): r for r in runs if ROUND_TAG in r.data.tags}
+
+    # ------------------------------------------------------------------ rounds
+    def log_round(self, parent_id: str, *, round: int, metrics: dict[str, float],
+                  per_class: dict[str, float], selection: list[dict], model=None,
+                  example=None, history: list[dict]) -> str:
+        """One child run per round; a stale one from a crashed attempt is replaced."""
+        import mlflow
+        from mlflow.entities import Metric
+        import time as _time
+
+        stale = self.round_runs(parent_id).get(round)
+        if stale is not None:
+            self.client.delete_run(stale.info.run_id)
+        child = self.client.create_run(
+            self.experiment_id, run_name=f"round {round}",
+            tags={"mlflow.parentRunId": parent_id, ROUND_TAG: str(round), KIND_TAG: "round"})
+        run_id = child.info.run_id
+        now = int(_time.time() * 1000)
+        values = {**metrics, **{f"accuracy_class_{k}": v for k, v in per_class.items()}}
+        self.client.log_batch(run_id, metrics=[Metric(k, float(v), now, round)
+                                               for k, v in values.items()])
+        with tempfile.TemporaryDirectory() as tmp:
+            if selection:
+                write_selection(selection, Path(tmp))
+                self.client.log_artifact(run_id, str(Path(tmp) / "selection.csv"))
+                self.client.log_artifact(run_id, str(Path(tmp) / "selection.json"))
+        if model is not None:
+            with mlflow.start_run(run_id=run_id):
+                info = log_torch_model(model, example)
+            self.client.set_tag(run_id, "sage_ada.model_uri", info.model_uri)
+        else:
+            self.client.set_terminated(run_id)
+        self.log_curve(parent_id, history)
+        return run_id
+
+    def log_curve(self, parent_id: str, history: list[dict]) -> None:
+        """The parent's accuracy curve as metrics (step = round) and as a plot."""
+        from mlflow.entities import Metric
+        import time as _time
+
+        from components.tracking.plots import accuracy_curve
+        import matplotlib.pyplot as plt
+
+        now = int(_time.time() * 1000)
+        last = history[-1]
+        self.client.log_batch(parent_id, metrics=[
+            Metric("accuracy", last["accuracy"], now, last["round"]),
+            Metric("n_labels", last["n_labels"], now, last["round"])])
+        fig = accuracy_curve(history, f"{self.experiment}")
+        self.client.log_figure(parent_id, fig, "accuracy_vs_labels.png")
+        plt.close(fig)
+        self.client.log_dict(parent_id, history, "history.json")
+
+    # ------------------------------------------------------------------ end
+    def finish(self, parent_id: str, *, registered_model: str, lineage: dict[str, str]) -> Optional[str]:
+        """Register the last round's model with the lineage in its tags; close the parent."""
+        import mlflow
+
+        rounds = self.round_runs(parent_id)
+        version = None
+        if rounds:
+            last = rounds[max(rounds)]
+            uri = last.data.tags.get("sage_ada.model_uri")
+            if uri:
+                mv = mlflow.register_model(uri, registered_model,
+                                           tags={**lineage, "parent_run_id": parent_id,
+                                                 "round": str(max(rounds))})
+                version = mv.version
+                self.client.set_tag(parent_id, "sage_ada.registered_version",
+                                    f"{registered_model}/{version}")
+        self.client.set_terminated(parent_id)
+        return version
+
+
+def write_selection(rows: list[dict], folder: Path) -> None:
+    with open(folder / "selection.csv", "w", newline="") as fh:
+        writer = csv.DictWriter(fh, fieldnames=list(rows[0]))
+        writer.writeheader()
+        writer.writerows(rows)
+    (folder / "selection.json").write_text(json.dumps(rows, indent=1))
+
+
+def log_torch_model(model, example):
+    """Log ``model`` in PyTorch's exported (pt2, pickle-free) format, traced on ``example``."""
+    import mlflow
+
+    was_training = model.training
+    model.eval()
+    try:
+        return mlflow.pytorch.log_model(model, name="model", input_example=example,
+                                        serialization_format="pt2",
+                                        pip_requirements=_requirements())
+    finally:
+        model.train(was_training)
+
+
+def _requirements() -> list[str]:
+    """Pinned requirements for logged models (skips MLflow's slow inference step)."""
+    import torch
+
+    return [f"torch=={torch.__version__.split('+')[0]}"]

@@ -1,0 +1,118 @@
+"""The ``active-domain-adaptation`` flow: the design card's steps, as named Prefect tasks.
+
+prepare/split → validate → pretrain (round 0) → for each round: select → annotate → adapt →
+evaluate. The science lives in ``components``; this file only orchestrates: retries on I/O,
+a timeout on annotation, readable task-run names, and resume after a crash.
+"""
+from __future__ import annotations
+
+import os
+from typing import Any, Optional
+
+os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
+os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "120")
+
+from prefect import flow, task  # noqa: E402
+from prefect.cache_policies import NO_CACHE  # noqa: E402
+
+from components.config import Config, load_config  # noqa: E402
+from components.data import prepare as data_steps  # noqa: E402
+from components.oracle import ORACLES  # noqa: E402
+from components.runner import ActiveRun  # noqa: E402
+from components.session import ActiveSession  # noqa: E402
+from components.tracking.lineage import data_hash, git_commit  # noqa: E402
+
+IO = dict(retries=2, retry_delay_seconds=2, cache_policy=NO_CACHE)
+PURE = dict(cache_policy=NO_CACHE)
+
+
+@task(name="prepare", task_run_name="prepare data", **IO)
+def prepare(cfg: Config) -> dict:
+    """Build the shipped data if missing and the manifest if missing (the DVC split stage)."""
+    data_steps.ensure_data(cfg)
+    if not os.path.exists(cfg.data.manifest):
+        data_steps.split_and_validate(cfg)
+    return {"data_hash": data_hash(), "git_commit": git_commit()}
+
+
+@task(name="validate", task_run_name="validate manifest", **PURE)
+def validate(cfg: Config) -> None:
+    data_steps.validate(cfg)
+
+
+@task(name="load", task_run_name="load data", **PURE)
+def load(cfg: Config, progress: bool) -> ActiveSession:
+    return ActiveSession(cfg, progress=progress)
+
+
+@task(name="open run", task_run_name="open run", **IO)
+def open_run(cfg: Config, session: ActiveSession, resume: Optional[str]) -> ActiveRun:
+    from prefect.runtime import flow_run
+
+    oracle = ORACLES[cfg.active.oracle](session.manifest)
+    return ActiveRun.open(cfg, session, oracle, resume=resume, flow_run_id=str(flow_run.id or ""))
+
+
+@task(name="pretrain", task_run_name="pretrain round 0", **IO)
+def pretrain(run: ActiveRun) -> dict:
+    return run.pretrain()
+
+
+@task(name="select", task_run_name="select round {round}", **PURE)
+def select(run: ActiveRun, round: int) -> list[str]:
+    return run.select(round)
+
+
+@task(name="annotate", task_run_name="annotate round {round}", **IO)
+def annotate(run: ActiveRun, round: int, timeout: float) -> dict[str, str]:
+    return run.annotate(round, timeout)
+
+
+@task(name="adapt", task_run_name="adapt round {round}", **PURE)
+def adapt(run: ActiveRun, round: int) -> None:
+    run.adapt(round)
+
+
+@task(name="evaluate", task_run_name="evaluate round {round}", **IO)
+def evaluate(run: ActiveRun, round: int) -> dict:
+    return run.evaluate(round)
+
+
+@task(name="register", task_run_name="register model", **IO)
+def register(run: ActiveRun) -> Optional[str]:
+    return run.finish()
+
+
+def print_row(row: dict) -> None:
+    print(f"  round {row['round']:>2} | labels {row['n_labels']:>5} | accuracy "
+          f"{100 * row['accuracy']:6.2f}% | select {row['select_seconds']:7.2f}s | "
+          f"train {row['train_seconds']:7.2f}s", flush=True)
+
+
+@flow(name="active-domain-adaptation", log_prints=False)
+def active_domain_adaptation(params: str = "params.yaml", overrides: Optional[dict[str, Any]] = None,
+                             resume: Optional[str] = None, progress: bool = True) -> dict:
+    """Run (or resume) one active domain adaptation run; returns its run id and history."""
+    cfg = load_config(params, overrides)
+    prepare(cfg)
+    validate(cfg)
+    session = load(cfg, progress)
+    run = open_run(cfg, session, resume)
+    print(f"MLflow run {run.run_id} in experiment '{cfg.experiment_name}' "
+          f"({cfg.active.strategy}, b={cfg.active.budget}, {cfg.active.rounds} rounds)", flush=True)
+    for row in run.state.history:
+        print_row(row)
+    if run.state.rounds_done < 0:
+        print_row(pretrain(run))
+    else:
+        pretrain(run)  # reloads the last finished round's checkpoint
+    timeout = cfg.active.annotate_timeout_s
+    for r in range(run.state.rounds_done + 1, cfg.active.rounds + 1):
+        select(run, r)
+        annotate.with_options(timeout_seconds=timeout)(run, r, timeout)
+        adapt(run, r)
+        print_row(evaluate(run, r))
+    version = register(run)
+    return {"run_id": run.run_id, "history": run.state.history,
+            "labelled": run.state.labelled, "registered_version": version,
+            "experiment": cfg.experiment_name}

@@ -1,0 +1,176 @@
+"""``sage-ada``: one command line for data, runs, comparisons and the MLflow UI."""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+from pathlib import Path
+
+RUN_FLAGS = {  # CLI flag → params.yaml key
+    "strategy": "active.strategy", "rounds": "active.rounds", "budget": "active.budget",
+    "seed": "active.seed", "oracle": "active.oracle", "source": "data.source",
+    "target": "data.target", "regulariser": "train.regulariser",
+    "adversarial": "train.adversarial", "pretrain_steps": "train.pretrain_steps",
+    "steps_per_round": "train.steps_per_round", "device": "train.device",
+    "experiment": "tracking.experiment",
+}
+
+
+def _overrides(args) -> dict:
+    return {key: getattr(args, flag) for flag, key in RUN_FLAGS.items()
+            if getattr(args, flag, None) is not None}
+
+
+def cmd_data(args) -> int:
+    from components.config import load_config
+    from components.data import prepare
+    from components.data.digits import build_digits
+    from components.tracking.lineage import data_hash
+
+    cfg = load_config(args.params)
+    if args.action == "digits":
+        counts = build_digits(args.root or cfg.data.root)
+        print("built the digits benchmark: " + ", ".join(f"{d} {n} images" for d, n in counts.items()))
+        return 0
+    if args.action == "split":
+        manifest = prepare.split_and_validate(cfg)
+        print(f"manifest {cfg.data.manifest}: {len(manifest)} samples, validated\n"
+              f"{prepare.summary(manifest)}\n  data hash (data.dvc): {data_hash()}")
+        return 0
+    manifest = prepare.validate(cfg)
+    print(f"manifest {cfg.data.manifest} is valid ({len(manifest)} samples)")
+    return 0
+
+
+def _write_results(result: dict, folder: str) -> None:
+    """DVC metrics and plots: per-round accuracy (no timings, so reruns give the same bytes)."""
+    out = Path(folder)
+    out.mkdir(parents=True, exist_ok=True)
+    history = result["history"]
+    metrics = {"final_accuracy": round(history[-1]["accuracy"], 6),
+               "labels": history[-1]["n_labels"],
+               "accuracy_per_round": {f"round_{h['round']}": round(h["accuracy"], 6) for h in history}}
+    (out / "metrics.json").write_text(json.dumps(metrics, indent=2) + "\n")
+    lines = ["round,n_labels,accuracy"] + [f"{h['round']},{h['n_labels']},{h['accuracy']:.6f}"
+                                           for h in history]
+    (out / "rounds.csv").write_text("\n".join(lines) + "\n")
+
+
+def cmd_run(args) -> int:
+    from flows.active_da import active_domain_adaptation
+
+    result = active_domain_adaptation(params=args.params, overrides=_overrides(args),
+                                      resume=args.resume, progress=not args.no_progress)
+    if args.results:
+        _write_results(result, args.results)
+    h = result["history"]
+    print(f"\ndone: accuracy {100 * h[0]['accuracy']:.2f}% (round 0, UDA) → "
+          f"{100 * h[-1]['accuracy']:.2f}% (round {h[-1]['round']}, {h[-1]['n_labels']} labels)")
+    print(f"MLflow run {result['run_id']} (experiment '{result['experiment']}'); "
+          f"model registered as version {result['registered_version']}.")
+    print("Look at it: `sage-ada ui` then open http://127.0.0.1:5000")
+    return 0
+
+
+def cmd_compare(args) -> int:
+    from flows.compare import compare
+
+    summary = compare(params=args.params, strategies=args.strategies.split(","),
+                      seeds=[int(s) for s in args.seeds.split(",")], overrides=_overrides(args),
+                      progress=not args.no_progress)
+    print(json.dumps(summary["final"], indent=2))
+    print(f"comparison logged to MLflow run {summary['run_id']}")
+    return 0
+
+
+def cmd_ui(args) -> int:
+    from components.tracking.lineage import default_tracking_uri
+
+    uri = os.environ.get("MLFLOW_TRACKING_URI") or default_tracking_uri()
+    artifacts = Path("mlflow/artifacts").resolve()
+    cmd = ["mlflow", "ui", "--backend-store-uri", uri, "--default-artifact-root", artifacts.as_uri(),
+           "--host", "127.0.0.1", "--port", str(args.port)]
+    print("starting:", " ".join(cmd))
+    os.execvp(cmd[0], cmd)
+    return 0
+
+
+def cmd_serve(args) -> int:
+    from flows.active_da import active_domain_adaptation
+
+    active_domain_adaptation.serve(name=args.name, cron=args.cron,
+                                   parameters={"params": str(Path(args.params).resolve()),
+                                               "progress": False})
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="sage-ada", description=(
+        "Active domain adaptation with SAGE: choose which target samples are worth a label, "
+        "get them annotated, adapt, round after round, tracked in MLflow."))
+    p.add_argument("--params", default="params.yaml", help="configuration file (default: params.yaml)")
+    sub = p.add_subparsers(dest="command", required=True)
+
+    d = sub.add_parser("data", help="build the digits benchmark, split and validate the manifest")
+    d.add_argument("action", choices=["digits", "split", "validate"],
+                   help="digits: write mnist/optdigits PNGs; split: build + validate the manifest "
+                        "(the DVC split stage); validate: check the current manifest")
+    d.add_argument("--root", help="where to write the digits (default: data.root)")
+    d.set_defaults(fn=cmd_data)
+
+    def run_flags(sp):
+        sp.add_argument("--rounds", type=int)
+        sp.add_argument("--budget", type=int, help="labels per round (b)")
+        sp.add_argument("--oracle", choices=["simulated"])
+        sp.add_argument("--source")
+        sp.add_argument("--target")
+        sp.add_argument("--regulariser", choices=["union", "sum", "mme"])
+        sp.add_argument("--adversarial", choices=["none", "dann", "tsf"])
+        sp.add_argument("--pretrain-steps", type=int)
+        sp.add_argument("--steps-per-round", type=int)
+        sp.add_argument("--device", choices=["auto", "cpu", "cuda"])
+        sp.add_argument("--experiment", help="MLflow experiment (default: <source>→<target>)")
+        sp.add_argument("--no-progress", action="store_true", help="hide progress bars")
+
+    r = sub.add_parser("run", help="run (or resume) the active-domain-adaptation flow")
+    r.add_argument("--strategy", help="query strategy (sage, badge, aada, entropy, ...)")
+    r.add_argument("--seed", type=int)
+    run_flags(r)
+    r.add_argument("--resume", metavar="MLFLOW_RUN_ID", help="continue a crashed run")
+    r.add_argument("--results", metavar="DIR", help="also write DIR/metrics.json and DIR/rounds.csv")
+    r.set_defaults(fn=cmd_run)
+
+    c = sub.add_parser("compare", help="several strategies × seeds, with a comparison plot")
+    c.add_argument("--strategies", default="sage,random,entropy")
+    c.add_argument("--seeds", default="0,1,2")
+    run_flags(c)
+    c.set_defaults(fn=cmd_compare)
+
+    u = sub.add_parser("ui", help="open the MLflow UI on the local tracking store")
+    u.add_argument("--port", type=int, default=5000)
+    u.set_defaults(fn=cmd_ui)
+
+    s = sub.add_parser("serve", help="serve the flow as a Prefect deployment with a cron schedule")
+    s.add_argument("--name", default="scheduled")
+    s.add_argument("--cron", default="0 2 * * *", help="cron schedule (default: daily at 02:00)")
+    s.set_defaults(fn=cmd_serve)
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    from components.config import ConfigError
+    from components.data.importers import DataLayoutError
+    from components.data.validate import ManifestInvalid
+    from components.oracle.base import OracleError
+
+    try:
+        return args.fn(args)
+    except (ConfigError, DataLayoutError, ManifestInvalid, OracleError, FileNotFoundError) as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())
