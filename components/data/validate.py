@@ -27,6 +27,7 @@ class Check:
     problem: str
     fix: str
     show: str  # the column whose offending values are listed
+    split: str | None = None  # for per-split checks: which split
 
 
 def _file_facts(manifest: pd.DataFrame, root: Path) -> pd.DataFrame:
@@ -93,7 +94,8 @@ def _checks(classes: list[str], expected_size: int | None) -> list[Check]:
                                                    row_condition=f'split == "{split}"',
                                                    condition_parser="pandas"),
             f"not every class is present in split {split!r}",
-            "every class needs samples in every split; add data or change the split", "label"))
+            "every class needs samples in every split; add data or change the split", "label",
+            split=split))
     return checks
 
 
@@ -115,20 +117,23 @@ def validate_manifest(manifest: pd.DataFrame, root: str | Path, classes: list[st
         result = batch.validate(check.expectation, result_format="COMPLETE")
         if result.success:
             continue
-        failures.append(_describe(check, result, facts))
+        failures.append(_describe(check, result, facts, classes))
     if failures:
         raise ManifestInvalid("manifest validation failed:\n" + "\n".join(failures)
                               + "\nThe previous manifest (if any) was left in place.")
     return facts
 
 
-def _describe(check: Check, result, facts: pd.DataFrame) -> str:
+def _describe(check: Check, result, facts: pd.DataFrame, classes: list[str]) -> str:
     res = result.result or {}
     indices = res.get("unexpected_index_list") or []
     rows = [i for i in indices if isinstance(i, int)]
-    if rows:
+    if check.split is not None:
+        present = set(facts.loc[facts["split"] == check.split, "label"])
+        where = f"missing classes {sorted(set(classes) - present)}"
+    elif rows:
         shown = facts.loc[facts.index.isin(rows[:10])]
-        listed = ", ".join(f"line {r.row} ({r.sample_id}: {getattr(r, check.show)})"
+        listed = ", ".join(f"line {r.row} ({r.sample_id} in {r.split}: {getattr(r, check.show)})"
                            for r in shown.itertuples())
         more = f" and {len(rows) - 10} more" if len(rows) > 10 else ""
         where = f"{len(rows)} row(s): {listed}{more}"

@@ -1,0 +1,80 @@
+"""Shared fixtures: the digits benchmark built once per session, tiny configs and projects."""
+from __future__ import annotations
+
+import os
+import shutil
+from pathlib import Path
+
+import pytest
+import torch
+import yaml
+
+os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
+os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "120")
+os.environ.setdefault("GX_ANALYTICS_ENABLED", "False")
+os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(scope="session")
+def digits_root(tmp_path_factory) -> Path:
+    from components.data.digits import build_digits
+
+    root = tmp_path_factory.mktemp("digits") / "data"
+    build_digits(root)
+    return root
+
+
+@pytest.fixture(scope="session")
+def digits_manifest(digits_root):
+    from components.data.split import build_manifest
+
+    return build_manifest(digits_root, source="mnist", target="optdigits", seed=0)
+
+
+def tiny_params(data_root: Path, manifest: Path, **train) -> dict:
+    """A configuration that runs the whole loop in seconds."""
+    raw = yaml.safe_load((REPO / "params.yaml").read_text())
+    raw["data"].update(root=str(data_root), manifest=str(manifest))
+    raw["train"].update(pretrain_steps=30, steps_per_round=10, **train)
+    raw["active"].update(rounds=2, budget=5)
+    raw["tracking"].update(experiment="tests")
+    return raw
+
+
+@pytest.fixture
+def project(tmp_path, digits_root, digits_manifest, monkeypatch) -> Path:
+    """A working directory with its own params.yaml, manifest and MLflow store."""
+    from components.data.split import write_manifest
+
+    manifest = tmp_path / "splits" / "manifest.csv"
+    write_manifest(digits_manifest, manifest)
+    (tmp_path / "params.yaml").write_text(yaml.safe_dump(tiny_params(digits_root, manifest)))
+    shutil.copy(REPO / "data.dvc", tmp_path / "data.dvc")
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path / 'mlflow.db'}")
+    return tmp_path
+
+
+def tiny_network(num_classes: int = 4, adversarial: str = "tsf", dim: int = 6, seed: int = 0,
+                 classifier: str = "linear"):
+    """A digits network with a small bottleneck, for the maths tests."""
+    from components.config import Config
+
+    cfg = Config().with_overrides({"model.bottleneck_dim": dim, "model.discriminator_hidden": 5,
+                                   "train.adversarial": adversarial,
+                                   "model.classifier": classifier,
+                                   "active.strategy": "random"})
+    from components.models import build_network
+
+    torch.manual_seed(seed)
+    return build_network(cfg, num_classes).eval()
+
+
+def random_pool(n: int = 40, seed: int = 0):
+    from components.data.tensors import ImageSet
+
+    g = torch.Generator().manual_seed(seed)
+    images = torch.randint(0, 256, (n, 1, 28, 28), generator=g, dtype=torch.uint8)
+    return ImageSet([f"t/{i:03d}" for i in range(n)], images, torch.full((n,), -1))

@@ -1,0 +1,106 @@
+"""Every Great Expectations failure on the manifest is caught and explained."""
+from __future__ import annotations
+
+import shutil
+
+import pandas as pd
+import pytest
+
+from components.data.split import class_list
+from components.data.validate import ManifestInvalid, validate_manifest
+
+
+@pytest.fixture
+def small(digits_manifest, digits_root, tmp_path):
+    """A copy of a few files per class and split, so tests may break them."""
+    m = digits_manifest.groupby(["split", "label"]).head(3).reset_index(drop=True)
+    for rel in m["path"]:
+        (tmp_path / rel).parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy(digits_root / rel, tmp_path / rel)
+    return m, tmp_path
+
+
+def _fails(m, root, *needles):
+    with pytest.raises(ManifestInvalid) as err:
+        validate_manifest(m, root, [str(c) for c in range(10)], expected_size=28)
+    text = str(err.value)
+    for needle in needles:
+        assert needle in text, text
+    assert "Fix:" in text
+    return text
+
+
+def test_valid_manifest_passes(small):
+    m, root = small
+    facts = validate_manifest(m, root, class_list(m), expected_size=28)
+    assert facts["decodable"].all()
+
+
+def test_duplicate_sample_id(small):
+    m, root = small
+    m.loc[1, "sample_id"] = m.loc[0, "sample_id"]
+    _fails(m, root, "sample_id is not unique", m.loc[0, "sample_id"])
+
+
+def test_sample_leaked_into_both_target_splits(small):
+    m, root = small
+    leak = m[m.split == "target_train"].iloc[0].copy()
+    leak["split"] = "target_test"
+    m = pd.concat([m, leak.to_frame().T], ignore_index=True)
+    _fails(m, root, "sample in two splits", leak["path"])
+
+
+def test_unknown_label(small):
+    m, root = small
+    m.loc[4, "label"] = "eleven"
+    _fails(m, root, "label outside the class list", "eleven")
+
+
+def test_unknown_split_value(small):
+    m, root = small
+    m.loc[2, "split"] = "validation"
+    _fails(m, root, "unknown split value", "validation")
+
+
+def test_truncated_png(small):
+    m, root = small
+    path = root / m.loc[5, "path"]
+    path.write_bytes(path.read_bytes()[:60])
+    _fails(m, root, "cannot be decoded", m.loc[5, "path"])
+
+
+def test_missing_file(small):
+    m, root = small
+    (root / m.loc[6, "path"]).unlink()
+    _fails(m, root, "image file missing", m.loc[6, "path"])
+
+
+def test_wrong_size(small):
+    from PIL import Image
+
+    m, root = small
+    Image.new("L", (20, 20)).save(root / m.loc[7, "path"])
+    _fails(m, root, "differs from 28", m.loc[7, "path"])
+
+
+def test_class_missing_from_a_split(small):
+    m, root = small
+    m = m[~((m.split == "target_test") & (m.label == "3"))]
+    _fails(m, root, "not every class is present in split 'target_test'", "missing classes ['3']")
+
+
+def test_failed_split_keeps_the_previous_manifest(project, digits_root):
+    """The DVC split stage writes the new manifest only after it validates."""
+    from components.config import load_config
+    from components.data import prepare
+
+    cfg = load_config("params.yaml")
+    before = open(cfg.data.manifest).read()
+    bad_root = project / "bad"
+    shutil.copytree(digits_root, bad_root)
+    victim = next((bad_root / "optdigits" / "3").iterdir())
+    victim.write_bytes(b"not a png")
+    cfg = cfg.with_overrides({"data.root": str(bad_root)})
+    with pytest.raises(ManifestInvalid, match="cannot be decoded"):
+        prepare.split_and_validate(cfg)
+    assert open(cfg.data.manifest).read() == before
