@@ -1,0 +1,21 @@
+#!/usr/bin/env bash
+# README command 1: set up, build and version the shipped digits benchmark, then run the
+# default active-domain-adaptation flow (Sage, TSF, Ω_S+T, simulated annotators).
+# Extra arguments go to `sage-ada run` (e.g. --strategy badge --rounds 3).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+bash scripts/setup.sh
+source scripts/env.sh
+
+echo "== data: the digits benchmark (mnist → optdigits), tracked by data.dvc"
+sage-ada data digits
+if ! dvc status data.dvc | grep -q "up to date"; then
+  echo "error: the rebuilt data does not match the hash in data.dvc; see 'dvc status data.dvc'" >&2
+  exit 1
+fi
+echo "== split: dvc repro split (validated with Great Expectations)"
+dvc repro --quiet split
+sage-ada data validate
+
+echo "== run: the active-domain-adaptation flow"
+sage-ada run "$@"

@@ -1,0 +1,8 @@
+#!/usr/bin/env bash
+# README command 2: set up the environment (if missing) and run the whole test suite.
+# Extra arguments go to pytest, e.g. `bash scripts/test.sh -m "not slow"` for the fast part.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+bash scripts/setup.sh
+source scripts/env.sh
+exec python -m pytest "$@"

@@ -1,0 +1,139 @@
+"""The flow end to end through Prefect and MLflow, resume after a crash, no label leaks."""
+from __future__ import annotations
+
+import json
+
+import pytest
+from mlflow.tracking import MlflowClient
+
+from components.oracle import ORACLES
+from components.oracle.simulated import SimulatedOracle
+
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture(scope="module", autouse=True)
+def prefect_api():
+    """A real, temporary Prefect API (SQLite) for the flows of this module."""
+    from prefect.testing.utilities import prefect_test_harness
+
+    with prefect_test_harness(server_startup_timeout=180):
+        yield
+
+
+class CountingOracle(SimulatedOracle):
+    """The simulated oracle, remembering every sample it was ever asked about."""
+
+    log: list[str] = []
+
+    def collect(self, handle, timeout):
+        CountingOracle.log.extend(handle["sample_ids"])
+        return super().collect(handle, timeout)
+
+
+def _run(**kwargs):
+    from flows.active_da import active_domain_adaptation
+
+    return active_domain_adaptation(params="params.yaml", progress=False, **kwargs)
+
+
+def test_flow_end_to_end_lineage_in_mlflow_and_prefect(project):
+    from flows.active_da import active_domain_adaptation
+
+    state = active_domain_adaptation(params="params.yaml", progress=False, return_state=True)
+    result = state.result()
+    assert [h["round"] for h in result["history"]] == [0, 1, 2]
+    assert [h["n_labels"] for h in result["history"]] == [0, 5, 10]
+
+    client = MlflowClient()
+    parent = client.get_run(result["run_id"])
+    tags, params = parent.data.tags, parent.data.params
+    assert tags["sage_ada.strategy"] == "sage" and tags["sage_ada.seed"] == "0"
+    assert tags["sage_ada.data_hash"].endswith(".dir") and tags["sage_ada.git_commit"]
+    assert params["active.budget"] == "5" and params["train.regulariser"] == "sum"
+
+    exp = client.get_experiment_by_name("tests")
+    children = client.search_runs([exp.experiment_id],
+                                  f"tags.mlflow.parentRunId = '{result['run_id']}'")
+    by_round = {int(r.data.tags["sage_ada.round"]): r for r in children}
+    assert sorted(by_round) == [0, 1, 2]
+    selected_all = []
+    for h in result["history"]:
+        child = by_round[h["round"]]
+        assert child.data.metrics["accuracy"] == pytest.approx(h["accuracy"])
+        assert child.data.metrics["n_labels"] == h["n_labels"]
+        assert {"select_seconds", "train_seconds", "accuracy_class_0"} <= set(child.data.metrics)
+        assert child.data.tags["sage_ada.model_uri"].startswith("models:/")
+        if h["round"]:
+            path = client.download_artifacts(child.info.run_id, "selection.json")
+            rows = json.load(open(path))
+            assert len(rows) == 5 and all(r["label"] in list("0123456789") for r in rows)
+            selected_all += [r["sample_id"] for r in rows]
+    assert sorted(selected_all) == sorted(result["labelled"])
+    assert len(set(selected_all)) == 10
+
+    versions = client.search_model_versions("name = 'sage-ada'")
+    latest = max(versions, key=lambda v: int(v.version))
+    assert latest.tags["parent_run_id"] == result["run_id"] and latest.tags["round"] == "2"
+    assert latest.tags["data_hash"] == tags["sage_ada.data_hash"]
+    plot = client.list_artifacts(result["run_id"])
+    assert "accuracy_vs_labels.png" in {a.path for a in plot}
+
+    from prefect import get_client
+    from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterId
+
+    with get_client(sync_client=True) as prefect:
+        runs = prefect.read_task_runs(flow_run_filter=FlowRunFilter(
+            id=FlowRunFilterId(any_=[state.state_details.flow_run_id])))
+    names = {r.name for r in runs}
+    assert {"select round 1", "annotate round 2", "adapt round 2", "evaluate round 1",
+            "pretrain round 0", "validate manifest"} <= names
+
+
+def test_crash_mid_round_then_resume_never_asks_twice(project, monkeypatch):
+    from components.session import ActiveSession
+
+    CountingOracle.log = []
+    monkeypatch.setitem(ORACLES, "simulated", CountingOracle)
+    real_adapt = ActiveSession.adapt
+
+    def crash_in_round_2(self, net, labelled, round):
+        if round == 2:
+            raise RuntimeError("simulated crash")
+        return real_adapt(self, net, labelled, round)
+
+    monkeypatch.setattr(ActiveSession, "adapt", crash_in_round_2)
+    with pytest.raises(RuntimeError, match="simulated crash"):
+        _run()
+    (state_file,) = list((project / ".sage-ada" / "runs").glob("*/state.json"))
+    saved = json.loads(state_file.read_text())
+    assert saved["rounds_done"] == 1 and saved["pending"]["labels"]  # labels kept
+    asked_before = list(CountingOracle.log)
+
+    monkeypatch.setattr(ActiveSession, "adapt", real_adapt)
+    result = _run(resume=saved["run_id"])
+    assert result["run_id"] == saved["run_id"]
+    assert [h["round"] for h in result["history"]] == [0, 1, 2]
+    assert CountingOracle.log == asked_before          # round 2's labels were not re-asked
+    assert len(CountingOracle.log) == len(set(CountingOracle.log)) == 10
+    assert sorted(result["labelled"]) == sorted(CountingOracle.log)
+
+    client = MlflowClient()
+    exp = client.get_experiment_by_name("tests")
+    children = client.search_runs([exp.experiment_id],
+                                  f"tags.mlflow.parentRunId = '{result['run_id']}'")
+    assert sorted(int(r.data.tags["sage_ada.round"]) for r in children) == [0, 1, 2]
+
+
+def test_target_train_labels_only_come_from_the_oracle(project, monkeypatch):
+    from components.config import load_config
+    from components.session import ActiveSession
+
+    session = ActiveSession(load_config("params.yaml"), progress=False)
+    assert (session.pool.labels == -1).all()          # withheld when loaded
+    CountingOracle.log = []
+    monkeypatch.setitem(ORACLES, "simulated", CountingOracle)
+    result = _run()
+    truth = dict(zip(session.manifest.sample_id, session.manifest.label))
+    assert set(result["labelled"]) == set(CountingOracle.log)
+    assert all(truth[s] == label for s, label in result["labelled"].items())
