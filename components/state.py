@@ -69,7 +69,7 @@ class StateStore:
         if not path.exists():
             raise FileNotFoundError(
                 f"no saved state for run {run_id} under {self.root}; resume needs the machine "
-                "(or copied .sage-ada/runs folder) that ran it. List runs with `sage-ada runs`.")
+                "(or copied .sage-ada/runs folder) that ran it.")
         return RunState.from_json(json.loads(path.read_text()))
 
     def find_by_flow_run(self, flow_run_id: str) -> Optional[RunState]:

@@ -14,7 +14,10 @@ import torch
 
 def embedding_distance(emb: torch.Tensor, *, chunk: int = 4096) -> Callable[[int], torch.Tensor]:
     """``distance_to`` for explicit embeddings (N, D), chunked: ``|x|² - 2x·a + |a|²``."""
-    sq = (emb * emb).sum(1)
+    sq = torch.empty(len(emb), dtype=emb.dtype, device=emb.device)
+    for start in range(0, len(emb), chunk):  # chunked: emb * emb would double peak memory
+        block = emb[start:start + chunk]
+        sq[start:start + chunk] = (block * block).sum(1)
 
     def distance_to(j: int) -> torch.Tensor:
         anchor = emb[j]

@@ -172,6 +172,9 @@ class Tracker:
         """Register the last round's model with the lineage in its tags; close the parent."""
         import mlflow
 
+        done = self.client.get_run(parent_id).data.tags.get("sage_ada.registered_version")
+        if done:  # a resumed run that had already finished: register nothing twice
+            return done.rsplit("/", 1)[-1]
         rounds = self.round_runs(parent_id)
         version = None
         if rounds:

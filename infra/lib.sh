@@ -1,0 +1,58 @@
+# Shared by the server scripts: start a process in the background on 127.0.0.1, wait until it
+# answers, and stop it by its PID file. Sourced, not run.
+set -euo pipefail
+INFRA_ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
+REPO_ROOT="$(dirname "$INFRA_ROOT")"
+RUN_DIR="${SAGE_ADA_RUN_DIR:-$REPO_ROOT/.sage-ada/servers}"
+mkdir -p "$RUN_DIR"
+[ -x "$REPO_ROOT/.venv/bin/python" ] && export PATH="$REPO_ROOT/.venv/bin:$PATH"
+
+port_busy() { python3 -c "import socket,sys; s=socket.socket(); sys.exit(0 if s.connect_ex(('127.0.0.1', int(sys.argv[1])))==0 else 1)" "$1"; }
+
+wait_http() {  # url timeout_s
+  local url=$1 deadline=$((SECONDS + $2))
+  until python3 -c "import urllib.request,sys; urllib.request.urlopen(sys.argv[1], timeout=2)" "$url" 2>/dev/null; do
+    if [ $SECONDS -ge $deadline ]; then return 1; fi
+    sleep 1
+  done
+}
+
+launch() {  # name port health_url timeout_s command...
+  local name=$1 port=$2 url=$3 timeout=$4; shift 4
+  local pidfile="$RUN_DIR/$name.pid" log="$RUN_DIR/$name.log"
+  if [ -f "$pidfile" ] && kill -0 "$(cat "$pidfile")" 2>/dev/null; then
+    echo "$name is already running (pid $(cat "$pidfile")); stop it with '$0 stop'"; return 0
+  fi
+  if port_busy "$port"; then
+    echo "error: port $port on 127.0.0.1 is taken; stop what uses it or set a free port" >&2; return 1
+  fi
+  nohup "$@" >"$log" 2>&1 &
+  echo $! >"$pidfile"
+  if ! wait_http "$url" "$timeout"; then
+    echo "error: $name did not answer at $url within ${timeout}s; last log lines:" >&2
+    tail -20 "$log" >&2; stop_named "$name"; return 1
+  fi
+  echo "$name is up at $url (pid $(cat "$pidfile"), log $log)"
+}
+
+stop_named() {
+  local pidfile="$RUN_DIR/$1.pid"
+  if [ -f "$pidfile" ]; then
+    local pid; pid=$(cat "$pidfile")
+    kill "$pid" 2>/dev/null || true
+    for _ in $(seq 20); do kill -0 "$pid" 2>/dev/null || break; sleep 0.5; done
+    kill -9 "$pid" 2>/dev/null || true
+    rm -f "$pidfile"; echo "$1 stopped"
+  else
+    echo "$1 is not running"
+  fi
+}
+
+status_named() {
+  local pidfile="$RUN_DIR/$1.pid"
+  if [ -f "$pidfile" ] && kill -0 "$(cat "$pidfile")" 2>/dev/null; then
+    echo "$1 running (pid $(cat "$pidfile"))"
+  else
+    echo "$1 not running"; return 1
+  fi
+}

@@ -1,0 +1,15 @@
+#!/usr/bin/env bash
+# Prefect server (and a process worker) on 127.0.0.1, for scheduled runs and the Prefect UI.
+#   infra/prefect/server.sh start|stop|status      (PREFECT_PORT, default 4200)
+# Then: export PREFECT_API_URL=http://127.0.0.1:4200/api ; sage-ada serve --cron "0 2 * * *"
+source "$(dirname "$0")/../lib.sh"
+PORT=${PREFECT_PORT:-4200}
+export PREFECT_SERVER_ANALYTICS_ENABLED=false PREFECT_HOME=${PREFECT_HOME:-$RUN_DIR/prefect-home}
+case "${1:-}" in
+  start) launch prefect-server "$PORT" "http://127.0.0.1:$PORT/api/health" 180 \
+           prefect server start --host 127.0.0.1 --port "$PORT"
+         echo "export PREFECT_API_URL=http://127.0.0.1:$PORT/api" ;;
+  stop) stop_named prefect-server ;;
+  status) status_named prefect-server ;;
+  *) echo "usage: $0 start|stop|status" >&2; exit 2 ;;
+esac
