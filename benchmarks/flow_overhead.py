@@ -22,9 +22,12 @@ sys.path.insert(0, str(REPO))
 
 
 def plain_loop(cfg, cache_dir: Path) -> list[float]:
+    from components.data import prepare
     from components.oracle import SimulatedOracle
     from components.session import ActiveSession
 
+    prepare.ensure_data(cfg)       # the flow's prepare and validate steps, without Prefect
+    prepare.validate(cfg)
     session = ActiveSession(cfg, progress=False, cache_dir=cache_dir)
     oracle = SimulatedOracle(session.manifest)
     net, _, _ = session.pretrain()

@@ -60,9 +60,17 @@ class ActiveConfig(_Section):
     rounds: int = Field(5, ge=0)
     budget: int = Field(10, gt=0)
     seed: int = 0
-    oracle: Literal["simulated"] = "simulated"
+    oracle: Literal["simulated", "label_studio"] = "simulated"
     annotate_timeout_s: float = Field(3600, gt=0)
     selection_chunk: int = Field(4096, gt=0)
+
+
+class LabelStudioConfig(_Section):
+    url: str = "http://127.0.0.1:8080"
+    credentials: str = ".sage-ada/label-studio/credentials.env"
+    poll_interval_s: float = Field(10.0, gt=0)
+    on_timeout: Literal["wait", "fail", "partial"] = "fail"
+    resolve: Literal["majority", "latest"] = "majority"
 
 
 class TrackingConfig(_Section):
@@ -76,6 +84,7 @@ class Config(_Section):
     model: ModelConfig = ModelConfig()
     train: TrainConfig = TrainConfig()
     active: ActiveConfig = ActiveConfig()
+    label_studio: LabelStudioConfig = LabelStudioConfig()
     tracking: TrackingConfig = TrackingConfig()
 
     @model_validator(mode="after")

@@ -49,6 +49,8 @@ class ActiveRun:
         elif flow_run_id and state.flow_run_id != flow_run_id:
             state.flow_run_id = flow_run_id
             store.save(state)
+        if hasattr(oracle, "bind"):  # e.g. one Label Studio project per pipeline run
+            oracle.bind(state.run_id)
         return cls(cfg, session, tracker, store, oracle, state)
 
     @property
@@ -91,10 +93,15 @@ class ActiveRun:
         if pending.labels is not None:
             return pending.labels
         if pending.handle is None:
-            pending.handle = self.oracle.request(pending.selected, round)
+            context = self.session.request_context(self.net, pending.selected, pending.scores)
+            pending.handle = self.oracle.request(pending.selected, round, context=context)
             self._save_state()
+            if isinstance(pending.handle, dict) and pending.handle.get("url"):
+                self.tracker.set_tags(self.run_id, {"sage_ada.annotation_url": pending.handle["url"]})
         labels = self.oracle.collect(pending.handle, timeout)
         pending.labels = self.session.check_labels(pending.selected, labels)
+        if hasattr(self.oracle, "describe"):
+            pending.details = self.oracle.describe(pending.handle)
         self._save_state()
         return pending.labels
 
@@ -108,7 +115,9 @@ class ActiveRun:
         pending = self.state.pending
         labelled = {**self.state.labelled, **pending.labels}
         selection = [{"round": round, "sample_id": sid, "score": score,
-                      "label": pending.labels.get(sid, "")}
+                      "label": pending.labels.get(sid, ""),
+                      **{k: pending.details.get(sid, {}).get(k) for k in
+                         ("annotator", "lead_time_s", "n_annotations", "skipped")}}
                      for sid, score in zip(pending.selected, pending.scores)]
         return self._finish_round(round, labelled=labelled, selection=selection,
                                   select_seconds=pending.select_seconds)

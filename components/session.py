@@ -13,8 +13,8 @@ from pathlib import Path
 
 import torch
 
-from components.adaptation.trainer import (Streams, evaluate, load_checkpoint, resolve_device,
-                                           save_checkpoint, seed_everything, train)
+from components.adaptation.trainer import (Streams, evaluate, load_checkpoint, predict,
+                                           resolve_device, save_checkpoint, seed_everything, train)
 from components.config import Config
 from components.data.split import class_list, read_manifest
 from components.data.tensors import ImageSet, load_images
@@ -87,6 +87,16 @@ class ActiveSession:
                                 seed=a.seed * 1000 + round, device=self.device,
                                 chunk=a.selection_chunk)
         return ids, scores, time.perf_counter() - start
+
+    def request_context(self, net, ids: list[str], scores: list[float]) -> dict[str, dict]:
+        """What annotators see beside each image: path, query score, the model's guess."""
+        data = self.pool.subset(ids)
+        _, logits = predict(net, data.images, device=self.device)
+        prob, pred = torch.softmax(logits, 1).max(1)
+        paths = dict(zip(self.manifest["sample_id"], self.manifest["path"]))
+        return {sid: {"path": paths[sid], "score": float(score),
+                      "prediction": self.classes[int(k)], "confidence": float(p)}
+                for sid, score, k, p in zip(ids, scores, pred, prob)}
 
     def check_labels(self, requested: list[str], labels: dict[str, str]) -> dict[str, str]:
         """Annotations must name a known class and only the requested samples."""

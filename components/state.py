@@ -23,6 +23,7 @@ class PendingRound:
     select_seconds: float
     handle: Any = None
     labels: Optional[dict[str, str]] = None
+    details: dict[str, dict] = field(default_factory=dict)  # annotator, lead time per sample
 
 
 @dataclass

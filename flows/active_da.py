@@ -17,7 +17,7 @@ from prefect.cache_policies import NO_CACHE  # noqa: E402
 
 from components.config import Config, load_config  # noqa: E402
 from components.data import prepare as data_steps  # noqa: E402
-from components.oracle import ORACLES  # noqa: E402
+from components.oracle import OracleTimeout, make_oracle  # noqa: E402
 from components.runner import ActiveRun  # noqa: E402
 from components.session import ActiveSession  # noqa: E402
 from components.tracking.lineage import data_hash, git_commit  # noqa: E402
@@ -46,10 +46,12 @@ def load(cfg: Config, progress: bool) -> ActiveSession:
 
 
 @task(name="open run", task_run_name="open run", **IO)
-def open_run(cfg: Config, session: ActiveSession, resume: Optional[str]) -> ActiveRun:
+def open_run(cfg: Config, session: ActiveSession, resume: Optional[str],
+             auto_annotate: bool) -> ActiveRun:
     from prefect.runtime import flow_run
 
-    oracle = ORACLES[cfg.active.oracle](session.manifest)
+    oracle = make_oracle(cfg, session.manifest, session.classes, auto_annotate=auto_annotate,
+                         progress=session.progress)
     return ActiveRun.open(cfg, session, oracle, resume=resume, flow_run_id=str(flow_run.id or ""))
 
 
@@ -63,7 +65,13 @@ def select(run: ActiveRun, round: int) -> list[str]:
     return run.select(round)
 
 
-@task(name="annotate", task_run_name="annotate round {round}", **IO)
+def _not_a_timeout(task, task_run, state) -> bool:
+    """Retry I/O faults, but not annotators being slow: that is the timeout policy's call."""
+    return not isinstance(getattr(state, "data", None), OracleTimeout)
+
+
+@task(name="annotate", task_run_name="annotate round {round}", retry_condition_fn=_not_a_timeout,
+      **IO)
 def annotate(run: ActiveRun, round: int, timeout: float) -> dict[str, str]:
     return run.annotate(round, timeout)
 
@@ -91,13 +99,14 @@ def print_row(row: dict) -> None:
 
 @flow(name="active-domain-adaptation", log_prints=False)
 def active_domain_adaptation(params: str = "params.yaml", overrides: Optional[dict[str, Any]] = None,
-                             resume: Optional[str] = None, progress: bool = True) -> dict:
+                             resume: Optional[str] = None, progress: bool = True,
+                             auto_annotate: bool = False) -> dict:
     """Run (or resume) one active domain adaptation run; returns its run id and history."""
     cfg = load_config(params, overrides)
     prepare(cfg)
     validate(cfg)
     session = load(cfg, progress)
-    run = open_run(cfg, session, resume)
+    run = open_run(cfg, session, resume, auto_annotate)
     print(f"MLflow run {run.run_id} in experiment '{cfg.experiment_name}' "
           f"({cfg.active.strategy}, b={cfg.active.budget}, {cfg.active.rounds} rounds)", flush=True)
     for row in run.state.history:
@@ -107,9 +116,12 @@ def active_domain_adaptation(params: str = "params.yaml", overrides: Optional[di
     else:
         pretrain(run)  # reloads the last finished round's checkpoint
     timeout = cfg.active.annotate_timeout_s
+    # A hard Prefect timeout backs the oracle's own, except when the policy is to keep waiting.
+    hard = None if (cfg.active.oracle == "label_studio"
+                    and cfg.label_studio.on_timeout == "wait") else timeout + 120
     for r in range(run.state.rounds_done + 1, cfg.active.rounds + 1):
         select(run, r)
-        annotate.with_options(timeout_seconds=timeout)(run, r, timeout)
+        annotate.with_options(timeout_seconds=hard)(run, r, timeout)
         adapt(run, r)
         print_row(evaluate(run, r))
     version = register(run)

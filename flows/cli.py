@@ -18,8 +18,11 @@ RUN_FLAGS = {  # CLI flag → params.yaml key
 
 
 def _overrides(args) -> dict:
-    return {key: getattr(args, flag) for flag, key in RUN_FLAGS.items()
-            if getattr(args, flag, None) is not None}
+    out = {key: getattr(args, flag) for flag, key in RUN_FLAGS.items()
+           if getattr(args, flag, None) is not None}
+    if "active.oracle" in out:
+        out["active.oracle"] = out["active.oracle"].replace("-", "_")
+    return out
 
 
 def cmd_data(args) -> int:
@@ -61,7 +64,8 @@ def cmd_run(args) -> int:
     from flows.active_da import active_domain_adaptation
 
     result = active_domain_adaptation(params=args.params, overrides=_overrides(args),
-                                      resume=args.resume, progress=not args.no_progress)
+                                      resume=args.resume, progress=not args.no_progress,
+                                      auto_annotate=args.auto_annotate)
     if args.results:
         _write_results(result, args.results)
     h = result["history"]
@@ -122,7 +126,8 @@ def build_parser() -> argparse.ArgumentParser:
     def run_flags(sp):
         sp.add_argument("--rounds", type=int)
         sp.add_argument("--budget", type=int, help="labels per round (b)")
-        sp.add_argument("--oracle", choices=["simulated"])
+        sp.add_argument("--oracle", choices=["simulated", "label-studio"],
+                        help="who labels: held-back labels, or people in Label Studio")
         sp.add_argument("--source")
         sp.add_argument("--target")
         sp.add_argument("--regulariser", choices=["union", "sum", "mme"])
@@ -138,6 +143,8 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--seed", type=int)
     run_flags(r)
     r.add_argument("--resume", metavar="MLFLOW_RUN_ID", help="continue a crashed run")
+    r.add_argument("--auto-annotate", action="store_true",
+                   help="with --oracle label-studio: a simulated annotator answers in Label Studio")
     r.add_argument("--results", metavar="DIR", help="also write DIR/metrics.json and DIR/rounds.csv")
     r.set_defaults(fn=cmd_run)
 

@@ -9,4 +9,24 @@ from components.oracle.simulated import SimulatedOracle
 
 ORACLES = {"simulated": SimulatedOracle}
 
-__all__ = ["ORACLES", "Oracle", "OracleError", "OracleTimeout", "SimulatedOracle"]
+
+def make_oracle(cfg, manifest, classes: list[str], *, auto_annotate: bool = False,
+                progress: bool = True):
+    """The oracle ``cfg.active.oracle`` names; ``auto_annotate`` adds the simulated annotator."""
+    if cfg.active.oracle in ORACLES:
+        return ORACLES[cfg.active.oracle](manifest)
+    from components.oracle.auto_annotator import AutoAnnotator
+    from components.oracle.label_studio import LabelStudioOracle, read_api_key
+
+    ls = cfg.label_studio
+    oracle = LabelStudioOracle(url=ls.url, api_key=read_api_key(ls.credentials), classes=classes,
+                               data_root=cfg.data.root, experiment=cfg.experiment_name,
+                               poll_interval_s=ls.poll_interval_s, on_timeout=ls.on_timeout,
+                               resolve_rule=ls.resolve, progress=progress)
+    if auto_annotate:
+        pool = manifest[manifest["split"] == "target_train"]
+        oracle.on_poll = AutoAnnotator(oracle.client, dict(zip(pool["sample_id"], pool["label"])))
+    return oracle
+
+
+__all__ = ["ORACLES", "Oracle", "OracleError", "OracleTimeout", "SimulatedOracle", "make_oracle"]

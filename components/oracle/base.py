@@ -13,8 +13,11 @@ class OracleTimeout(OracleError):
 
 
 class Oracle(Protocol):
-    def request(self, sample_ids: list[str], round: int) -> Any:
-        """Ask for labels; returns a handle that can be persisted (JSON-serialisable)."""
+    def request(self, sample_ids: list[str], round: int, context: dict | None = None) -> Any:
+        """Ask for labels; returns a handle that can be persisted (JSON-serialisable).
+
+        ``context`` may give, per sample, its path, query score and the model's guess.
+        """
 
     def collect(self, handle: Any, timeout: float) -> dict[str, str]:
         """Wait for and return ``{sample_id: class name}``; raises OracleTimeout."""

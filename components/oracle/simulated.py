@@ -14,7 +14,7 @@ class SimulatedOracle:
         self._labels = dict(zip(pool["sample_id"], pool["label"].astype(str)))
         self.asked: list[str] = []
 
-    def request(self, sample_ids: list[str], round: int) -> dict:
+    def request(self, sample_ids: list[str], round: int, context: dict | None = None) -> dict:
         unknown = [s for s in sample_ids if s not in self._labels]
         if unknown:
             raise OracleError(f"samples {unknown[:5]} are not in the target-train pool; only "

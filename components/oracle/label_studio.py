@@ -1,0 +1,255 @@
+"""People as the oracle: each round's selection becomes tasks in a Label Studio project.
+
+* one project per pipeline run (title: ``<experiment> · <run id>``), with an image-classification
+  labelling config generated from the class names; images are served from the data folder
+  through local-files storage (no copy);
+* import is keyed by ``sample_id``: existing tasks are looked up first, so a retry or a resume
+  never creates a duplicate task (Label Studio itself does not deduplicate);
+* each task carries ``sample_id``, the round, the query score, and the model's guess as a
+  prediction (with its probability as score), so annotators see it and can sort by score;
+* waiting is polling (webhooks are fire-and-forget): every ``poll_interval_s`` until every task
+  is resolved or the timeout, where ``on_timeout`` decides: ``wait`` (keep polling), ``fail``
+  (raise; the tasks stay and a resumed run keeps waiting for them) or ``partial`` (return what is
+  labelled; the rest goes back to the pool);
+* a skipped (cancelled) task goes back to the pool unlabelled; a label outside the class list is
+  rejected with a log line and never reaches training; several annotations resolve by
+  ``majority`` (ties: the latest) or ``latest``.
+"""
+from __future__ import annotations
+
+import logging
+import os
+import time
+from collections import Counter
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Optional
+from xml.sax.saxutils import quoteattr
+
+from tqdm.auto import tqdm
+
+from components.oracle.base import OracleError, OracleTimeout
+
+log = logging.getLogger("sage_ada.label_studio")
+
+START_HINT = ("start it with `infra/label-studio/server.sh start` (install it once with "
+              "`infra/label-studio/install.sh`), or set label_studio.url in params.yaml")
+
+
+def label_config(classes: list[str]) -> str:
+    choices = "\n".join(f"    <Choice value={quoteattr(c)}/>" for c in classes)
+    return ('<View>\n  <Image name="image" value="$image" zoom="true"/>\n'
+            '  <Choices name="label" toName="image" choice="single" showInLine="true">\n'
+            f"{choices}\n  </Choices>\n</View>")
+
+
+def choice_result(label: str) -> list[dict]:
+    return [{"from_name": "label", "to_name": "image", "type": "choices",
+             "value": {"choices": [label]}}]
+
+
+def read_api_key(credentials: str | Path) -> str:
+    """``LABEL_STUDIO_API_KEY`` from the environment, else the server script's credentials file."""
+    key = os.environ.get("LABEL_STUDIO_API_KEY")
+    if key:
+        return key
+    path = Path(credentials)
+    if path.is_file():
+        for line in path.read_text().splitlines():
+            if line.startswith("LABEL_STUDIO_USER_TOKEN="):
+                return line.split("=", 1)[1].strip()
+    raise OracleError(f"no Label Studio API token: set LABEL_STUDIO_API_KEY or {START_HINT} "
+                      f"(it writes {path})")
+
+
+def connect(url: str, api_key: str):
+    """A client, checked against the server, with an error that says how to start it."""
+    import httpx
+    from label_studio_sdk.client import LabelStudio
+
+    try:
+        httpx.get(f"{url.rstrip('/')}/health", timeout=5).raise_for_status()
+    except httpx.HTTPError as err:
+        raise OracleError(f"Label Studio is not reachable at {url} ({err.__class__.__name__}); "
+                          f"{START_HINT}") from None
+    client = LabelStudio(base_url=url, api_key=api_key, timeout=60)
+    try:
+        client.users.whoami()
+    except Exception as err:  # 401/403: wrong token
+        raise OracleError(f"Label Studio at {url} refused the API token ({err}); check "
+                          "LABEL_STUDIO_API_KEY or the credentials file") from None
+    return client
+
+
+@dataclass
+class Resolution:
+    label: Optional[str]          # None: not (validly) labelled yet, or skipped
+    skipped: bool = False
+    annotator: Optional[int] = None
+    lead_time_s: Optional[float] = None
+    n_annotations: int = 0
+
+
+def _choice(annotation: dict) -> Optional[str]:
+    for item in annotation.get("result") or []:
+        choices = (item.get("value") or {}).get("choices") or []
+        if choices:
+            return str(choices[0])
+    return None
+
+
+def resolve(annotations: list[dict], classes: list[str], rule: str, sample_id: str) -> Resolution:
+    """Turn a task's annotations into one label (or a skip), rejecting unknown labels."""
+    valid, cancelled = [], 0
+    for ann in sorted(annotations, key=lambda a: (a.get("updated_at") or a.get("created_at") or "",
+                                                  a.get("id") or 0)):
+        if ann.get("was_cancelled"):
+            cancelled += 1
+            continue
+        label = _choice(ann)
+        if label is None:
+            continue
+        if label not in classes:
+            log.warning("rejected label %r for %s (annotation %s): not one of %s", label,
+                        sample_id, ann.get("id"), classes)
+            continue
+        valid.append((label, ann))
+    if not valid:
+        return Resolution(None, skipped=cancelled > 0 and cancelled == len(annotations),
+                          n_annotations=len(annotations))
+    if rule == "majority":
+        counts = Counter(label for label, _ in valid)
+        best = max(counts.values())
+        label, ann = [(l, a) for l, a in valid if counts[l] == best][-1]  # ties: the latest
+    else:
+        label, ann = valid[-1]
+    return Resolution(label, annotator=ann.get("completed_by"), lead_time_s=ann.get("lead_time"),
+                      n_annotations=len(annotations))
+
+
+class LabelStudioOracle:
+    def __init__(self, *, url: str, api_key: str, classes: list[str], data_root: str | Path,
+                 experiment: str, poll_interval_s: float = 10.0, on_timeout: str = "fail",
+                 resolve_rule: str = "majority", progress: bool = True, client=None):
+        self.url, self.classes = url.rstrip("/"), classes
+        self.data_root = Path(data_root).resolve()
+        self.experiment, self.poll_interval_s = experiment, poll_interval_s
+        self.on_timeout, self.resolve_rule, self.progress = on_timeout, resolve_rule, progress
+        self.client = client or connect(url, api_key)
+        self.run_id: Optional[str] = None
+        self.details: dict[str, dict] = {}
+        self.on_poll = None  # e.g. an AutoAnnotator, called before each poll
+
+    # ------------------------------------------------------------------ project
+    def bind(self, run_id: str) -> None:
+        self.run_id = run_id
+
+    @property
+    def title(self) -> str:
+        run = self.run_id or "run"
+        return f"{self.experiment[:max(1, 47 - len(run))]} · {run}"  # Label Studio allows 50
+
+    def project_id(self) -> int:
+        """Get or create this run's project."""
+        for project in self.client.projects.list(title=self.title):
+            if project.title == self.title:
+                return project.id
+        project = self.client.projects.create(
+            title=self.title, label_config=label_config(self.classes),
+            description=f"sage-ada active domain adaptation, MLflow run {self.run_id}",
+            show_skip_button=True)
+        return project.id
+
+    def ensure_storage(self, project: int, rel_paths: list[str]) -> None:
+        """Local-files storage for each image folder, so Label Studio may serve the images.
+
+        Label Studio wants storages strictly below its document root (the data root), so one
+        is made per top-level folder (the domain) of the requested images.
+        """
+        have = {Path(s.path).resolve() for s in self.client.import_storage.local.list(project=project)}
+        for top in sorted({Path(rel).parts[0] for rel in rel_paths if rel}):
+            folder = (self.data_root / top).resolve()
+            if folder not in have:
+                self.client.import_storage.local.create(project=project, path=str(folder),
+                                                       title=f"images: {top}", use_blob_urls=False)
+
+    def project_url(self, project_id: int) -> str:
+        return f"{self.url}/projects/{project_id}/data"
+
+    def tasks(self, project_id: int) -> dict[str, object]:
+        """The project's tasks by sample_id."""
+        return {t.data.get("sample_id"): t for t in
+                self.client.tasks.list(project=project_id, fields="all", page_size=500)}
+
+    # ------------------------------------------------------------------ oracle interface
+    def request(self, sample_ids: list[str], round: int, context: Optional[dict] = None) -> dict:
+        context = context or {}
+        project = self.project_id()
+        self.ensure_storage(project, [c.get("path") for c in context.values()])
+        existing = self.tasks(project)
+        new = [s for s in sample_ids if s not in existing]
+        if new:
+            payload = []
+            for sid in new:
+                info = context.get(sid, {})
+                rel = info.get("path")
+                task = {"data": {"image": f"/data/local-files/?d={rel}", "sample_id": sid,
+                                 "round": round, "score": info.get("score")}}
+                if info.get("prediction") is not None:
+                    task["predictions"] = [{"model_version": f"round {round - 1}",
+                                            "score": info.get("confidence"),
+                                            "result": choice_result(info["prediction"])}]
+                payload.append(task)
+            self.client.projects.import_tasks(id=project, request=payload, return_task_ids=True)
+        log.info("round %d: %d tasks in Label Studio (%d new) at %s", round, len(sample_ids),
+                 len(new), self.project_url(project))
+        print(f"annotators: label round {round} at {self.project_url(project)}", flush=True)
+        return {"project_id": project, "round": round, "sample_ids": list(sample_ids),
+                "url": self.project_url(project)}
+
+    def poll(self, handle: dict) -> dict[str, Resolution]:
+        if self.on_poll is not None:
+            self.on_poll(handle)
+        tasks = self.tasks(handle["project_id"])
+        missing = [s for s in handle["sample_ids"] if s not in tasks]
+        if missing:
+            raise OracleError(f"tasks for {missing[:5]} vanished from project "
+                              f"{handle['project_id']}; were they deleted in Label Studio?")
+        return {sid: resolve(tasks[sid].annotations or [], self.classes, self.resolve_rule, sid)
+                for sid in handle["sample_ids"]}
+
+    def collect(self, handle: dict, timeout: float) -> dict[str, str]:
+        deadline = time.monotonic() + timeout
+        total = len(handle["sample_ids"])
+        bar = tqdm(total=total, desc=f"annotated (round {handle['round']})",
+                   disable=not self.progress, leave=False)
+        try:
+            while True:
+                state = self.poll(handle)
+                done = sum(1 for r in state.values() if r.label is not None or r.skipped)
+                bar.n = done
+                bar.refresh()
+                if done == total:
+                    break
+                if time.monotonic() >= deadline:
+                    if self.on_timeout == "partial":
+                        break
+                    if self.on_timeout == "fail":
+                        raise OracleTimeout(
+                            f"{done} of {total} tasks of round {handle['round']} annotated after "
+                            f"{timeout:.0f}s; the tasks stay at {handle['url']}; resume the run "
+                            "(`sage-ada run --resume <run id>`) to keep waiting, or set "
+                            "label_studio.on_timeout: partial")
+                    deadline = time.monotonic() + timeout  # "wait": keep polling
+                    log.info("still waiting: %d of %d annotated", done, total)
+                time.sleep(self.poll_interval_s)
+        finally:
+            bar.close()
+        self.details = {sid: {"annotator": r.annotator, "lead_time_s": r.lead_time_s,
+                              "n_annotations": r.n_annotations, "skipped": r.skipped}
+                        for sid, r in state.items()}
+        return {sid: r.label for sid, r in state.items() if r.label is not None}
+
+    def describe(self, handle: dict) -> dict[str, dict]:
+        """Annotator and lead time per sample of the last collect (for MLflow lineage)."""
+        return self.details

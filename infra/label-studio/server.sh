@@ -1,0 +1,50 @@
+#!/usr/bin/env bash
+# Label Studio on 127.0.0.1, headless, with a known user and API token.
+#   infra/label-studio/server.sh start|stop|status
+# Settings (environment or a git-ignored .env at the repository root):
+#   LABEL_STUDIO_PORT (8080), LABEL_STUDIO_DATA (.sage-ada/label-studio), LABEL_STUDIO_DOCUMENT_ROOT
+#   (the images: default data/), LABEL_STUDIO_USERNAME / _PASSWORD / _USER_TOKEN (generated once
+#   into a mode-600 credentials file when not given; the token is never printed).
+source "$(dirname "$0")/../lib.sh"
+[ -f "$REPO_ROOT/.env" ] && { set -a; source "$REPO_ROOT/.env"; set +a; }
+VERSION=$(cat "$INFRA_ROOT/label-studio/VERSION")
+VENV=${LABEL_STUDIO_VENV:-$HOME/.cache/sage-ada/label-studio-$VERSION}
+PORT=${LABEL_STUDIO_PORT:-8080}
+DATA=${LABEL_STUDIO_DATA:-$REPO_ROOT/.sage-ada/label-studio}
+DOCS=${LABEL_STUDIO_DOCUMENT_ROOT:-$REPO_ROOT/data}
+CREDS="$DATA/credentials.env"
+NAME=label-studio-$PORT
+RUN_DIR="$DATA"
+
+credentials() {  # reuse, take from the environment, or generate once
+  mkdir -p "$DATA"
+  if [ ! -f "$CREDS" ]; then
+    (umask 077
+     printf 'LABEL_STUDIO_USERNAME=%s\nLABEL_STUDIO_PASSWORD=%s\nLABEL_STUDIO_USER_TOKEN=%s\n' \
+       "${LABEL_STUDIO_USERNAME:-annotator@sage-ada.local}" \
+       "${LABEL_STUDIO_PASSWORD:-$(python3 -c 'import secrets; print(secrets.token_urlsafe(18))')}" \
+       "${LABEL_STUDIO_USER_TOKEN:-$(python3 -c 'import secrets; print(secrets.token_hex(20))')}" >"$CREDS")
+  fi
+  set -a; source "$CREDS"; set +a
+}
+
+case "${1:-}" in
+  start)
+    [ -x "$VENV/bin/label-studio" ] || {
+      echo "error: Label Studio is not installed; run infra/label-studio/install.sh first" >&2; exit 1; }
+    credentials
+    mkdir -p "$DATA/home" "$DOCS"
+    env -i PATH="$VENV/bin:/usr/bin:/bin" HOME="$DATA/home" \
+      LABEL_STUDIO_USERNAME="$LABEL_STUDIO_USERNAME" LABEL_STUDIO_PASSWORD="$LABEL_STUDIO_PASSWORD" \
+      LABEL_STUDIO_USER_TOKEN="$LABEL_STUDIO_USER_TOKEN" LABEL_STUDIO_ENABLE_LEGACY_API_TOKEN=true \
+      LABEL_STUDIO_BASE_DATA_DIR="$DATA/db" \
+      LABEL_STUDIO_LOCAL_FILES_SERVING_ENABLED=true LABEL_STUDIO_LOCAL_FILES_DOCUMENT_ROOT="$DOCS" \
+      COLLECT_ANALYTICS=false LATEST_VERSION_CHECK=false SENTRY_DSN= FRONTEND_SENTRY_DSN= \
+      bash -c "$(declare -f launch port_busy wait_http stop_named); RUN_DIR='$RUN_DIR' launch $NAME $PORT \
+        http://127.0.0.1:$PORT/health ${LABEL_STUDIO_START_TIMEOUT:-240} \
+        label-studio start --no-browser --internal-host 127.0.0.1 --port $PORT --host http://127.0.0.1:$PORT"
+    echo "annotators: open http://127.0.0.1:$PORT and log in as $LABEL_STUDIO_USERNAME (password in $CREDS)" ;;
+  stop) stop_named "$NAME" ;;
+  status) status_named "$NAME" ;;
+  *) echo "usage: $0 start|stop|status" >&2; exit 2 ;;
+esac

@@ -1,0 +1,184 @@
+"""Annotators in the loop, against a real Label Studio server started from infra/."""
+from __future__ import annotations
+
+import json
+import logging
+import os
+import socket
+import subprocess
+
+import pytest
+import yaml
+from mlflow.tracking import MlflowClient
+
+from components.oracle import OracleError, OracleTimeout
+from components.oracle.auto_annotator import AutoAnnotator
+from components.oracle.label_studio import LabelStudioOracle, choice_result, connect, resolve
+from tests.conftest import REPO
+
+CLASSES = [str(c) for c in range(10)]
+
+
+# ---------------------------------------------------------------- pure resolution rules (fast)
+def _ann(i, label=None, cancelled=False):
+    return {"id": i, "updated_at": f"2026-01-01T00:00:0{i}", "was_cancelled": cancelled,
+            "result": choice_result(label) if label else [], "completed_by": 7, "lead_time": 1.5 * i}
+
+
+def test_resolution_rules():
+    assert resolve([_ann(1, "3"), _ann(2, "3"), _ann(3, "5")], CLASSES, "majority", "s").label == "3"
+    assert resolve([_ann(1, "1"), _ann(2, "2")], CLASSES, "majority", "s").label == "2"  # tie: latest
+    assert resolve([_ann(1, "3"), _ann(2, "3"), _ann(3, "5")], CLASSES, "latest", "s").label == "5"
+    skipped = resolve([_ann(1, cancelled=True)], CLASSES, "majority", "s")
+    assert skipped.label is None and skipped.skipped
+    assert resolve([], CLASSES, "majority", "s").label is None
+    one = resolve([_ann(2, "4")], CLASSES, "majority", "s")
+    assert (one.annotator, one.lead_time_s, one.n_annotations) == (7, 3.0, 1)
+
+
+def test_unknown_label_is_rejected_with_a_log_line(caplog):
+    with caplog.at_level(logging.WARNING, logger="sage_ada.label_studio"):
+        res = resolve([_ann(1, "eleven")], CLASSES, "majority", "optdigits/1/x")
+    assert res.label is None and not res.skipped
+    assert "rejected label 'eleven' for optdigits/1/x" in caplog.text
+
+
+def test_server_down_gives_a_clear_error():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]          # closed again: nothing listens there
+    with pytest.raises(OracleError, match="infra/label-studio/server.sh start"):
+        connect(f"http://127.0.0.1:{port}", "token")
+
+
+# ---------------------------------------------------------------- a real server (slow)
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture(scope="module")
+def label_studio(tmp_path_factory, digits_root):
+    """Install (once per machine) and start Label Studio with the project's own scripts."""
+    subprocess.run(["bash", str(REPO / "infra/label-studio/install.sh")], check=True, timeout=900)
+    data = tmp_path_factory.mktemp("label-studio")
+    env = {**os.environ, "LABEL_STUDIO_DATA": str(data), "LABEL_STUDIO_PORT": str(_free_port()),
+           "LABEL_STUDIO_DOCUMENT_ROOT": str(digits_root)}
+    script = str(REPO / "infra/label-studio/server.sh")
+    subprocess.run(["bash", script, "start"], check=True, env=env, timeout=400)
+    creds = data / "credentials.env"
+    token = [l.split("=", 1)[1] for l in creds.read_text().splitlines() if "TOKEN" in l][0]
+    assert oct(creds.stat().st_mode)[-3:] == "600"
+    yield {"url": f"http://127.0.0.1:{env['LABEL_STUDIO_PORT']}", "credentials": str(creds),
+           "token": token}
+    subprocess.run(["bash", script, "stop"], env=env, timeout=60)
+
+
+def _ls_project(project, label_studio, **ls):
+    raw = yaml.safe_load((project / "params.yaml").read_text())
+    raw["active"].update(oracle="label_studio", rounds=1)
+    raw["label_studio"].update(url=label_studio["url"], credentials=label_studio["credentials"],
+                               poll_interval_s=0.3, **ls)
+    raw["tracking"]["experiment"] = f"ls-{project.name[-12:]}"
+    (project / "params.yaml").write_text(yaml.safe_dump(raw))
+    return raw
+
+
+@pytest.fixture(scope="module")
+def prefect_api():
+    from prefect.testing.utilities import prefect_test_harness
+
+    with prefect_test_harness(server_startup_timeout=180):
+        yield
+
+
+def _tasks(label_studio, project_id):
+    client = connect(label_studio["url"], label_studio["token"])
+    return list(client.tasks.list(project=project_id, fields="all", page_size=500)), client
+
+
+@pytest.mark.slow
+def test_full_round_through_the_flow_with_the_simulated_annotator(project, label_studio,
+                                                                  prefect_api, digits_manifest):
+    from flows.active_da import active_domain_adaptation
+
+    _ls_project(project, label_studio)
+    result = active_domain_adaptation(params="params.yaml", progress=False, auto_annotate=True)
+    truth = dict(zip(digits_manifest.sample_id, digits_manifest.label))
+    assert len(result["labelled"]) == 5
+    assert all(truth[s] == label for s, label in result["labelled"].items())
+    client = MlflowClient()
+    url = client.get_run(result["run_id"]).data.tags["sage_ada.annotation_url"]
+    tasks, _ = _tasks(label_studio, int(url.split("/projects/")[1].split("/")[0]))
+    assert sorted(t.data["sample_id"] for t in tasks) == sorted(result["labelled"])
+    assert all(t.predictions for t in tasks)                     # the model's guess is shown
+    exp = client.get_experiment_by_name(result["experiment"])
+    (child,) = client.search_runs([exp.experiment_id], "tags.sage_ada.round = '1'")
+    rows = json.load(open(client.download_artifacts(child.info.run_id, "selection.json")))
+    assert all(r["annotator"] is not None and r["lead_time_s"] is not None for r in rows)
+    assert "LABEL_STUDIO" not in json.dumps(client.get_run(result["run_id"]).data.params)
+    assert label_studio["token"] not in json.dumps(client.get_run(result["run_id"]).data.params)
+
+
+@pytest.mark.slow
+def test_resume_while_waiting_loses_no_annotation_and_makes_no_duplicate(project, label_studio,
+                                                                         prefect_api):
+    from flows.active_da import active_domain_adaptation
+
+    raw = _ls_project(project, label_studio, on_timeout="fail")
+    raw["active"]["annotate_timeout_s"] = 1.5
+    (project / "params.yaml").write_text(yaml.safe_dump(raw))
+    with pytest.raises(OracleTimeout, match="resume the run"):
+        active_domain_adaptation(params="params.yaml", progress=False)
+    state = json.loads(next((project / ".sage-ada/runs").glob("*/state.json")).read_text())
+    handle = state["pending"]["handle"]
+    tasks, client = _tasks(label_studio, handle["project_id"])
+    assert len(tasks) == 5
+    # a person labels two tasks while the run is down (deliberately "wrong", to trace them)
+    early = {}
+    for task in tasks[:2]:
+        label = "7" if task.data["sample_id"].split("/")[1] != "7" else "8"
+        client.annotations.create(id=task.id, result=choice_result(label))
+        early[task.data["sample_id"]] = label
+
+    result = active_domain_adaptation(params="params.yaml", progress=False, auto_annotate=True,
+                                      resume=state["run_id"])
+    tasks, _ = _tasks(label_studio, handle["project_id"])
+    assert len(tasks) == 5                                           # no duplicate task
+    assert len({t.data["sample_id"] for t in tasks}) == 5
+    for sid, label in early.items():                                 # no annotation lost
+        assert result["labelled"][sid] == label
+    assert len(result["labelled"]) == 5
+
+
+@pytest.mark.slow
+def test_skips_unknown_labels_and_disagreements(label_studio, digits_manifest, digits_root):
+    oracle = LabelStudioOracle(url=label_studio["url"], api_key=label_studio["token"],
+                               classes=CLASSES, data_root=digits_root, experiment="rules",
+                               poll_interval_s=0.2, on_timeout="partial", progress=False)
+    oracle.bind("skips-and-disagreements")
+    pool = digits_manifest[digits_manifest.split == "target_train"].head(4)
+    ids = list(pool.sample_id)
+    context = {sid: {"path": path, "score": 1.0, "prediction": "0", "confidence": 0.5}
+               for sid, path in zip(pool.sample_id, pool.path)}
+    handle = oracle.request(ids, 1, context=context)
+    again = oracle.request(ids, 1, context=context)                 # a retry: no duplicates
+    assert again["project_id"] == handle["project_id"]
+    truth = dict(zip(pool.sample_id, pool.label))
+    oracle.on_poll = AutoAnnotator(oracle.client, truth, skip=[ids[0]],
+                                   answers={ids[1]: ["eleven"], ids[2]: ["3", "3", "5"],
+                                            ids[3]: ["1", "2"]})
+    labels = oracle.collect(handle, timeout=1.0)
+    assert labels == {ids[2]: "3", ids[3]: "2"}                     # majority; tie → latest
+    assert oracle.describe(handle)[ids[0]]["skipped"]               # back to the pool
+    assert ids[1] not in labels                                      # unknown label rejected
+    tasks = list(oracle.client.tasks.list(project=handle["project_id"], fields="all"))
+    assert len(tasks) == 4
+
+    oracle.on_timeout = "fail"
+    with pytest.raises(OracleTimeout, match="2 of 4|3 of 4"):
+        oracle.collect(handle, timeout=0.5)                         # ids[1] is never resolved
+    oracle.resolve_rule = "latest"
+    oracle.on_timeout = "partial"
+    assert oracle.collect(handle, timeout=0.3)[ids[2]] == "5"
