@@ -35,6 +35,10 @@ def cmd_data(args) -> int:
     if args.action == "digits":
         counts = build_digits(args.root or cfg.data.root)
         print("built the digits benchmark: " + ", ".join(f"{d} {n} images" for d, n in counts.items()))
+        if not args.root and Path("data.dvc").exists():
+            from components.data.versioning import verify_and_cache
+
+            print(f"matches data.dvc (hash {verify_and_cache('data.dvc')}); cached by DVC")
         return 0
     if args.action == "split":
         manifest = prepare.split_and_validate(cfg)
@@ -170,11 +174,13 @@ def main(argv: list[str] | None = None) -> int:
     from components.config import ConfigError
     from components.data.importers import DataLayoutError
     from components.data.validate import ManifestInvalid
+    from components.data.versioning import DataVersionMismatch
     from components.oracle.base import OracleError
 
     try:
         return args.fn(args)
-    except (ConfigError, DataLayoutError, ManifestInvalid, OracleError, FileNotFoundError) as err:
+    except (ConfigError, DataLayoutError, ManifestInvalid, OracleError, FileNotFoundError,
+            DataVersionMismatch) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
 

@@ -53,7 +53,11 @@ def project(tmp_path, digits_root, digits_manifest, monkeypatch) -> Path:
     (tmp_path / "params.yaml").write_text(yaml.safe_dump(tiny_params(digits_root, manifest)))
     shutil.copy(REPO / "data.dvc", tmp_path / "data.dvc")
     monkeypatch.chdir(tmp_path)
-    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path / 'mlflow.db'}")
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
+    import mlflow
+
+    mlflow.set_tracking_uri(uri)  # the process-wide URI wins over the variable: reset it too
     return tmp_path
 
 
