@@ -137,3 +137,17 @@ def test_target_train_labels_only_come_from_the_oracle(project, monkeypatch):
     truth = dict(zip(session.manifest.sample_id, session.manifest.label))
     assert set(result["labelled"]) == set(CountingOracle.log)
     assert all(truth[s] == label for s, label in result["labelled"].items())
+
+
+def test_compare_logs_a_comparison_plot(project):
+    from flows.compare import compare
+
+    summary = compare(params="params.yaml", strategies=["sage", "random"], seeds=[0, 1],
+                      overrides={"active.rounds": 1}, progress=False)
+    assert set(summary["final"]) == {"sage", "random"}
+    assert all(len(v) == 2 for v in summary["final"].values())
+    client = MlflowClient()
+    run = client.get_run(summary["run_id"])
+    assert run.data.tags["sage_ada.kind"] == "comparison"
+    assert {"comparison.png", "comparison.json"} <= {a.path for a in client.list_artifacts(summary["run_id"])}
+    assert len(run.data.params["runs"].split(",")) == 4
