@@ -8,7 +8,8 @@ for the previous round's.
 """
 from __future__ import annotations
 
-import time
+import hashlib
+import json
 from pathlib import Path
 from typing import Optional
 
@@ -16,6 +17,10 @@ from components.config import Config
 from components.session import ActiveSession
 from components.state import PendingRound, RunState, StateStore
 from components.tracking.lineage import STATE_TAG, Tracker, data_hash, git_commit
+
+
+class ResumeMismatch(ValueError):
+    """A resume asked for with settings other than the run's own."""
 
 
 class ActiveRun:
@@ -35,15 +40,17 @@ class ActiveRun:
         store = store or StateStore()
         tracker = Tracker(cfg.experiment_name)
         state = store.load(resume) if resume else store.find_by_flow_run(flow_run_id)
+        if state is not None and state.config_hash != config_hash(cfg):
+            raise ResumeMismatch(
+                f"run {state.run_id} was started with other settings than the current params.yaml "
+                "and flags; resume it with the settings it started with (see its parameters in "
+                "MLflow), or start a new run")
         if state is None:
-            lineage = {"data_hash": data_hash(), "git_commit": git_commit(),
-                       "strategy": cfg.active.strategy, "seed": str(cfg.active.seed),
-                       "regulariser": cfg.train.regulariser,
-                       "adversarial": cfg.train.adversarial}
             run_id = tracker.start_parent(
-                params=cfg.model_dump(), tags={f"sage_ada.{k}": v for k, v in lineage.items()},
+                params=cfg.model_dump(),
+                tags={f"sage_ada.{k}": v for k, v in lineage(cfg).items()},
                 run_name=run_name or f"{cfg.active.strategy} seed {cfg.active.seed}")
-            state = RunState(run_id=run_id, flow_run_id=flow_run_id)
+            state = RunState(run_id=run_id, flow_run_id=flow_run_id, config_hash=config_hash(cfg))
             tracker.set_tags(run_id, {STATE_TAG: str(store.dir(run_id).resolve())})
             store.save(state)
         elif flow_run_id and state.flow_run_id != flow_run_id:
@@ -56,10 +63,6 @@ class ActiveRun:
     @property
     def run_id(self) -> str:
         return self.state.run_id
-
-    @property
-    def finished(self) -> bool:
-        return self.state.rounds_done >= self.cfg.active.rounds
 
     def _checkpoint(self, round: int) -> Path:
         return self.store.dir(self.run_id) / f"checkpoint-r{round}.pt"
@@ -144,11 +147,23 @@ class ActiveRun:
         return row
 
     def finish(self) -> Optional[str]:
-        lineage = {"data_hash": data_hash(), "git_commit": git_commit(),
-                   "strategy": self.cfg.active.strategy, "seed": str(self.cfg.active.seed),
-                   "experiment": self.cfg.experiment_name}
         return self.tracker.finish(self.run_id, registered_model=self.cfg.tracking.registered_model,
-                                   lineage=lineage)
+                                   lineage={**lineage(self.cfg),
+                                            "experiment": self.cfg.experiment_name})
+
+
+def lineage(cfg: Config) -> dict[str, str]:
+    """Where a run's results come from: data version, code version and the key choices."""
+    return {"data_hash": data_hash(), "git_commit": git_commit(),
+            "strategy": cfg.active.strategy, "seed": str(cfg.active.seed),
+            "regulariser": cfg.train.regulariser, "adversarial": cfg.train.adversarial}
+
+
+def config_hash(cfg: Config) -> str:
+    """Settings that must not change within a run (everything but the oracle's waiting)."""
+    relevant = cfg.model_dump(exclude={"label_studio": {"poll_interval_s", "on_timeout"},
+                                       "active": {"annotate_timeout_s"}})
+    return hashlib.sha256(json.dumps(relevant, sort_keys=True).encode()).hexdigest()[:16]
 
 
 def round_(x: float) -> float:

@@ -48,7 +48,8 @@ class ActiveSession:
         cfg = self.cfg
         blob = json.dumps({"data": cfg.data.model_dump(), "split": cfg.split.model_dump(),
                            "model": cfg.model.model_dump(), "classifier": cfg.classifier_kind,
-                           "train": cfg.train.model_dump(exclude={"steps_per_round", "device"}),
+                           "train": cfg.train.model_dump(exclude={"steps_per_round", "device",
+                                                                  "regulariser", "lambda_entropy"}),
                            "manifest": hashlib.sha256(
                                self.manifest.to_csv(index=False).encode()).hexdigest()},
                           sort_keys=True)

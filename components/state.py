@@ -34,10 +34,7 @@ class RunState:
     history: list[dict] = field(default_factory=list)        # one row per finished round
     pending: Optional[PendingRound] = None
     flow_run_id: Optional[str] = None
-
-    @property
-    def checkpoint(self) -> str:
-        return "checkpoint.pt"
+    config_hash: str = ""             # a resume must use the settings the run started with
 
     def to_json(self) -> dict:
         return asdict(self)

@@ -176,11 +176,12 @@ def main(argv: list[str] | None = None) -> int:
     from components.data.validate import ManifestInvalid
     from components.data.versioning import DataVersionMismatch
     from components.oracle.base import OracleError
+    from components.runner import ResumeMismatch
 
     try:
         return args.fn(args)
     except (ConfigError, DataLayoutError, ManifestInvalid, OracleError, FileNotFoundError,
-            DataVersionMismatch) as err:
+            DataVersionMismatch, ResumeMismatch) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
 

@@ -151,3 +151,11 @@ def test_compare_logs_a_comparison_plot(project):
     assert run.data.tags["sage_ada.kind"] == "comparison"
     assert {"comparison.png", "comparison.json"} <= {a.path for a in client.list_artifacts(summary["run_id"])}
     assert len(run.data.params["runs"].split(",")) == 4
+
+
+def test_resume_with_other_settings_is_refused(project):
+    from components.runner import ResumeMismatch
+
+    result = _run(overrides={"active.rounds": 0})
+    with pytest.raises(ResumeMismatch, match="other settings"):
+        _run(overrides={"active.rounds": 0, "active.budget": 3}, resume=result["run_id"])

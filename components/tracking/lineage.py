@@ -15,17 +15,23 @@ import json
 import os
 import subprocess
 import tempfile
+import time
 from pathlib import Path
 from typing import Any, Optional
 
-import yaml
+os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")  # before mlflow is imported
 
-os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
+import matplotlib.pyplot as plt  # noqa: E402
+import mlflow  # noqa: E402
+import yaml  # noqa: E402
+from mlflow.entities import Metric, Param  # noqa: E402
+from mlflow.tracking import MlflowClient  # noqa: E402
+
+from components.tracking.plots import accuracy_curve  # noqa: E402
 
 ROUND_TAG = "sage_ada.round"
 KIND_TAG = "sage_ada.kind"
 STATE_TAG = "sage_ada.state_dir"
-REPO_ROOT = Path(__file__).resolve().parents[2]
 
 
 def default_tracking_uri(root: Path | None = None) -> str:
@@ -36,8 +42,6 @@ def default_tracking_uri(root: Path | None = None) -> str:
 
 def configure_mlflow(root: Path | None = None) -> str:
     """Point MLflow at the configured store; returns the tracking URI in use."""
-    import mlflow
-
     uri = os.environ.get("MLFLOW_TRACKING_URI") or default_tracking_uri(root)
     mlflow.set_tracking_uri(uri)
     return uri
@@ -76,8 +80,6 @@ class Tracker:
     """The MLflow run hierarchy of one pipeline run (client API: safe from any thread)."""
 
     def __init__(self, experiment: str, *, root: Path | None = None):
-        from mlflow.tracking import MlflowClient
-
         self.uri = configure_mlflow(root)
         self.client = MlflowClient(self.uri)
         found = self.client.get_experiment_by_name(experiment)
@@ -96,8 +98,6 @@ class Tracker:
     def start_parent(self, *, params: dict, tags: dict[str, str], run_name: str) -> str:
         run = self.client.create_run(self.experiment_id, run_name=run_name,
                                      tags={KIND_TAG: "pipeline", **tags})
-        from mlflow.entities import Param
-
         flat = flatten("", params)
         items = [Param(k, v[:6000]) for k, v in sorted(flat.items())]
         for start in range(0, len(items), 100):
@@ -120,10 +120,6 @@ class Tracker:
                   per_class: dict[str, float], selection: list[dict], model=None,
                   example=None, history: list[dict]) -> str:
         """One child run per round; a stale one from a crashed attempt is replaced."""
-        import mlflow
-        from mlflow.entities import Metric
-        import time as _time
-
         stale = self.round_runs(parent_id).get(round)
         if stale is not None:
             self.client.delete_run(stale.info.run_id)
@@ -131,7 +127,7 @@ class Tracker:
             self.experiment_id, run_name=f"round {round}",
             tags={"mlflow.parentRunId": parent_id, ROUND_TAG: str(round), KIND_TAG: "round"})
         run_id = child.info.run_id
-        now = int(_time.time() * 1000)
+        now = int(time.time() * 1000)
         values = {**metrics, **{f"accuracy_class_{k}": v for k, v in per_class.items()}}
         self.client.log_batch(run_id, metrics=[Metric(k, float(v), now, round)
                                                for k, v in values.items()])
@@ -151,13 +147,7 @@ class Tracker:
 
     def log_curve(self, parent_id: str, history: list[dict]) -> None:
         """The parent's accuracy curve as metrics (step = round) and as a plot."""
-        from mlflow.entities import Metric
-        import time as _time
-
-        from components.tracking.plots import accuracy_curve
-        import matplotlib.pyplot as plt
-
-        now = int(_time.time() * 1000)
+        now = int(time.time() * 1000)
         last = history[-1]
         self.client.log_batch(parent_id, metrics=[
             Metric("accuracy", last["accuracy"], now, last["round"]),
@@ -170,8 +160,6 @@ class Tracker:
     # ------------------------------------------------------------------ end
     def finish(self, parent_id: str, *, registered_model: str, lineage: dict[str, str]) -> Optional[str]:
         """Register the last round's model with the lineage in its tags; close the parent."""
-        import mlflow
-
         done = self.client.get_run(parent_id).data.tags.get("sage_ada.registered_version")
         if done:  # a resumed run that had already finished: register nothing twice
             return done.rsplit("/", 1)[-1]
@@ -201,8 +189,6 @@ def write_selection(rows: list[dict], folder: Path) -> None:
 
 def log_torch_model(model, example):
     """Log ``model`` in PyTorch's exported (pt2, pickle-free) format, traced on ``example``."""
-    import mlflow
-
     was_training = model.training
     model.eval()
     try:
