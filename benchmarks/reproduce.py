@@ -1,7 +1,7 @@
 """Reproduce the paper's claims on the shipped digits benchmark, through the product's own flow.
 
     python benchmarks/reproduce.py --preset full        # the protocol of issue 6 (hours on 2 cores)
-    python benchmarks/reproduce.py --preset small       # one task, b=10, 3 seeds, 10 rounds
+    python benchmarks/reproduce.py --preset small       # one task, b=10, 3 seeds, 5 rounds
 
 Every (task, budget, arm, seed) is one run of the ``active-domain-adaptation`` flow with the
 simulated oracle, tracked in MLflow like any other run. The preset is resumable: a run whose
@@ -51,7 +51,7 @@ LINES = {  # floors and ceiling: one accuracy each
 PRESETS = {
     "full": {"tasks": {("mnist", "optdigits"): [10, 50], ("optdigits", "mnist"): [10]},
              "seeds": 5, "rounds": 10, "arms": list(ARMS)},
-    "small": {"tasks": {("mnist", "optdigits"): [10]}, "seeds": 3, "rounds": 10,
+    "small": {"tasks": {("mnist", "optdigits"): [10]}, "seeds": 3, "rounds": 5,
               "arms": list(ARMS)},
     "smoke": {"tasks": {("mnist", "optdigits"): [5]}, "seeds": 2, "rounds": 2,
               "arms": ["sage", "random", "entropy"], "steps": {"train.pretrain_steps": 30,
