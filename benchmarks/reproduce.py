@@ -24,7 +24,6 @@ import numpy as np
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
-os.chdir(REPO)
 
 ARMS = {  # name → overrides on params.yaml (the default is TSF + Ω_S+T)
     "sage": {},
@@ -200,7 +199,14 @@ def report(results: dict, preset_name: str, preset: dict, wall_s: float) -> str:
              f"{wall_s / 60:.1f} min on this machine, runs found in MLflow not recomputed). "
              "Accuracy is target-test accuracy in %, mean ± std over seeds; differences are "
              "paired over seeds (same split, pretrained checkpoint and batch order) with a 95% "
-             "t-interval. AUC is the area under accuracy vs labels divided by the label range.", ""]
+             "t-interval. AUC is the area under accuracy vs labels divided by the label range.", "",
+             "Scope: " + "; ".join(f"{s}→{t} with b = {', '.join(map(str, b))}"
+                                   for (s, t), b in preset["tasks"].items())
+             + f"; arms: {', '.join(preset['arms'])}. "
+             + ("This is the whole protocol." if preset_name == "full" else
+                "This is a reduced preset: claims that need the other task or b = 50 (claim 4's "
+                "large-budget part, claim 6) are not settled by it; `--preset full` runs them."),
+             ""]
     figures, claims = [], []
     for task, per_budget in results.items():
         floor = {name: matrix(h)[:, -1] for name, h in per_budget.get("lines", {}).items()}
@@ -287,6 +293,7 @@ def main():
     ap.add_argument("--preset", choices=sorted(PRESETS), default="small")
     ap.add_argument("--output", default="docs/results.md")
     args = ap.parse_args()
+    os.chdir(REPO)  # params.yaml, the data and the MLflow store are the repository's
     preset = PRESETS[args.preset]
     start = time.perf_counter()
     results = run_all(preset)
