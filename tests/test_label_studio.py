@@ -4,7 +4,6 @@ from __future__ import annotations
 import json
 import logging
 import os
-import socket
 import subprocess
 
 import pytest
@@ -14,7 +13,7 @@ from mlflow.tracking import MlflowClient
 from components.oracle import OracleError, OracleTimeout
 from components.oracle.auto_annotator import AutoAnnotator
 from components.oracle.label_studio import LabelStudioOracle, choice_result, connect, resolve
-from tests.conftest import REPO
+from tests.conftest import REPO, free_port
 
 CLASSES = [str(c) for c in range(10)]
 
@@ -44,26 +43,17 @@ def test_unknown_label_is_rejected_with_a_log_line(caplog):
 
 
 def test_server_down_gives_a_clear_error():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]          # closed again: nothing listens there
     with pytest.raises(OracleError, match="infra/label-studio/server.sh start"):
-        connect(f"http://127.0.0.1:{port}", "token")
+        connect(f"http://127.0.0.1:{free_port()}", "token")
 
 
 # ---------------------------------------------------------------- a real server (slow)
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 @pytest.fixture(scope="module")
 def label_studio(tmp_path_factory, digits_root):
     """Install (once per machine) and start Label Studio with the project's own scripts."""
     subprocess.run(["bash", str(REPO / "infra/label-studio/install.sh")], check=True, timeout=900)
     data = tmp_path_factory.mktemp("label-studio")
-    env = {**os.environ, "LABEL_STUDIO_DATA": str(data), "LABEL_STUDIO_PORT": str(_free_port()),
+    env = {**os.environ, "LABEL_STUDIO_DATA": str(data), "LABEL_STUDIO_PORT": str(free_port()),
            "LABEL_STUDIO_DOCUMENT_ROOT": str(digits_root)}
     script = str(REPO / "infra/label-studio/server.sh")
     subprocess.run(["bash", script, "start"], check=True, env=env, timeout=400)

@@ -3,26 +3,19 @@ from __future__ import annotations
 
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
 
 import pytest
 
-from tests.conftest import REPO
+from tests.conftest import REPO, free_port
 
 pytestmark = pytest.mark.slow
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def test_cron_deployment_runs_unattended(project, tmp_path_factory):
-    port = _free_port()
+    port = free_port()
     home = tmp_path_factory.mktemp("prefect")
     env = {**os.environ, "PREFECT_PORT": str(port), "PREFECT_HOME": str(home),
            "SAGE_ADA_RUN_DIR": str(home / "run"), "PYTHONPATH": os.pathsep.join(sys.path)}
