@@ -46,3 +46,49 @@ def test_every_arm_names_a_registered_strategy():
     for name, overrides in {**reproduce.ARMS, **reproduce.LINES}.items():
         extra = {k: v for k, v in overrides.items() if v != "pool"}
         load_config(REPO / "params.yaml", extra)   # raises on an impossible combination
+
+
+def test_small_budgets_of_every_task_come_before_large_ones():
+    preset = reproduce.PRESETS["full"]
+    jobs = reproduce.jobs_of(preset)
+    budgets = [b for _, _, b, *_ in jobs if b is not None]
+    assert budgets == sorted(budgets)                       # every b=10 run before any b=50
+    per_task = len(reproduce.LINES) * preset["seeds"]
+    arms = len(preset["arms"]) * preset["seeds"]
+    assert len(jobs) == 2 * per_task + 3 * arms
+    assert len(set((s, t, b, a, seed) for s, t, b, a, seed, _ in jobs)) == len(jobs)
+    for task in preset["tasks"]:                            # floors before the task's arms
+        kinds = [b is None for s, t, b, *_ in jobs if (s, t) == task]
+        assert kinds[:per_task] == [True] * per_task and not any(kinds[per_task:])
+
+
+def history(accuracies):
+    return [{"round": r, "n_labels": 10 * r, "accuracy": a} for r, a in enumerate(accuracies)]
+
+
+def test_paired_comparisons_use_the_seeds_both_arms_have():
+    arms = {"sage": {0: history([0.5, 0.9]), 1: history([0.5, 0.8]), 2: history([0.5, 0.7])},
+            "random": {1: history([0.5, 0.6]), 2: history([0.5, 0.5])}}
+    a, b = reproduce.common(arms, "sage", "random")
+    assert a[:, -1].tolist() == pytest.approx([80.0, 70.0])
+    assert b[:, -1].tolist() == pytest.approx([60.0, 50.0])
+
+
+def test_a_partial_preset_is_reported_with_its_seed_counts(tmp_path, monkeypatch):
+    monkeypatch.setattr(reproduce, "REPO", tmp_path)
+    (tmp_path / "docs" / "figures").mkdir(parents=True)
+    results = {"mnist→optdigits": {
+        "lines": {"uda-tsf": {0: history([0.5]), 1: history([0.6])}},
+        "b=10": {"sage": {0: history([0.5, 0.9]), 1: history([0.6, 0.8])},
+                 "random": {0: history([0.5, 0.7]), 1: history([0.6, 0.7]),
+                            2: history([0.4, 0.7])}}},
+        "_counts": {"computed": 1, "read back": 6, "failed": 0, "not started": 4}}
+    preset = {"tasks": {("mnist", "optdigits"): [10]}, "seeds": 3, "rounds": 1,
+              "arms": ["sage", "random"]}
+    text, figures = reproduce.report(results, "small", preset, 60.0, 600.0, 2)
+    assert "**Incomplete:** 4 of the preset's runs" in text
+    assert "| sage | 2 | 55.00 ± 5.00 | 85.00 ± 5.00 |" in text
+    assert "| random | 3 |" in text
+    assert "10.0 min of wall time on this machine over 2 invocation(s)" in text
+    assert "sage vs random (2 seeds) | +15.00" in text
+    assert figures[0].exists()
