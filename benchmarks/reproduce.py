@@ -49,12 +49,20 @@ LINES = {  # floors and ceiling: one accuracy each
 }
 PRESETS = {
     "full": {"tasks": {("mnist", "optdigits"): [10, 50], ("optdigits", "mnist"): [10]},
-             "seeds": 5, "rounds": 10, "arms": list(ARMS)},
+             "seeds": 5, "rounds": 10, "arms": list(ARMS), "note": "This is the whole protocol."},
     "small": {"tasks": {("mnist", "optdigits"): [10]}, "seeds": 3, "rounds": 5,
-              "arms": list(ARMS)},
+              "arms": list(ARMS), "note": "This is a reduced preset: claims that need the other "
+              "task or b = 50 (claim 4's large-budget part, claim 6) are not settled by it; "
+              "`--preset full` runs them."},
+    # Claim 6 at b = 50 under other hyper-parameters: run it once per `--set` variant.
+    "sensitivity": {"tasks": {("mnist", "optdigits"): [50]}, "seeds": 3, "rounds": 10,
+                    "arms": ["sage", "sage-union", "sage-mme", "random"], "lines": False,
+                    "note": "This is a sensitivity check of claim 6: compare it with the same "
+                            "arms at b = 50 in `--preset full`, which uses `params.yaml` as is."},
     "smoke": {"tasks": {("mnist", "optdigits"): [5]}, "seeds": 2, "rounds": 2,
-              "arms": ["sage", "random", "entropy"], "steps": {"train.pretrain_steps": 30,
-                                                               "train.steps_per_round": 10}},
+              "arms": ["sage", "random", "entropy"], "set": {"train.pretrain_steps": 30,
+                                                             "train.steps_per_round": 10},
+              "note": "This checks the script only: its runs are far too short to mean anything."},
 }
 
 
@@ -102,7 +110,7 @@ def jobs_of(preset: dict) -> list[tuple]:
                     for b in budgets})
     jobs, seen = [], set()
     for budget, _, (source, target) in order:
-        if (source, target) not in seen:
+        if (source, target) not in seen and preset.get("lines", True):
             seen.add((source, target))
             jobs += [(source, target, None, line, seed, overrides)
                      for line, overrides in LINES.items() for seed in range(preset["seeds"])]
@@ -116,7 +124,7 @@ def job_overrides(preset: dict, job: tuple) -> dict:
 
     source, target, budget, _, seed, extra = job
     overrides = {**task_overrides(source, target), "active.rounds": preset["rounds"],
-                 "active.seed": seed, "train.seed": seed, **preset.get("steps", {}),
+                 "active.seed": seed, "train.seed": seed, **preset.get("set", {}),
                  **{k: v for k, v in extra.items() if v != "pool"}}
     if budget is not None:
         overrides["active.budget"] = budget
@@ -297,7 +305,7 @@ def fmt(d):
 
 
 def report(results: dict, preset_name: str, preset: dict, wall_s: float,
-           total_wall_s: float, invocations: int) -> tuple[str, list[Path]]:
+           total_wall_s: float, invocations: int, figure_prefix: str = "") -> tuple[str, list[Path]]:
     counts = results.pop("_counts")
     import matplotlib
 
@@ -317,10 +325,9 @@ def report(results: dict, preset_name: str, preset: dict, wall_s: float,
              "Scope: " + "; ".join(f"{s}→{t} with b = {', '.join(map(str, b))}"
                                    for (s, t), b in preset["tasks"].items())
              + f"; arms: {', '.join(preset['arms'])}. "
-             + ("This is the whole protocol." if preset_name == "full" else
-                "This is a reduced preset: claims that need the other task or b = 50 (claim 4's "
-                "large-budget part, claim 6) are not settled by it; `--preset full` runs them."),
-             ""]
+             + (f"Settings changed from `params.yaml` for every run: `{preset['set']}`. "
+                if preset.get("set") else "")
+             + preset["note"], ""]
     if pending:
         lines += [f"**Incomplete:** {pending} of the preset's runs are not finished yet "
                   f"({counts['failed']} failed). Tables show how many seeds each arm has; "
@@ -358,7 +365,7 @@ def report(results: dict, preset_name: str, preset: dict, wall_s: float,
                     a, r = common(arms, arm, "random")
                     lines.append(f"| {arm} | " + " | ".join(
                         fmt(paired(a[:, i], r[:, i])) for i in range(1, last + 1)) + " |")
-            figures.append(plot(plt, task, budget, mats, labels, floor))
+            figures.append(plot(plt, task, budget, mats, labels, floor, figure_prefix))
             lines += ["", f"![{task}, {budget}](figures/{figures[-1].name})", ""]
             claims += claim_rows(task, budget, arms, labels)
     lines += ["## The paper's claims, one by one", "",
@@ -368,7 +375,8 @@ def report(results: dict, preset_name: str, preset: dict, wall_s: float,
     return "\n".join(lines) + "\n", figures
 
 
-def plot(plt, task: str, budget: str, mats: dict, labels: list[int], floor: dict) -> Path:
+def plot(plt, task: str, budget: str, mats: dict, labels: list[int], floor: dict,
+         prefix: str = "") -> Path:
     """Accuracy against target labels, one line per arm with a shaded std (Figures 3 and 4)."""
     fig, ax = plt.subplots(figsize=(9, 4.8))
     colours = plt.get_cmap("tab20").colors
@@ -386,7 +394,8 @@ def plot(plt, task: str, budget: str, mats: dict, labels: list[int], floor: dict
     ax.grid(alpha=0.3)
     ax.legend(fontsize=7, loc="center left", bbox_to_anchor=(1.01, 0.5))
     fig.tight_layout()
-    path = REPO / "docs" / "figures" / f"{task.replace('→', '-to-')}-{budget.replace('=', '')}.png"
+    name = f"{prefix}{task.replace('→', '-to-')}-{budget.replace('=', '')}.png"
+    path = REPO / "docs" / "figures" / name
     fig.savefig(path, dpi=110)
     plt.close(fig)
     return path
@@ -421,13 +430,27 @@ def claim_rows(task: str, budget: str, arms: dict, labels: list[int]) -> list[st
     return rows
 
 
-def earlier_invocations(tracker, preset_name: str) -> list[float]:
-    """Wall seconds of this preset's earlier invocations that computed something."""
+def earlier_invocations(tracker, preset_name: str, preset: dict) -> list[float]:
+    """Wall seconds of this preset's earlier invocations (same ``--set``) that computed runs."""
     runs = tracker.client.search_runs(
         [tracker.experiment_id], f"params.preset = '{preset_name}' and "
         "tags.sage_ada.kind = 'reproduction'", max_results=1000)
     return [r.data.metrics["wall_s"] for r in runs
-            if r.data.metrics.get("computed", 0) > 0 and "wall_s" in r.data.metrics]
+            if r.data.params.get("set", "{}") == str(preset.get("set", {}))
+            and r.data.metrics.get("computed", 0) > 0 and "wall_s" in r.data.metrics]
+
+
+def parse_set(pairs: list[str]) -> dict:
+    """``["train.lr=0.003", ...]`` → ``{"train.lr": 0.003}`` (values read as YAML scalars)."""
+    import yaml
+
+    out = {}
+    for pair in pairs:
+        key, sep, value = pair.partition("=")
+        if not sep or not key:
+            raise SystemExit(f"--set takes KEY=VALUE, such as train.lambda_adv=0.1; got {pair!r}")
+        out[key.strip()] = yaml.safe_load(value)
+    return out
 
 
 def main():
@@ -439,9 +462,24 @@ def main():
                          "gives about 1.4x the throughput of 1)")
     ap.add_argument("--stop-after", type=float, metavar="MINUTES",
                     help="start no new run after this long; report what is finished")
+    ap.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                    help="change a params.yaml setting for every run (repeatable), e.g. "
+                         "--set train.lambda_adv=0.1; such runs are new runs, not read back")
     args = ap.parse_args()
     os.chdir(REPO)  # params.yaml, the data and the MLflow store are the repository's
-    preset = PRESETS[args.preset]
+    preset = dict(PRESETS[args.preset])
+    preset["set"] = {**preset.get("set", {}), **parse_set(args.set)}
+    if args.set and Path(args.output).resolve() == (REPO / "docs/results.md").resolve():
+        raise SystemExit("--set changes the protocol: write the report elsewhere, e.g. "
+                         "--output docs/sensitivity-lambda0.1.md")
+    from components.config import ConfigError, load_config
+
+    try:
+        load_config("params.yaml", preset["set"])
+    except ConfigError as exc:
+        raise SystemExit(f"--set: {exc}")
+    stem = Path(args.output).stem
+    prefix = "" if stem == "results" else f"{stem}-"
     start = time.perf_counter()
     results = run_all(preset, args.workers, args.stop_after)
     wall = time.perf_counter() - start
@@ -449,13 +487,13 @@ def main():
     from components.tracking.lineage import Tracker
 
     tracker = Tracker("reproduce")
-    before = earlier_invocations(tracker, args.preset)
+    before = earlier_invocations(tracker, args.preset, preset)
     total = sum(before) + (wall if counts["computed"] else 0.0)
     text, figures = report(results, args.preset, preset, wall, total,
-                           len(before) + bool(counts["computed"]))
+                           len(before) + bool(counts["computed"]), prefix)
     Path(args.output).parent.mkdir(parents=True, exist_ok=True)
     Path(args.output).write_text(text)
-    (REPO / "benchmarks/results" / f"reproduce_{args.preset}.json").write_text(
+    (REPO / "benchmarks/results" / f"reproduce_{stem if prefix else args.preset}.json").write_text(
         json.dumps({"wall_s": wall, "total_wall_s": total, "counts": counts,
                     "results": results}, indent=1))
     parent = tracker.start_parent(params={"preset": args.preset, "workers": args.workers,

@@ -85,10 +85,22 @@ def test_a_partial_preset_is_reported_with_its_seed_counts(tmp_path, monkeypatch
         "_counts": {"computed": 1, "read back": 6, "failed": 0, "not started": 4}}
     preset = {"tasks": {("mnist", "optdigits"): [10]}, "seeds": 3, "rounds": 1,
               "arms": ["sage", "random"]}
-    text, figures = reproduce.report(results, "small", preset, 60.0, 600.0, 2)
+    text, figures = reproduce.report({**results}, "small", {**preset, "note": "n"}, 60.0, 600.0, 2)
     assert "**Incomplete:** 4 of the preset's runs" in text
     assert "| sage | 2 | 55.00 ± 5.00 | 85.00 ± 5.00 |" in text
     assert "| random | 3 |" in text
     assert "10.0 min of wall time on this machine over 2 invocation(s)" in text
     assert "sage vs random (2 seeds) | +15.00" in text
     assert figures[0].exists()
+
+
+def test_set_reads_values_as_yaml_and_refuses_malformed_pairs():
+    assert reproduce.parse_set(["train.lr=0.003", "train.adversarial=dann"]) == {
+        "train.lr": 0.003, "train.adversarial": "dann"}
+    with pytest.raises(SystemExit, match="KEY=VALUE"):
+        reproduce.parse_set(["train.lr"])
+
+
+def test_the_sensitivity_preset_has_no_floor_runs():
+    jobs = reproduce.jobs_of(reproduce.PRESETS["sensitivity"])
+    assert jobs and all(budget == 50 for _, _, budget, *_ in jobs)
