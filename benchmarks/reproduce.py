@@ -1,7 +1,9 @@
 """Reproduce the paper's claims on the shipped digits benchmark, through the product's own flow.
 
-    python benchmarks/reproduce.py --preset full        # the protocol of issue 6 (hours on 2 cores)
-    python benchmarks/reproduce.py --preset small       # one task, b=10, 3 seeds, 5 rounds
+    python benchmarks/reproduce.py --preset full --workers 2   # the protocol of issue 6 (hours)
+    python benchmarks/reproduce.py --preset small              # one task, b=10, 3 seeds, 5 rounds
+    python benchmarks/reproduce.py --preset sensitivity --set train.lambda_adv=1 \
+        --output docs/sensitivity-lambda1.md                   # claim 6 under another setting
 
 Every (task, budget, arm, seed) is one run of the ``active-domain-adaptation`` flow with the
 simulated oracle, tracked in MLflow like any other run. The preset is resumable: a run whose
