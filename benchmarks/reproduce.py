@@ -105,9 +105,10 @@ def settings_key(flat_params: dict[str, str]) -> str:
 
 def jobs_of(preset: dict) -> list[tuple]:
     """Every (source, target, budget, arm, seed, overrides), in the order that matters most:
-    b = 10 on every task before any large budget; per task, the floors and ceiling first
-    (they also fill the pretraining cache), then arm by arm, so that two workers rarely need
-    the same pretrained checkpoint at once."""
+    b = 10 on every task before any large budget; per task, the floors and ceiling first, line
+    by line (they fill the pretraining cache, and two workers never pretrain the same model
+    at once), then seed by seed across the arms, so that a preset stopped early still has
+    every arm on the same first seeds."""
     order = sorted({(b, i, task) for i, (task, budgets) in enumerate(preset["tasks"].items())
                     for b in budgets})
     jobs, seen = [], set()
@@ -117,7 +118,7 @@ def jobs_of(preset: dict) -> list[tuple]:
             jobs += [(source, target, None, line, seed, overrides)
                      for line, overrides in LINES.items() for seed in range(preset["seeds"])]
         jobs += [(source, target, budget, arm, seed, ARMS[arm])
-                 for arm in preset["arms"] for seed in range(preset["seeds"])]
+                 for seed in range(preset["seeds"]) for arm in preset["arms"]]
     return jobs
 
 
@@ -168,11 +169,13 @@ def _run_flow(overrides: dict) -> list[dict]:
                                     progress=False)["history"]
 
 
-def run_all(preset: dict, workers: int = 1, stop_after_min: float | None = None) -> dict:
+def run_all(preset: dict, workers: int = 1, stop_after_min: float | None = None,
+            on_progress=None) -> dict:
     """Run (or read back) every job; ``results[task][budget][arm][seed]`` is a history.
 
     With ``stop_after_min`` no new job starts after that many minutes; the running ones finish
-    and the report covers what is done (a later invocation picks up the rest)."""
+    and the report covers what is done (a later invocation picks up the rest).
+    ``on_progress(counts, seconds)`` is called after each computed job."""
     import multiprocessing as mp
     from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
 
@@ -197,7 +200,8 @@ def run_all(preset: dict, workers: int = 1, stop_after_min: float | None = None)
             counts["read back"] += 1
             store(results, job, history)
 
-    deadline = None if stop_after_min is None else time.monotonic() + 60 * stop_after_min
+    start = time.monotonic()
+    deadline = None if stop_after_min is None else start + 60 * stop_after_min
     bar = tqdm(total=len(todo), desc=f"reproduce ({counts['read back']} read back)",
                unit="run", dynamic_ncols=True)
     ctx = mp.get_context("spawn")
@@ -229,6 +233,8 @@ def run_all(preset: dict, workers: int = 1, stop_after_min: float | None = None)
                                "(rerun the same command to retry it)")
                 bar.set_postfix_str(f"{source}→{target} b={budget} {arm} seed {seed}")
                 bar.update()
+                if on_progress:
+                    on_progress(counts, time.monotonic() - start)
     except KeyboardInterrupt:
         # Finished runs are safe in MLflow; the workers end themselves once this process is gone.
         print(f"\ninterrupted after {counts['computed']} new runs: rerun the same command to "
@@ -482,14 +488,27 @@ def main():
         raise SystemExit(f"--set: {exc}")
     stem = Path(args.output).stem
     prefix = "" if stem == "results" else f"{stem}-"
-    start = time.perf_counter()
-    results = run_all(preset, args.workers, args.stop_after)
-    wall = time.perf_counter() - start
-    counts = dict(results["_counts"])
     from components.tracking.lineage import Tracker
 
     tracker = Tracker("reproduce")
     before = earlier_invocations(tracker, args.preset, preset)
+    # The invocation's own run is opened first and its wall time logged after every job, so
+    # an interrupted invocation still counts in the preset's total.
+    parent = tracker.start_parent(params={"preset": args.preset, "workers": args.workers,
+                                          **{k: str(v) for k, v in preset.items()}},
+                                  tags={"sage_ada.kind": "reproduction"},
+                                  run_name=f"preset {args.preset}")
+
+    def log_counts(counts: dict, seconds: float) -> None:
+        step = counts["computed"] + counts["failed"]
+        for name, value in {"wall_s": seconds, **counts}.items():
+            tracker.client.log_metric(parent, name.replace(" ", "_"), value, step=step)
+
+    start = time.perf_counter()
+    results = run_all(preset, args.workers, args.stop_after, log_counts)
+    wall = time.perf_counter() - start
+    counts = dict(results["_counts"])
+    log_counts(counts, wall)
     total = sum(before) + (wall if counts["computed"] else 0.0)
     text, figures = report(results, args.preset, preset, wall, total,
                            len(before) + bool(counts["computed"]), prefix)
@@ -498,12 +517,6 @@ def main():
     (REPO / "benchmarks/results" / f"reproduce_{stem if prefix else args.preset}.json").write_text(
         json.dumps({"wall_s": wall, "total_wall_s": total, "counts": counts,
                     "results": results}, indent=1))
-    parent = tracker.start_parent(params={"preset": args.preset, "workers": args.workers,
-                                          **{k: str(v) for k, v in preset.items()}},
-                                  tags={"sage_ada.kind": "reproduction"},
-                                  run_name=f"preset {args.preset}")
-    for name, value in {"wall_s": wall, **counts}.items():
-        tracker.client.log_metric(parent, name.replace(" ", "_"), value)
     for fig in figures:
         tracker.client.log_artifact(parent, str(fig), "figures")
     tracker.client.log_artifact(parent, args.output)

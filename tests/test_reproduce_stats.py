@@ -104,3 +104,9 @@ def test_set_reads_values_as_yaml_and_refuses_malformed_pairs():
 def test_the_sensitivity_preset_has_no_floor_runs():
     jobs = reproduce.jobs_of(reproduce.PRESETS["sensitivity"])
     assert jobs and all(budget == 50 for _, _, budget, *_ in jobs)
+
+
+def test_arms_advance_seed_by_seed():
+    preset = reproduce.PRESETS["small"]
+    arms = [(seed, arm) for _, _, b, arm, seed, _ in reproduce.jobs_of(preset) if b is not None]
+    assert arms == [(s, a) for s in range(preset["seeds"]) for a in preset["arms"]]
