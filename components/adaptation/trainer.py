@@ -150,10 +150,11 @@ def evaluate(net, data: ImageSet, classes: list[str], *, device: torch.device) -
 
 
 def save_checkpoint(net, path: str | Path) -> None:
-    """A plain state dict, written atomically."""
+    """A plain state dict, written atomically (a temporary file per process, so two runs
+    filling the same cache entry at once cannot tear each other's file)."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(".tmp")
+    tmp = path.with_suffix(f".{os.getpid()}.tmp")
     torch.save({k: v.detach().cpu() for k, v in net.state_dict().items()}, tmp)
     os.replace(tmp, path)
 
