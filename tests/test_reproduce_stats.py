@@ -82,14 +82,15 @@ def test_a_partial_preset_is_reported_with_its_seed_counts(tmp_path, monkeypatch
         "b=10": {"sage": {0: history([0.5, 0.9]), 1: history([0.6, 0.8])},
                  "random": {0: history([0.5, 0.7]), 1: history([0.6, 0.7]),
                             2: history([0.4, 0.7])}}},
-        "_counts": {"computed": 1, "read back": 6, "failed": 0, "not started": 4}}
+        "_counts": {"computed": 1, "read back": 6, "failed": 0, "not started": 4},
+        "_busy_s": 600.0}
     preset = {"tasks": {("mnist", "optdigits"): [10]}, "seeds": 3, "rounds": 1,
               "arms": ["sage", "random"]}
-    text, figures = reproduce.report({**results}, "small", {**preset, "note": "n"}, 60.0, 600.0, 2)
+    text, figures = reproduce.report(results, "small", {**preset, "note": "n"}, 60.0)
     assert "**Incomplete:** 4 of the preset's runs" in text
     assert "| sage | 2 | 55.00 ± 5.00 | 85.00 ± 5.00 |" in text
     assert "| random | 3 |" in text
-    assert "10.0 min of wall time on this machine over 2 invocation(s)" in text
+    assert "in progress for 10.0 min of wall time on this machine" in text
     assert "sage vs random (2 seeds) | +15.00" in text
     assert figures[0].exists()
 
@@ -110,3 +111,9 @@ def test_arms_advance_seed_by_seed():
     preset = reproduce.PRESETS["small"]
     arms = [(seed, arm) for _, _, b, arm, seed, _ in reproduce.jobs_of(preset) if b is not None]
     assert arms == [(s, a) for s in range(preset["seeds"]) for a in preset["arms"]]
+
+
+def test_wall_time_counts_overlapping_runs_once_and_gaps_not_at_all():
+    assert reproduce.union_ms([]) == 0
+    assert reproduce.union_ms([(0, 10)]) == 10
+    assert reproduce.union_ms([(0, 10), (5, 12), (20, 30), (21, 22)]) == 22
