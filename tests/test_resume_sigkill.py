@@ -29,7 +29,7 @@ def test_sigkill_mid_round_then_resume(project):
     env = {**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)}
 
     proc = subprocess.Popen(cli, cwd=project, env=env, stdout=subprocess.PIPE,
-                            stderr=subprocess.STDOUT)
+                            stderr=subprocess.STDOUT, start_new_session=True)
     deadline = time.time() + 300
     state = None
     while time.time() < deadline:   # wait until round 2 is selected and annotated
@@ -41,7 +41,9 @@ def test_sigkill_mid_round_then_resume(project):
         time.sleep(0.05)
     else:
         pytest.fail("the run never reached round 2")
-    proc.send_signal(signal.SIGKILL)
+    # The whole process group, as a crash would: the run and its Prefect API server, which
+    # would otherwise outlive the test.
+    os.killpg(proc.pid, signal.SIGKILL)
     proc.wait(timeout=30)
     killed = _state(project)
     assert killed["rounds_done"] == 1 and killed["pending"]["round"] == 2
