@@ -218,8 +218,9 @@ def run_all(preset: dict, workers: int = 1, stop_after_min: float | None = None,
         cfg = load_config("params.yaml", overrides)
         if cfg.experiment_name not in known:
             known[cfg.experiment_name] = finished_runs(cfg.experiment_name)
-        keys.add(settings_key(flatten("", cfg.model_dump())))
-        history = known[cfg.experiment_name].get(settings_key(flatten("", cfg.model_dump())))
+        key = settings_key(flatten("", cfg.model_dump()))
+        keys.add(key)
+        history = known[cfg.experiment_name].get(key)
         if history is None:
             todo.append((job, overrides))
         else:
