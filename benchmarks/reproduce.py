@@ -195,8 +195,10 @@ def _run_flow(overrides: dict) -> list[dict]:
 
 
 def run_all(preset: dict, workers: int = 1, stop_after_min: float | None = None,
-            on_progress=None) -> dict:
-    """Run (or read back) every job; ``results[task][budget][arm][seed]`` is a history.
+            on_progress=None) -> tuple[dict, dict, float]:
+    """Run (or read back) every job: ``(results, counts, busy seconds)``, where
+    ``results[task][budget][arm][seed]`` is a history and busy seconds is the wall time the
+    preset's runs were in progress, over every invocation.
 
     With ``stop_after_min`` no new job starts after that many minutes; the running ones finish
     and the report covers what is done (a later invocation picks up the rest).
@@ -270,9 +272,7 @@ def run_all(preset: dict, workers: int = 1, stop_after_min: float | None = None,
     pool.shutdown()
     counts["not started"] = len(queue)
     bar.close()
-    results["_counts"] = counts
-    results["_busy_s"] = busy_seconds(known, keys)
-    return results
+    return results, counts, busy_seconds(known, keys)
 
 
 def store(results: dict, job: tuple, history: list[dict]) -> None:
@@ -340,9 +340,8 @@ def fmt(d):
     return f"{d[0]:+.2f} [{d[1]:+.2f}, {d[2]:+.2f}]"
 
 
-def report(results: dict, preset_name: str, preset: dict, wall_s: float,
-           figure_prefix: str = "") -> tuple[str, list[Path]]:
-    counts, busy_s = results.pop("_counts"), results.pop("_busy_s")
+def report(results: dict, counts: dict, busy_s: float, preset_name: str, preset: dict,
+           wall_s: float, figure_prefix: str = "") -> tuple[str, list[Path]]:
     import matplotlib
 
     matplotlib.use("Agg")
@@ -522,12 +521,10 @@ def main():
             tracker.client.log_metric(parent, name.replace(" ", "_"), value, step=step)
 
     start = time.perf_counter()
-    results = run_all(preset, args.workers, args.stop_after, log_counts)
+    results, counts, busy = run_all(preset, args.workers, args.stop_after, log_counts)
     wall = time.perf_counter() - start
-    counts = dict(results["_counts"])
     log_counts(counts, wall)
-    busy = results["_busy_s"]
-    text, figures = report(results, args.preset, preset, wall, prefix)
+    text, figures = report(results, counts, busy, args.preset, preset, wall, prefix)
     Path(args.output).parent.mkdir(parents=True, exist_ok=True)
     Path(args.output).write_text(text)
     (REPO / "benchmarks/results" / f"reproduce_{stem if prefix else args.preset}.json").write_text(

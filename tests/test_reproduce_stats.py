@@ -81,12 +81,12 @@ def test_a_partial_preset_is_reported_with_its_seed_counts(tmp_path, monkeypatch
         "lines": {"uda-tsf": {0: history([0.5]), 1: history([0.6])}},
         "b=10": {"sage": {0: history([0.5, 0.9]), 1: history([0.6, 0.8])},
                  "random": {0: history([0.5, 0.7]), 1: history([0.6, 0.7]),
-                            2: history([0.4, 0.7])}}},
-        "_counts": {"computed": 1, "read back": 6, "failed": 0, "not started": 4},
-        "_busy_s": 600.0}
+                            2: history([0.4, 0.7])}}}}
+    counts = {"computed": 1, "read back": 6, "failed": 0, "not started": 4}
     preset = {"tasks": {("mnist", "optdigits"): [10]}, "seeds": 3, "rounds": 1,
               "arms": ["sage", "random"]}
-    text, figures = reproduce.report(results, "small", {**preset, "note": "n"}, 60.0)
+    text, figures = reproduce.report(results, counts, 600.0, "small",
+                                     {**preset, "note": "n"}, 60.0)
     assert "**Incomplete:** 4 of the preset's runs" in text
     assert "| sage | 2 | 55.00 ± 5.00 | 85.00 ± 5.00 |" in text
     assert "| random | 3 |" in text
