@@ -408,7 +408,41 @@ def report(results: dict, counts: dict, busy_s: float, preset_name: str, preset:
               "A claim *holds* when the paired 95% interval of the difference lies on its side of 0.",
               "", "| claim | comparison | last round, Δ [95% CI] | AUC Δ [95% CI] | verdict |",
               "|---|---|---|---|---|"] + claims
+    if not preset.get("set"):
+        lines += sensitivity_section(REPO / "benchmarks" / "results")
     return "\n".join(lines) + "\n", figures
+
+
+def sensitivity_section(folder: Path) -> list[str]:
+    """The claims again under every ``--set`` variant run so far (read from their results
+    files), so that the main report says what was tried where a claim does not hold."""
+    variants = []
+    for path in sorted(folder.glob("reproduce_*.json")):
+        saved = json.loads(path.read_text())
+        if saved.get("preset") == "sensitivity" and saved.get("set"):
+            variants.append(saved)
+    if not variants:
+        return []
+    lines = ["", "## What was tried where a claim does not hold", "",
+             "The same claims under other hyper-parameters (each line: one `--set` variant of the "
+             "sensitivity preset, everything else as `params.yaml`; compare with the rows "
+             "above for the same task and budget).", "",
+             "| settings | claim | comparison | last round, Δ [95% CI] | AUC Δ [95% CI] | verdict |",
+             "|---|---|---|---|---|---|"]
+    for saved in variants:
+        settings = ", ".join(f"{k}={v}" for k, v in saved["set"].items())
+        for task, per_budget in saved["results"].items():
+            for budget, arms in per_budget.items():
+                if budget == "lines" or "random" not in arms:
+                    continue
+                arms = {a: {int(s): h for s, h in by_seed.items()} for a, by_seed in arms.items()}
+                labels = [h["n_labels"] for h in next(iter(arms["random"].values()))]
+                lines += [f"| `{settings}` |{row[1:]}"
+                          for row in claim_rows(task, budget, arms, labels)]
+        report_link = f"[{saved['output']}]({Path(saved['output']).name})"
+        lines.append(f"| `{settings}` | | report {report_link}, command "
+                     f"`{saved['command']}` | | | |")
+    return lines + [""]
 
 
 def plot(plt, task: str, budget: str, mats: dict, labels: list[int], floor: dict,
@@ -464,6 +498,13 @@ def claim_rows(task: str, budget: str, arms: dict, labels: list[int]) -> list[st
     add("6. Ω_S+T beats Ω_S∪T", "sage", "sage-union")
     add("6. Ω_MME beats Ω_S∪T", "sage-mme", "sage-union")
     return rows
+
+
+def command(args) -> str:
+    """The command line that regenerates this report."""
+    return " ".join(["python benchmarks/reproduce.py", f"--preset {args.preset}",
+                     *(f"--set {pair}" for pair in args.set),
+                     *([f"--output {args.output}"] if args.set else [])])
 
 
 def parse_set(pairs: list[str]) -> dict:
@@ -528,7 +569,8 @@ def main():
     Path(args.output).parent.mkdir(parents=True, exist_ok=True)
     Path(args.output).write_text(text)
     (REPO / "benchmarks/results" / f"reproduce_{stem if prefix else args.preset}.json").write_text(
-        json.dumps({"wall_s": wall, "busy_s": busy, "counts": counts,
+        json.dumps({"preset": args.preset, "set": preset["set"], "wall_s": wall, "busy_s": busy,
+                    "counts": counts, "output": args.output, "command": command(args),
                     "results": results}, indent=1))
     for fig in figures:
         tracker.client.log_artifact(parent, str(fig), "figures")

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import importlib.util
+import json
 import math
 
 import numpy as np
@@ -117,3 +118,23 @@ def test_wall_time_counts_overlapping_runs_once_and_gaps_not_at_all():
     assert reproduce.union_ms([]) == 0
     assert reproduce.union_ms([(0, 10)]) == 10
     assert reproduce.union_ms([(0, 10), (5, 12), (20, 30), (21, 22)]) == 22
+
+
+def test_the_main_report_says_what_was_tried_under_other_settings(tmp_path):
+    arms = {"sage": {str(s): history([0.5, 0.9 + s / 100]) for s in range(3)},
+            "sage-union": {str(s): history([0.5, 0.6 + s / 50]) for s in range(3)},
+            "random": {str(s): history([0.5, 0.8]) for s in range(3)}}
+    saved = {"preset": "sensitivity", "set": {"train.lambda_adv": 1.0},
+             "output": "docs/sensitivity-lambda1.md",
+             "command": "python benchmarks/reproduce.py --preset sensitivity "
+                        "--set train.lambda_adv=1.0 --output docs/sensitivity-lambda1.md",
+             "results": {"mnist→optdigits": {"b=50": arms}}}
+    (tmp_path / "reproduce_sensitivity-lambda1.json").write_text(json.dumps(saved))
+    (tmp_path / "reproduce_smoke.json").write_text(json.dumps({**saved, "preset": "smoke"}))
+    text = "\n".join(reproduce.sensitivity_section(tmp_path))
+    row = next(line for line in text.splitlines() if "Ω_S+T beats Ω_S∪T" in line)
+    assert row.startswith("| `train.lambda_adv=1.0` | 6. Ω_S+T beats Ω_S∪T |")
+    assert row.endswith("| holds |")
+    assert "--set train.lambda_adv=1.0" in text
+    assert text.count("Ω_S+T beats Ω_S∪T") == 1  # the smoke preset is not a sensitivity check
+    assert reproduce.sensitivity_section(tmp_path / "empty") == []
