@@ -1,6 +1,8 @@
 """The losses of eq. 1-2 and 7-9, the gradient reversal layer, and the trainer."""
 from __future__ import annotations
 
+from dataclasses import replace
+
 import torch
 import torch.nn.functional as F
 
@@ -65,6 +67,21 @@ def test_omega_sum_weighs_target_labels_as_a_separate_mean():
     omega_union(Outputs(out.logits_source, out.y_source, logits, out.y_labelled, out.z_unlabelled),
                 None, 0.1).backward()
     torch.testing.assert_close(g_sum, logits.grad * 8 / 2)
+
+
+def test_omega_union_estimates_the_pooled_mean_from_separately_drawn_batches():
+    out = _outputs(n_s=6, n_l=2)
+    ce_s = F.cross_entropy(out.logits_source, out.y_source)
+    ce_t = F.cross_entropy(out.logits_labelled, out.y_labelled)
+    # batches in the sets' proportion: the share-weighted estimate is the pooled batch mean
+    as_pool = replace(out, target_share=2 / 8)
+    torch.testing.assert_close(omega_union(as_pool, None, 0.1), omega_union(out, None, 0.1))
+    # 10 target labels next to 3,490 source ones weigh 1/350 of the pool, whatever the batch
+    few = replace(out, target_share=10 / 3500)
+    torch.testing.assert_close(omega_union(few, None, 0.1), (3490 * ce_s + 10 * ce_t) / 3500)
+    no_labels = replace(_outputs(n_l=0), target_share=0.0)
+    torch.testing.assert_close(omega_union(no_labels, None, 0.1),
+                               F.cross_entropy(no_labels.logits_source, no_labels.y_source))
 
 
 def test_without_target_labels_sum_is_source_ce():

@@ -55,6 +55,7 @@ class Outputs:
     logits_labelled: torch.Tensor
     y_labelled: torch.Tensor
     z_unlabelled: torch.Tensor
+    target_share: float | None = None  # |L_T| / (|L_S| + |L_T|): the sets' sizes, not the batch's
 
 
 def _ce(logits: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
@@ -69,9 +70,19 @@ def source_ce(out: Outputs, classifier, lambda_entropy: float) -> torch.Tensor:
 
 @_register(REGULARISERS, "union")
 def omega_union(out: Outputs, classifier, lambda_entropy: float) -> torch.Tensor:
-    """Ω_{S∪T} (eq. 7): one cross-entropy mean over the pooled ``L_S ∪ L_T`` samples."""
-    return _ce(torch.cat([out.logits_source, out.logits_labelled]),
-               torch.cat([out.y_source, out.y_labelled]))
+    """Ω_{S∪T} (eq. 7): one cross-entropy mean over the pooled ``L_S ∪ L_T`` samples.
+
+    ``B_S`` and ``B_T^l`` are drawn separately, so their concatenation is not a sample of the
+    union: with 64 + 64 samples it would give target labels half the weight at any budget.
+    Weighting each batch mean by its set's share of the union, ``|L_T| / (|L_S| + |L_T|)``
+    (``out.target_share``), estimates the pooled mean without bias. Without a share, the
+    batch itself is taken as the pool.
+    """
+    if out.target_share is None:
+        return _ce(torch.cat([out.logits_source, out.logits_labelled]),
+                   torch.cat([out.y_source, out.y_labelled]))
+    return ((1.0 - out.target_share) * _ce(out.logits_source, out.y_source)
+            + out.target_share * _ce(out.logits_labelled, out.y_labelled))
 
 
 @_register(REGULARISERS, "sum")

@@ -55,13 +55,16 @@ def _autocast(device: torch.device):
 
 
 def update_step(net, optimizer, xs, ys, xl, yl, xu, *, adversarial: str, regulariser: str,
-                lambda_adv: float, lambda_entropy: float, device: torch.device) -> dict:
-    """``(f, phi, d) -= α ∇(Ω + λ L_adv)`` on one batch; returns the loss parts."""
+                lambda_adv: float, lambda_entropy: float, device: torch.device,
+                target_share: float | None = None) -> dict:
+    """``(f, phi, d) -= α ∇(Ω + λ L_adv)`` on one batch; returns the loss parts.
+
+    ``target_share`` is ``|L_T| / (|L_S| + |L_T|)``, which Ω_{S∪T} needs (see ``omega_union``)."""
     ns, nl = len(ys), len(yl)
     with _autocast(device):
         z = net.features(torch.cat([xs, xl, xu]))
         logits = net.classifier(z)
-        out = Outputs(logits[:ns], ys, logits[ns:ns + nl], yl, z[ns + nl:])
+        out = Outputs(logits[:ns], ys, logits[ns:ns + nl], yl, z[ns + nl:], target_share)
         omega = REGULARISERS[regulariser](out, net.classifier, lambda_entropy)
         loss, adv = omega, torch.zeros(())
         if adversarial != "none":
@@ -114,7 +117,8 @@ def train(net, streams: Streams, *, steps: int, train_cfg, regulariser: str, see
             net, optimizer, _prepare(src.images[i_s], device), src.labels[i_s].to(device),
             _prepare(xl, device), yl.to(device), _prepare(unl.images[i_u], device),
             adversarial=train_cfg.adversarial, regulariser=regulariser, lambda_adv=lam,
-            lambda_entropy=train_cfg.lambda_entropy, device=device)
+            lambda_entropy=train_cfg.lambda_entropy, device=device,
+            target_share=0.0 if lab is None else len(lab) / (len(src) + len(lab)))
         if step % 20 == 0:
             bar.set_postfix(loss=f"{stats['loss']:.3f}", acc=f"{stats['src_acc']:.2f}")
     bar.close()
