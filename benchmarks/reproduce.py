@@ -376,7 +376,7 @@ def report(results: dict, counts: dict, busy_s: float, preset_name: str, preset:
             if budget == "lines" or "random" not in arms:
                 continue
             labels = [h["n_labels"] for h in next(iter(arms["random"].values()))]
-            mats = {a: matrix(h) for a, h in arms.items()}
+            mats = {a: matrix(arms[a]) for a in preset["arms"] if a in arms}  # preset order
             last = mats["random"].shape[1] - 1
             rounds = sorted({r for r in (0, 1, 5) if r < last} | {last})
             lines += [f"## {task}, {budget}", "",
