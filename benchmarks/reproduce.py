@@ -340,6 +340,13 @@ def fmt(d):
     return f"{d[0]:+.2f} [{d[1]:+.2f}, {d[2]:+.2f}]"
 
 
+def budgets_with_random(per_budget: dict):
+    """(budget, arms, labels per round) for each budget that has the ``random`` baseline."""
+    for budget, arms in per_budget.items():
+        if budget != "lines" and "random" in arms:
+            yield budget, arms, [h["n_labels"] for h in next(iter(arms["random"].values()))]
+
+
 def report(results: dict, counts: dict, busy_s: float, preset_name: str, preset: dict,
            wall_s: float, figure_prefix: str = "") -> tuple[str, list[Path]]:
     import matplotlib
@@ -372,10 +379,7 @@ def report(results: dict, counts: dict, busy_s: float, preset_name: str, preset:
     figures, claims = [], []
     for task, per_budget in results.items():
         floor = {name: matrix(h)[:, -1] for name, h in per_budget.get("lines", {}).items()}
-        for budget, arms in per_budget.items():
-            if budget == "lines" or "random" not in arms:
-                continue
-            labels = [h["n_labels"] for h in next(iter(arms["random"].values()))]
+        for budget, arms, labels in budgets_with_random(per_budget):
             mats = {a: matrix(arms[a]) for a in preset["arms"] if a in arms}  # preset order
             last = mats["random"].shape[1] - 1
             rounds = sorted({r for r in (0, 1, 5) if r < last} | {last})
@@ -432,11 +436,8 @@ def sensitivity_section(folder: Path) -> list[str]:
     for saved in variants:
         settings = ", ".join(f"{k}={v}" for k, v in saved["set"].items())
         for task, per_budget in saved["results"].items():
-            for budget, arms in per_budget.items():
-                if budget == "lines" or "random" not in arms:
-                    continue
+            for budget, arms, labels in budgets_with_random(per_budget):
                 arms = {a: {int(s): h for s, h in by_seed.items()} for a, by_seed in arms.items()}
-                labels = [h["n_labels"] for h in next(iter(arms["random"].values()))]
                 lines += [f"| `{settings}` |{row[1:]}"
                           for row in claim_rows(task, budget, arms, labels)]
         report_link = f"[{saved['output']}]({Path(saved['output']).name})"

@@ -76,13 +76,12 @@ def omega_union(out: Outputs, classifier, lambda_entropy: float) -> torch.Tensor
     union: with 64 + 64 samples it would give target labels half the weight at any budget.
     Weighting each batch mean by its set's share of the union, ``|L_T| / (|L_S| + |L_T|)``
     (``out.target_share``), estimates the pooled mean without bias. Without a share, the
-    batch itself is taken as the pool.
+    batch itself is taken as the pool (its own proportion: the mean over the concatenation).
     """
-    if out.target_share is None:
-        return _ce(torch.cat([out.logits_source, out.logits_labelled]),
-                   torch.cat([out.y_source, out.y_labelled]))
-    return ((1.0 - out.target_share) * _ce(out.logits_source, out.y_source)
-            + out.target_share * _ce(out.logits_labelled, out.y_labelled))
+    n_s, n_l = len(out.y_source), len(out.y_labelled)
+    share = n_l / (n_s + n_l) if out.target_share is None else out.target_share
+    return ((1.0 - share) * _ce(out.logits_source, out.y_source)
+            + share * _ce(out.logits_labelled, out.y_labelled))
 
 
 @_register(REGULARISERS, "sum")

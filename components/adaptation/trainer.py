@@ -99,6 +99,7 @@ def train(net, streams: Streams, *, steps: int, train_cfg, regulariser: str, see
     src, unl = streams.source, streams.unlabelled
     lab = streams.labelled if streams.labelled is not None and len(streams.labelled) else None
     empty_x = src.images[:0]
+    target_share = 0.0 if lab is None else len(lab) / (len(src) + len(lab))  # for Ω_{S∪T}
     stats: dict = {}
     bar = tqdm(range(steps), desc=phase, disable=not progress or steps == 0, leave=False,
                mininterval=1.0, dynamic_ncols=True)
@@ -118,7 +119,7 @@ def train(net, streams: Streams, *, steps: int, train_cfg, regulariser: str, see
             _prepare(xl, device), yl.to(device), _prepare(unl.images[i_u], device),
             adversarial=train_cfg.adversarial, regulariser=regulariser, lambda_adv=lam,
             lambda_entropy=train_cfg.lambda_entropy, device=device,
-            target_share=0.0 if lab is None else len(lab) / (len(src) + len(lab)))
+            target_share=target_share)
         if step % 20 == 0:
             bar.set_postfix(loss=f"{stats['loss']:.3f}", acc=f"{stats['src_acc']:.2f}")
     bar.close()
