@@ -21,7 +21,8 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 
-def plain_loop(cfg, cache_dir: Path) -> list[float]:
+def plain_loop(cfg, cache_dir: Path, rounds: int | None = None) -> list[float]:
+    """The flow's steps without Prefect or MLflow; ``rounds`` defaults to ``active.rounds``."""
     from components.data import prepare
     from components.oracle import SimulatedOracle
     from components.session import ActiveSession
@@ -33,7 +34,7 @@ def plain_loop(cfg, cache_dir: Path) -> list[float]:
     net, _, _ = session.pretrain()
     accuracy = [session.evaluate(net)["accuracy"]]
     labelled: dict[str, str] = {}
-    for r in range(1, cfg.active.rounds + 1):
+    for r in range(1, (cfg.active.rounds if rounds is None else rounds) + 1):
         ids, _, _ = session.select(net, labelled, r)
         labels = oracle.collect(oracle.request(ids, r), cfg.active.annotate_timeout_s)
         new = {**labelled, **session.check_labels(ids, labels)}

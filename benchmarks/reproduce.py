@@ -414,6 +414,7 @@ def report(results: dict, counts: dict, busy_s: float, preset_name: str, preset:
               "|---|---|---|---|---|"] + claims
     if not preset.get("set"):
         lines += sensitivity_section(REPO / "benchmarks" / "results")
+        lines += numerics_section(REPO / "benchmarks" / "results")
     return "\n".join(lines) + "\n", figures
 
 
@@ -444,6 +445,36 @@ def sensitivity_section(folder: Path) -> list[str]:
         lines.append(f"| `{settings}` | | report {report_link}, command "
                      f"`{saved['command']}` | | | |")
     return lines + [""]
+
+
+def numerics_section(folder: Path) -> list[str]:
+    """How much the default run's round 0 moves with the training seed and with the CPU's
+    kernels (read from ``benchmarks/cpu_numerics.py``'s results files)."""
+    rows = []
+    for path in sorted(folder.glob("cpu_numerics_*.json")):
+        saved = json.loads(path.read_text())
+        for group in ("unpinned", "pinned"):
+            if group in saved:
+                s = saved[group]
+                what = ("training seeds" if "seeds" in path.name else
+                        "other CPUs' kernels, unpinned" if group == "unpinned" else
+                        "other CPUs' kernels, pinned (`--cpu-kernels portable`)")
+                rounds = " · ".join(f"{m:.2f} ± {sd:.2f} (max Δ {d:.2f})" for m, sd, d in zip(
+                    s["mean_points_per_round"], s["std_points_per_round"],
+                    s["max_abs_diff_points_per_round"]))
+                rows.append(f"| {what} | {len(s['seconds'])} | {rounds} | `{saved['command']}` |")
+    if not rows:
+        return []
+    return ["", "## How much the numbers depend on the seed and on the CPU", "",
+            "The default run (`params.yaml`, simulated annotators), repeated with other training "
+            "seeds or with the kernels that other CPUs would use, provoked on this machine "
+            "(AVX2 or AVX-512 code paths in ATen, MKL and oneDNN, other thread counts). "
+            "Round 0 (TSF pretraining alone) is fragile: a last-bit difference in one kernel "
+            "moves it by as much as another seed does; labelled rounds pull runs back together. "
+            "A result on one CPU is one draw from this spread, which is why single-seed round-0 "
+            "numbers in this report should not be compared across machines.", "",
+            "| runs differing in | runs | accuracy % per round: mean ± std (max Δ from the first) "
+            "| command |", "|---|---|---|---|"] + rows + [""]
 
 
 def plot(plt, task: str, budget: str, mats: dict, labels: list[int], floor: dict,

@@ -42,9 +42,12 @@ class ModelConfig(_Section):
 
 class TrainConfig(_Section):
     device: Literal["auto", "cpu", "cuda"] = "auto"
+    cpu_kernels: Literal["native", "portable"] = "native"
+    cpu_threads: Optional[int] = Field(None, gt=0)
     seed: int = 0
     batch_size: int = Field(64, gt=0)
     lr: float = Field(0.01, gt=0)
+    lr_schedule: Literal["constant", "anneal"] = "constant"
     momentum: float = Field(0.9, ge=0, lt=1)
     weight_decay: float = Field(5e-4, ge=0)
     adversarial: Literal["none", "dann", "tsf"] = "tsf"
@@ -119,11 +122,10 @@ class Config(_Section):
         return self.tracking.experiment or f"{self.data.source}→{self.data.target}"
 
     def with_overrides(self, overrides: dict[str, Any]) -> "Config":
-        """Return a new validated config with dotted keys (``active.budget``) replaced."""
+        """Return a new validated config with dotted keys (``active.budget``) replaced
+        (``None`` sets a nullable key to null)."""
         raw = self.model_dump()
         for dotted, value in overrides.items():
-            if value is None:
-                continue
             section, _, key = dotted.partition(".")
             if section not in raw or key not in raw[section]:
                 raise ConfigError(f"unknown setting {dotted!r}")

@@ -15,6 +15,7 @@ import torch
 
 from components.adaptation.trainer import (Streams, evaluate, load_checkpoint, predict,
                                            resolve_device, save_checkpoint, seed_everything, train)
+from components import numerics
 from components.config import Config
 from components.data.split import class_list, read_manifest
 from components.data.tensors import ImageSet, load_images
@@ -27,6 +28,7 @@ class ActiveSession:
     def __init__(self, cfg: Config, *, progress: bool = True, cache_dir: str | Path = ".sage-ada/cache"):
         self.cfg, self.progress = cfg, progress
         self.cache_dir = Path(cache_dir)
+        numerics.apply(cfg.train.cpu_kernels, cfg.train.cpu_threads)
         self.device = resolve_device(cfg.train.device)
         self.manifest = read_manifest(cfg.data.manifest)
         self.classes = class_list(self.manifest)

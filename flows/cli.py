@@ -13,6 +13,7 @@ RUN_FLAGS = {  # CLI flag → params.yaml key
     "target": "data.target", "regulariser": "train.regulariser",
     "adversarial": "train.adversarial", "pretrain_steps": "train.pretrain_steps",
     "steps_per_round": "train.steps_per_round", "device": "train.device",
+    "cpu_kernels": "train.cpu_kernels", "cpu_threads": "train.cpu_threads",
     "experiment": "tracking.experiment",
 }
 
@@ -113,6 +114,15 @@ def cmd_serve(args) -> int:
     return 0
 
 
+def _pin_cpu_numerics(args) -> None:
+    """The CPU kernels are chosen when torch runs its first one: pin them before it loads."""
+    from components import numerics
+    from components.config import load_config
+
+    cfg = load_config(args.params, _overrides(args))
+    numerics.pin_environment(cfg.train.cpu_kernels, cfg.train.cpu_threads)
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="sage-ada", description=(
         "Active domain adaptation with SAGE: choose which target samples are worth a label, "
@@ -139,6 +149,9 @@ def build_parser() -> argparse.ArgumentParser:
         sp.add_argument("--pretrain-steps", type=int)
         sp.add_argument("--steps-per-round", type=int)
         sp.add_argument("--device", choices=["auto", "cpu", "cuda"])
+        sp.add_argument("--cpu-kernels", choices=["native", "portable"],
+                        help="portable: the same numbers on every x86-64 CPU (slower; dvc repro)")
+        sp.add_argument("--cpu-threads", type=int, help="torch threads on the CPU")
         sp.add_argument("--experiment", help="MLflow experiment (default: <source>→<target>)")
         sp.add_argument("--no-progress", action="store_true", help="hide progress bars")
 
@@ -179,6 +192,8 @@ def main(argv: list[str] | None = None) -> int:
     from components.runner import ResumeMismatch
 
     try:
+        if args.command in ("run", "compare", "serve"):
+            _pin_cpu_numerics(args)
         return args.fn(args)
     except (ConfigError, DataLayoutError, ManifestInvalid, OracleError, FileNotFoundError,
             DataVersionMismatch, ResumeMismatch) as err:

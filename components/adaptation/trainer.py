@@ -88,6 +88,14 @@ def make_optimizer(net, train_cfg) -> torch.optim.Optimizer:
                            weight_decay=train_cfg.weight_decay, nesterov=True)
 
 
+def learning_rate(train_cfg, step: int, steps: int) -> float:
+    """``constant``, or ``anneal``: DANN's ``lr / (1 + 10 p)^0.75`` over the phase's progress ``p``,
+    which quiets the last updates so the phase ends near a minimum, not wherever noise left it."""
+    if train_cfg.lr_schedule == "anneal":
+        return train_cfg.lr / (1.0 + 10.0 * step / max(steps, 1)) ** 0.75
+    return train_cfg.lr
+
+
 def train(net, streams: Streams, *, steps: int, train_cfg, regulariser: str, seed: int,
           device: torch.device, phase: str, ramp_lambda: bool = False,
           progress: bool = True) -> dict:
@@ -104,6 +112,8 @@ def train(net, streams: Streams, *, steps: int, train_cfg, regulariser: str, see
     bar = tqdm(range(steps), desc=phase, disable=not progress or steps == 0, leave=False,
                mininterval=1.0, dynamic_ncols=True)
     for step in bar:
+        for group in optimizer.param_groups:
+            group["lr"] = learning_rate(train_cfg, step, steps)
         lam = train_cfg.lambda_adv
         if ramp_lambda:  # DANN's schedule 2/(1+exp(-10p)) - 1 keeps early updates stable
             lam *= 2.0 / (1.0 + math.exp(-10.0 * step / max(steps, 1))) - 1.0
