@@ -453,15 +453,20 @@ def numerics_section(folder: Path) -> list[str]:
     rows = []
     for path in sorted(folder.glob("cpu_numerics_*.json")):
         saved = json.loads(path.read_text())
-        for group in ("unpinned", "pinned"):
+        for group, what in (("unpinned", "other CPUs' kernels, unpinned"),
+                            ("pinned", "other CPUs' kernels, pinned (`--cpu-kernels portable`)"),
+                            ("portable_other_threads", "portable kernels, 1, 2 or 4 threads")):
             if group in saved:
                 s = saved[group]
-                what = ("training seeds" if "seeds" in path.name else
-                        "other CPUs' kernels, unpinned" if group == "unpinned" else
-                        "other CPUs' kernels, pinned (`--cpu-kernels portable`)")
-                rounds = " · ".join(f"{m:.2f} ± {sd:.2f} (max Δ {d:.2f})" for m, sd, d in zip(
-                    s["mean_points_per_round"], s["std_points_per_round"],
-                    s["max_abs_diff_points_per_round"]))
+                settings = saved["command"].split(" --set ")[1:]
+                if "seeds" in path.name:
+                    what = "training seeds"
+                if settings:
+                    what += ", with " + ", ".join(f"`{kv.split()[0]}`" for kv in settings)
+                rounds = " · ".join(f"r{r}: {m:.2f} ± {sd:.2f} (Δ {d:.2f})" for r, (m, sd, d) in
+                                    enumerate(zip(s["mean_points_per_round"],
+                                                  s["std_points_per_round"],
+                                                  s["max_abs_diff_points_per_round"])))
                 rows.append(f"| {what} | {len(s['seconds'])} | {rounds} | `{saved['command']}` |")
     if not rows:
         return []
@@ -472,9 +477,11 @@ def numerics_section(folder: Path) -> list[str]:
             "Round 0 (TSF pretraining alone) is fragile: a last-bit difference in one kernel "
             "moves it by as much as another seed does; labelled rounds pull runs back together. "
             "A result on one CPU is one draw from this spread, which is why single-seed round-0 "
-            "numbers in this report should not be compared across machines.", "",
-            "| runs differing in | runs | accuracy % per round: mean ± std (max Δ from the first) "
-            "| command |", "|---|---|---|---|"] + rows + [""]
+            "numbers in this report should not be compared across machines. Rows *with* a setting "
+            "repeat the seeds under another pretraining setting, tried to make round 0 less "
+            "fragile: compare their spread with the default's.", "",
+            "| runs differing in | runs | accuracy % per round r: mean ± std (Δ: largest move from "
+            "the first run) | command |", "|---|---|---|---|"] + rows + [""]
 
 
 def plot(plt, task: str, budget: str, mats: dict, labels: list[int], floor: dict,
