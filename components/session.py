@@ -13,9 +13,9 @@ from pathlib import Path
 
 import torch
 
+from components import numerics
 from components.adaptation.trainer import (Streams, evaluate, load_checkpoint, predict,
                                            resolve_device, save_checkpoint, seed_everything, train)
-from components import numerics
 from components.config import Config
 from components.data.split import class_list, read_manifest
 from components.data.tensors import ImageSet, load_images
