@@ -154,9 +154,14 @@ class ActiveRun:
 
 def lineage(cfg: Config) -> dict[str, str]:
     """Where a run's results come from: data version, code version and the key choices."""
+    import torch
+
     return {"data_hash": data_hash(), "git_commit": git_commit(),
             "strategy": cfg.active.strategy, "seed": str(cfg.active.seed),
-            "regulariser": cfg.train.regulariser, "adversarial": cfg.train.adversarial}
+            "regulariser": cfg.train.regulariser, "adversarial": cfg.train.adversarial,
+            # the CPU kernels that computed it: numbers agree exactly only where these agree
+            "cpu_kernels": f"{cfg.train.cpu_kernels} ({torch.backends.cpu.get_cpu_capability()}, "
+                           f"{torch.get_num_threads()} threads)"}
 
 
 def config_hash(cfg: Config) -> str:
