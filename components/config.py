@@ -74,6 +74,7 @@ class LabelStudioConfig(_Section):
     poll_interval_s: float = Field(10.0, gt=0)
     on_timeout: Literal["wait", "fail", "partial"] = "fail"
     resolve: Literal["majority", "latest"] = "majority"
+    hotkeys: dict[str, str] = {}   # class → key; a one-character class name is its own key
 
 
 class TrackingConfig(_Section):

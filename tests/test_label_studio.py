@@ -12,7 +12,8 @@ from mlflow.tracking import MlflowClient
 
 from components.oracle import OracleError, OracleTimeout
 from components.oracle.auto_annotator import AutoAnnotator
-from components.oracle.label_studio import LabelStudioOracle, choice_result, connect, resolve
+from components.oracle.label_studio import (LabelStudioOracle, choice_result, connect,
+                                            label_config, resolve)
 from tests.conftest import REPO, free_port
 
 CLASSES = [str(c) for c in range(10)]
@@ -40,6 +41,20 @@ def test_unknown_label_is_rejected_with_a_log_line(caplog):
         res = resolve([_ann(1, "eleven")], CLASSES, "majority", "optdigits/1/x")
     assert res.label is None and not res.skipped
     assert "rejected label 'eleven' for optdigits/1/x" in caplog.text
+
+
+def test_each_digit_is_its_own_keyboard_shortcut():
+    """Label Studio's own numbering (1…9, 0 by position) made key 3 pick class "2"."""
+    config = label_config(CLASSES)
+    for c in CLASSES:
+        assert f'<Choice value="{c}" hotkey="{c}"/>' in config
+    named = label_config(["cat", "dog", "x"], {"cat": "c", "dog": "d"})
+    assert 'value="cat" hotkey="c"' in named and 'value="x" hotkey="x"' in named
+    assert '<Choice value="owl"/>' in label_config(["owl", "x"])   # Label Studio numbers it
+    with pytest.raises(OracleError, match="share the hotkey 'x'"):
+        label_config(["cat", "x"], {"cat": "x"})
+    with pytest.raises(OracleError, match="do not exist: \\['cow'\\]"):
+        label_config(["cat"], {"cow": "c"})
 
 
 def test_server_down_gives_a_clear_error():
@@ -165,6 +180,8 @@ def test_skips_unknown_labels_and_disagreements(label_studio, digits_manifest, d
     assert ids[1] not in labels                                      # unknown label rejected
     tasks = list(oracle.client.tasks.list(project=handle["project_id"], fields="all"))
     assert len(tasks) == 4
+    project = oracle.client.projects.get(id=handle["project_id"])
+    assert '<Choice value="3" hotkey="3"/>' in project.label_config      # as the server keeps it
 
     oracle.on_timeout = "fail"
     with pytest.raises(OracleTimeout, match="2 of 4|3 of 4"):
@@ -172,3 +189,26 @@ def test_skips_unknown_labels_and_disagreements(label_studio, digits_manifest, d
     oracle.resolve_rule = "latest"
     oracle.on_timeout = "partial"
     assert oracle.collect(handle, timeout=0.3)[ids[2]] == "5"
+
+
+@pytest.mark.slow
+def test_the_models_guess_is_prefilled_in_every_round(label_studio, digits_manifest, digits_root):
+    """Predictions carry the round's model version; the project must follow it, or Label Studio
+    shows the guess in round 1 only."""
+    oracle = LabelStudioOracle(url=label_studio["url"], api_key=label_studio["token"],
+                               classes=CLASSES, data_root=digits_root, experiment="guesses",
+                               poll_interval_s=0.2, on_timeout="partial", progress=False)
+    oracle.bind("guess-every-round")
+    pool = digits_manifest[digits_manifest.split == "target_train"].head(4)
+    context = {sid: {"path": path, "score": 1.0, "prediction": "7", "confidence": 0.9}
+               for sid, path in zip(pool.sample_id, pool.path)}
+    ids = list(pool.sample_id)
+    for round, chosen in ((1, ids[:2]), (2, ids[2:])):
+        handle = oracle.request(chosen, round, context={s: context[s] for s in chosen})
+        project = oracle.client.projects.get(id=handle["project_id"])
+        assert project.model_version == f"round {round - 1}"
+        shown = [t for t in oracle.tasks(handle["project_id"]).values()
+                 if t.data["sample_id"] in chosen]
+        versions = [p["model_version"] if isinstance(p, dict) else p.model_version
+                    for t in shown for p in t.predictions]
+        assert versions and set(versions) == {project.model_version}

@@ -22,7 +22,7 @@ def make_oracle(cfg, manifest, classes: list[str], *, auto_annotate: bool = Fals
     oracle = LabelStudioOracle(url=ls.url, api_key=read_api_key(ls.credentials), classes=classes,
                                data_root=cfg.data.root, experiment=cfg.experiment_name,
                                poll_interval_s=ls.poll_interval_s, on_timeout=ls.on_timeout,
-                               resolve_rule=ls.resolve, progress=progress)
+                               resolve_rule=ls.resolve, progress=progress, hotkeys=ls.hotkeys)
     if auto_annotate:
         pool = manifest[manifest["split"] == "target_train"]
         oracle.on_poll = AutoAnnotator(oracle.client, dict(zip(pool["sample_id"], pool["label"])))

@@ -6,7 +6,9 @@
 * import is keyed by ``sample_id``: existing tasks are looked up first, so a retry or a resume
   never creates a duplicate task (Label Studio itself does not deduplicate);
 * each task carries ``sample_id``, the round, the query score, and the model's guess as a
-  prediction (with its probability as score), so annotators see it and can sort by score;
+  prediction (with its probability as score; the project follows each round's model version,
+  so the guess is pre-filled in every round), so annotators see it and can sort by score;
+* every class has the keyboard shortcut it shows: a one-character class name is its own key;
 * waiting is polling (webhooks are fire-and-forget): every ``poll_interval_s`` until every task
   is resolved or the timeout, where ``on_timeout`` decides: ``wait`` (keep polling), ``fail``
   (raise; the tasks stay and a resumed run keeps waiting for them) or ``partial`` (return what is
@@ -36,8 +38,31 @@ START_HINT = ("start it with `infra/label-studio/server.sh start` (install it on
               "`infra/label-studio/install.sh`), or set label_studio.url in params.yaml")
 
 
-def label_config(classes: list[str]) -> str:
-    choices = "\n".join(f"    <Choice value={quoteattr(c)}/>" for c in classes)
+def hotkeys_for(classes: list[str], explicit: dict[str, str] | None = None) -> dict[str, str]:
+    """The key that picks each class: ``label_studio.hotkeys``, else its own character where its
+    name is one character. Without them Label Studio numbers the choices 1…9, 0 by position,
+    so on digits pressing 3 picked class "2". Other classes keep Label Studio's numbering,
+    which it shows on their buttons."""
+    explicit = {str(k): str(v) for k, v in (explicit or {}).items()}
+    unknown = sorted(set(explicit) - set(classes))
+    if unknown:
+        raise OracleError(f"label_studio.hotkeys names classes that do not exist: {unknown}; "
+                          f"the classes are {classes}")
+    keys = {c: explicit.get(c, c) for c in classes if c in explicit or len(c) == 1}
+    taken: dict[str, str] = {}
+    for c, key in keys.items():
+        if key in taken:
+            raise OracleError(f"classes {taken[key]!r} and {c!r} share the hotkey {key!r}; give "
+                              "them different keys in label_studio.hotkeys")
+        taken[key] = c
+    return keys
+
+
+def label_config(classes: list[str], hotkeys: dict[str, str] | None = None) -> str:
+    keys = hotkeys_for(classes, hotkeys)
+    choices = "\n".join(f"    <Choice value={quoteattr(c)}"
+                        + (f" hotkey={quoteattr(keys[c])}" if c in keys else "") + "/>"
+                        for c in classes)
     return ('<View>\n  <Image name="image" value="$image" zoom="true"/>\n'
             '  <Choices name="label" toName="image" choice="single" showInLine="true">\n'
             f"{choices}\n  </Choices>\n</View>")
@@ -130,8 +155,10 @@ def resolve(annotations: list[dict], classes: list[str], rule: str, sample_id: s
 class LabelStudioOracle:
     def __init__(self, *, url: str, api_key: str, classes: list[str], data_root: str | Path,
                  experiment: str, poll_interval_s: float = 10.0, on_timeout: str = "fail",
-                 resolve_rule: str = "majority", progress: bool = True, client=None):
+                 resolve_rule: str = "majority", progress: bool = True, client=None,
+                 hotkeys: dict[str, str] | None = None):
         self.url, self.classes = url.rstrip("/"), classes
+        self.hotkeys = hotkeys_for(classes, hotkeys)  # a clash fails here, before any request
         self.data_root = Path(data_root).resolve()
         self.experiment, self.poll_interval_s = experiment, poll_interval_s
         self.on_timeout, self.resolve_rule, self.progress = on_timeout, resolve_rule, progress
@@ -155,7 +182,7 @@ class LabelStudioOracle:
             if project.title == self.title:
                 return project.id
         project = self.client.projects.create(
-            title=self.title, label_config=label_config(self.classes),
+            title=self.title, label_config=label_config(self.classes, self.hotkeys),
             description=f"sage-ada active domain adaptation, MLflow run {self.run_id}",
             show_skip_button=True)
         return project.id
@@ -201,6 +228,9 @@ class LabelStudioOracle:
                                             "result": choice_result(info["prediction"])}]
                 payload.append(task)
             self.client.projects.import_tasks(id=project, request=payload, return_task_ids=True)
+        if any(c.get("prediction") is not None for c in context.values()):
+            # Label Studio pre-fills only the predictions of the project's model version.
+            self.client.projects.update(id=project, model_version=f"round {round - 1}")
         log.info("round %d: %d tasks in Label Studio (%d new) at %s", round, len(sample_ids),
                  len(new), self.project_url(project))
         print(f"annotators: label round {round} at {self.project_url(project)}", flush=True)
