@@ -212,3 +212,43 @@ def test_the_models_guess_is_prefilled_in_every_round(label_studio, digits_manif
         versions = [p["model_version"] if isinstance(p, dict) else p.model_version
                     for t in shown for p in t.predictions]
         assert versions and set(versions) == {project.model_version}
+
+
+@pytest.mark.slow
+def test_the_wait_survives_a_label_studio_restart(label_studio, digits_manifest, digits_root,
+                                                  caplog):
+    """Stopped while the round waits, then started again: the round completes, nothing is lost.
+    Stopped for longer than the round's timeout: one error that says how to continue."""
+    import threading
+
+    script = str(REPO / "infra/label-studio/server.sh")
+    env = {**os.environ, "LABEL_STUDIO_DATA": str(os.path.dirname(label_studio["credentials"])),
+           "LABEL_STUDIO_PORT": label_studio["url"].rsplit(":", 1)[1],
+           "LABEL_STUDIO_DOCUMENT_ROOT": str(digits_root)}
+    oracle = LabelStudioOracle(url=label_studio["url"], api_key=label_studio["token"],
+                               classes=CLASSES, data_root=digits_root, experiment="outage",
+                               poll_interval_s=0.5, on_timeout="fail", progress=False)
+    oracle.bind("outage")
+    pool = digits_manifest[digits_manifest.split == "target_train"].head(3)
+    ids = list(pool.sample_id)
+    handle = oracle.request(ids, 1, context={s: {"path": p} for s, p in zip(ids, pool.path)})
+    truth = dict(zip(pool.sample_id, pool.label))
+    oracle.on_poll = AutoAnnotator(oracle.client, truth)
+
+    subprocess.run(["bash", script, "stop"], env=env, check=True, timeout=60)
+    restart = threading.Timer(3.0, lambda: subprocess.run(["bash", script, "start"], env=env,
+                                                          check=True, timeout=400))
+    restart.start()
+    with caplog.at_level(logging.WARNING, logger="sage_ada.label_studio"):
+        labels = oracle.collect(handle, timeout=400)
+    restart.join()
+    assert labels == truth
+    assert "is not answering (ConnectError); trying again" in caplog.text
+
+    subprocess.run(["bash", script, "stop"], env=env, check=True, timeout=60)
+    try:
+        with pytest.raises(OracleError, match="stopped answering while round 1.*server.sh start.*"
+                                              "--resume"):
+            oracle.collect(handle, timeout=1.0)
+    finally:
+        subprocess.run(["bash", script, "start"], env=env, check=True, timeout=400)

@@ -13,6 +13,8 @@
   is resolved or the timeout, where ``on_timeout`` decides: ``wait`` (keep polling), ``fail``
   (raise; the tasks stay and a resumed run keeps waiting for them) or ``partial`` (return what is
   labelled; the rest goes back to the pool);
+* a server that stops answering is waited out (a log line per try) until the round's timeout,
+  then one error says how to restart it and resume;
 * a skipped (cancelled) task goes back to the pool unlabelled; a label outside the class list is
   rejected with a log line and never reaches training; several annotations resolve by
   ``majority`` (ties: the latest) or ``latest``.
@@ -248,6 +250,28 @@ class LabelStudioOracle:
         return {sid: resolve(tasks[sid].annotations or [], self.classes, self.resolve_rule, sid)
                 for sid in handle["sample_ids"]}
 
+    def _poll_through_outages(self, handle: dict, deadline: float) -> dict[str, Resolution]:
+        """``poll``, waiting out a server that stops answering (a restart takes 20-60 s), with
+        one log line per try and a growing pause, until the round's timeout; then one error
+        that says how to continue. Under ``on_timeout: wait`` it waits as long as it takes."""
+        import httpx
+
+        pause = self.poll_interval_s
+        while True:
+            try:
+                return self.poll(handle)
+            except httpx.TransportError as err:
+                if time.monotonic() >= deadline and self.on_timeout != "wait":
+                    raise OracleError(
+                        f"Label Studio at {self.url} stopped answering while round "
+                        f"{handle['round']} was being annotated ({err.__class__.__name__}); no "
+                        "annotation is lost: start it again (`infra/label-studio/server.sh "
+                        "start`), then continue with `sage-ada run --resume <run id>`") from None
+                log.warning("Label Studio at %s is not answering (%s); trying again in %.0f s",
+                            self.url, err.__class__.__name__, pause)
+                time.sleep(pause)
+                pause = min(2 * pause, 30.0)
+
     def collect(self, handle: dict, timeout: float) -> dict[str, str]:
         deadline = time.monotonic() + timeout
         total = len(handle["sample_ids"])
@@ -255,7 +279,7 @@ class LabelStudioOracle:
                    disable=not self.progress, leave=False)
         try:
             while True:
-                state = self.poll(handle)
+                state = self._poll_through_outages(handle, deadline)
                 done = sum(1 for r in state.values() if r.label is not None or r.skipped)
                 bar.n = done
                 bar.refresh()
