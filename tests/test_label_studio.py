@@ -31,6 +31,7 @@ def test_resolution_rules():
     assert resolve([_ann(1, "3"), _ann(2, "3"), _ann(3, "5")], CLASSES, "latest", "s").label == "5"
     skipped = resolve([_ann(1, cancelled=True)], CLASSES, "majority", "s")
     assert skipped.label is None and skipped.skipped
+    assert (skipped.annotator, skipped.lead_time_s) == (7, 1.5)     # who skipped, how long
     assert resolve([], CLASSES, "majority", "s").label is None
     one = resolve([_ann(2, "4")], CLASSES, "majority", "s")
     assert (one.annotator, one.lead_time_s, one.n_annotations) == (7, 3.0, 1)
@@ -176,7 +177,8 @@ def test_skips_unknown_labels_and_disagreements(label_studio, digits_manifest, d
                                             ids[3]: ["1", "2"]})
     labels = oracle.collect(handle, timeout=1.0)
     assert labels == {ids[2]: "3", ids[3]: "2"}                     # majority; tie → latest
-    assert oracle.describe(handle)[ids[0]]["skipped"]               # back to the pool
+    skipped = oracle.describe(handle)[ids[0]]
+    assert skipped["skipped"] and skipped["annotator"] is not None  # back to the pool, by whom
     assert ids[1] not in labels                                      # unknown label rejected
     tasks = list(oracle.client.tasks.list(project=handle["project_id"], fields="all"))
     assert len(tasks) == 4

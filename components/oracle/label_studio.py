@@ -127,11 +127,11 @@ def _choice(annotation: dict) -> Optional[str]:
 
 def resolve(annotations: list[dict], classes: list[str], rule: str, sample_id: str) -> Resolution:
     """Turn a task's annotations into one label (or a skip), rejecting unknown labels."""
-    valid, cancelled = [], 0
+    valid, cancelled = [], []
     for ann in sorted(annotations, key=lambda a: (a.get("updated_at") or a.get("created_at") or "",
                                                   a.get("id") or 0)):
         if ann.get("was_cancelled"):
-            cancelled += 1
+            cancelled.append(ann)
             continue
         label = _choice(ann)
         if label is None:
@@ -142,8 +142,11 @@ def resolve(annotations: list[dict], classes: list[str], rule: str, sample_id: s
             continue
         valid.append((label, ann))
     if not valid:
-        return Resolution(None, skipped=cancelled > 0 and cancelled == len(annotations),
-                          n_annotations=len(annotations))
+        if cancelled and len(cancelled) == len(annotations):  # skipped: who, and after how long
+            return Resolution(None, skipped=True, annotator=cancelled[-1].get("completed_by"),
+                              lead_time_s=cancelled[-1].get("lead_time"),
+                              n_annotations=len(annotations))
+        return Resolution(None, n_annotations=len(annotations))
     if rule == "majority":
         counts = Counter(label for label, _ in valid)
         best = max(counts.values())
