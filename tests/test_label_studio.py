@@ -254,3 +254,28 @@ def test_the_wait_survives_a_label_studio_restart(label_studio, digits_manifest,
             oracle.collect(handle, timeout=1.0)
     finally:
         subprocess.run(["bash", script, "start"], env=env, check=True, timeout=400)
+
+
+@pytest.mark.slow
+def test_only_an_invite_link_signs_up(label_studio):
+    """Anyone who reaches the port could register and overwrite every project; the server
+    script closes sign-up but to the organisation's invite link."""
+    import httpx
+
+    url, token = label_studio["url"], label_studio["token"]
+
+    def sign_up(path: str, email: str) -> int:
+        with httpx.Client(base_url=url) as browser:                 # a browser: form + CSRF
+            browser.get(path)
+            return browser.post(path, data={
+                "email": email, "password": "a-long-password-1",
+                "csrfmiddlewaretoken": browser.cookies["csrftoken"]},
+                headers={"Referer": url + path}).status_code
+
+    def emails() -> set[str]:
+        return {u.email for u in connect(url, token).users.list()}
+
+    assert sign_up("/user/signup/", "stranger@example.com") == 403
+    invite = httpx.get(f"{url}/api/invite", headers={"Authorization": f"Token {token}"}).json()
+    assert sign_up(invite["invite_url"], "annotator2@example.com") == 302
+    assert "annotator2@example.com" in emails() and "stranger@example.com" not in emails()

@@ -5,6 +5,9 @@
 #   LABEL_STUDIO_PORT (8080), LABEL_STUDIO_DATA (.sage-ada/label-studio), LABEL_STUDIO_DOCUMENT_ROOT
 #   (the images: default data/), LABEL_STUDIO_USERNAME / _PASSWORD / _USER_TOKEN (generated once
 #   into a mode-600 credentials file when not given; the token is never printed).
+#   Sign-up needs the organisation's invite link (Label Studio: Organization → Add People), so
+#   nobody who merely reaches the port can register; LABEL_STUDIO_DISABLE_SIGNUP_WITHOUT_LINK=false
+#   opens it again.
 source "$(dirname "$0")/../lib.sh"
 [ -f "$REPO_ROOT/.env" ] && { set -a; source "$REPO_ROOT/.env"; set +a; }
 VERSION=$(cat "$INFRA_ROOT/label-studio/VERSION")
@@ -37,6 +40,7 @@ case "${1:-}" in
     env -i PATH="$VENV/bin:/usr/bin:/bin" HOME="$DATA/home" \
       LABEL_STUDIO_USERNAME="$LABEL_STUDIO_USERNAME" LABEL_STUDIO_PASSWORD="$LABEL_STUDIO_PASSWORD" \
       LABEL_STUDIO_USER_TOKEN="$LABEL_STUDIO_USER_TOKEN" LABEL_STUDIO_ENABLE_LEGACY_API_TOKEN=true \
+      LABEL_STUDIO_DISABLE_SIGNUP_WITHOUT_LINK="${LABEL_STUDIO_DISABLE_SIGNUP_WITHOUT_LINK:-true}" \
       LABEL_STUDIO_BASE_DATA_DIR="$DATA/db" \
       LABEL_STUDIO_LOCAL_FILES_SERVING_ENABLED=true LABEL_STUDIO_LOCAL_FILES_DOCUMENT_ROOT="$DOCS" \
       COLLECT_ANALYTICS=false LATEST_VERSION_CHECK=false SENTRY_DSN= FRONTEND_SENTRY_DSN= \
