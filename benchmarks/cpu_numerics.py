@@ -121,7 +121,7 @@ def main() -> None:
         variants = {name: VARIANTS[name] for name in names}
     results = {}
     for name, (env, sets) in variants.items():
-        results[name] = run_variant(env, args.set + sets, 
+        results[name] = run_variant(env, args.set + sets,
                                     rounds=0 if args.suite == "seeds" and args.rounds is None
                                     else args.rounds)
         acc = " ".join(f"{100 * a:6.2f}" for a in results[name]["accuracy"])

@@ -77,7 +77,9 @@ def label_studio(tmp_path_factory, digits_root):
     token = [l.split("=", 1)[1] for l in creds.read_text().splitlines() if "TOKEN" in l][0]
     assert oct(creds.stat().st_mode)[-3:] == "600"
     yield {"url": f"http://127.0.0.1:{env['LABEL_STUDIO_PORT']}", "credentials": str(creds),
-           "token": token}
+           "token": token,
+           "server": lambda action: subprocess.run(["bash", script, action], env=env, check=True,
+                                                   timeout=400)}
     subprocess.run(["bash", script, "stop"], env=env, timeout=60)
 
 
@@ -97,6 +99,15 @@ def prefect_api():
 
     with prefect_test_harness(server_startup_timeout=180):
         yield
+
+
+def _oracle(label_studio, digits_root, name: str, **options) -> LabelStudioOracle:
+    """An oracle on the test server, bound to a project of its own."""
+    oracle = LabelStudioOracle(url=label_studio["url"], api_key=label_studio["token"],
+                               classes=CLASSES, data_root=digits_root, experiment=name,
+                               progress=False, **options)
+    oracle.bind(name)
+    return oracle
 
 
 def _tasks(label_studio, project_id):
@@ -160,10 +171,8 @@ def test_resume_while_waiting_loses_no_annotation_and_makes_no_duplicate(project
 
 @pytest.mark.slow
 def test_skips_unknown_labels_and_disagreements(label_studio, digits_manifest, digits_root):
-    oracle = LabelStudioOracle(url=label_studio["url"], api_key=label_studio["token"],
-                               classes=CLASSES, data_root=digits_root, experiment="rules",
-                               poll_interval_s=0.2, on_timeout="partial", progress=False)
-    oracle.bind("skips-and-disagreements")
+    oracle = _oracle(label_studio, digits_root, "skips-and-disagreements", poll_interval_s=0.2,
+                     on_timeout="partial")
     pool = digits_manifest[digits_manifest.split == "target_train"].head(4)
     ids = list(pool.sample_id)
     context = {sid: {"path": path, "score": 1.0, "prediction": "0", "confidence": 0.5}
@@ -197,10 +206,7 @@ def test_skips_unknown_labels_and_disagreements(label_studio, digits_manifest, d
 def test_the_models_guess_is_prefilled_in_every_round(label_studio, digits_manifest, digits_root):
     """Predictions carry the round's model version; the project must follow it, or Label Studio
     shows the guess in round 1 only."""
-    oracle = LabelStudioOracle(url=label_studio["url"], api_key=label_studio["token"],
-                               classes=CLASSES, data_root=digits_root, experiment="guesses",
-                               poll_interval_s=0.2, on_timeout="partial", progress=False)
-    oracle.bind("guess-every-round")
+    oracle = _oracle(label_studio, digits_root, "guess-every-round")
     pool = digits_manifest[digits_manifest.split == "target_train"].head(4)
     context = {sid: {"path": path, "score": 1.0, "prediction": "7", "confidence": 0.9}
                for sid, path in zip(pool.sample_id, pool.path)}
@@ -223,23 +229,16 @@ def test_the_wait_survives_a_label_studio_restart(label_studio, digits_manifest,
     Stopped for longer than the round's timeout: one error that says how to continue."""
     import threading
 
-    script = str(REPO / "infra/label-studio/server.sh")
-    env = {**os.environ, "LABEL_STUDIO_DATA": str(os.path.dirname(label_studio["credentials"])),
-           "LABEL_STUDIO_PORT": label_studio["url"].rsplit(":", 1)[1],
-           "LABEL_STUDIO_DOCUMENT_ROOT": str(digits_root)}
-    oracle = LabelStudioOracle(url=label_studio["url"], api_key=label_studio["token"],
-                               classes=CLASSES, data_root=digits_root, experiment="outage",
-                               poll_interval_s=0.5, on_timeout="fail", progress=False)
-    oracle.bind("outage")
+    server = label_studio["server"]
+    oracle = _oracle(label_studio, digits_root, "outage", poll_interval_s=0.5, on_timeout="fail")
     pool = digits_manifest[digits_manifest.split == "target_train"].head(3)
     ids = list(pool.sample_id)
     handle = oracle.request(ids, 1, context={s: {"path": p} for s, p in zip(ids, pool.path)})
     truth = dict(zip(pool.sample_id, pool.label))
     oracle.on_poll = AutoAnnotator(oracle.client, truth)
 
-    subprocess.run(["bash", script, "stop"], env=env, check=True, timeout=60)
-    restart = threading.Timer(3.0, lambda: subprocess.run(["bash", script, "start"], env=env,
-                                                          check=True, timeout=400))
+    server("stop")
+    restart = threading.Timer(3.0, server, args=("start",))
     restart.start()
     with caplog.at_level(logging.WARNING, logger="sage_ada.label_studio"):
         labels = oracle.collect(handle, timeout=400)
@@ -247,13 +246,13 @@ def test_the_wait_survives_a_label_studio_restart(label_studio, digits_manifest,
     assert labels == truth
     assert "is not answering (ConnectError); trying again" in caplog.text
 
-    subprocess.run(["bash", script, "stop"], env=env, check=True, timeout=60)
+    server("stop")
     try:
         with pytest.raises(OracleError, match="stopped answering while round 1.*server.sh start.*"
                                               "--resume"):
             oracle.collect(handle, timeout=1.0)
     finally:
-        subprocess.run(["bash", script, "start"], env=env, check=True, timeout=400)
+        server("start")
 
 
 @pytest.mark.slow
@@ -272,10 +271,8 @@ def test_only_an_invite_link_signs_up(label_studio):
                 "csrfmiddlewaretoken": browser.cookies["csrftoken"]},
                 headers={"Referer": url + path}).status_code
 
-    def emails() -> set[str]:
-        return {u.email for u in connect(url, token).users.list()}
-
     assert sign_up("/user/signup/", "stranger@example.com") == 403
     invite = httpx.get(f"{url}/api/invite", headers={"Authorization": f"Token {token}"}).json()
     assert sign_up(invite["invite_url"], "annotator2@example.com") == 302
-    assert "annotator2@example.com" in emails() and "stranger@example.com" not in emails()
+    emails = {u.email for u in connect(url, token).users.list()}
+    assert "annotator2@example.com" in emails and "stranger@example.com" not in emails

@@ -163,7 +163,7 @@ class LabelStudioOracle:
                  resolve_rule: str = "majority", progress: bool = True, client=None,
                  hotkeys: dict[str, str] | None = None):
         self.url, self.classes = url.rstrip("/"), classes
-        self.hotkeys = hotkeys_for(classes, hotkeys)  # a clash fails here, before any request
+        self.label_config = label_config(classes, hotkeys)  # a hotkey clash fails here, first
         self.data_root = Path(data_root).resolve()
         self.experiment, self.poll_interval_s = experiment, poll_interval_s
         self.on_timeout, self.resolve_rule, self.progress = on_timeout, resolve_rule, progress
@@ -187,7 +187,7 @@ class LabelStudioOracle:
             if project.title == self.title:
                 return project.id
         project = self.client.projects.create(
-            title=self.title, label_config=label_config(self.classes, self.hotkeys),
+            title=self.title, label_config=self.label_config,
             description=f"sage-ada active domain adaptation, MLflow run {self.run_id}",
             show_skip_button=True)
         return project.id
