@@ -146,7 +146,7 @@ def p3() -> dict:
     net = build_network(cfg, 10).to(DEVICE).train()
     opt = make_optimizer(net, cfg.train)
     bs = cfg.train.batch_size
-    x = {k: _prepare(torch.randint(0, 256, (bs, 1, 28, 28), dtype=torch.uint8), DEVICE)
+    x = {k: _prepare(net, torch.randint(0, 256, (bs, 1, 28, 28), dtype=torch.uint8), DEVICE)
          for k in ("s", "l", "u")}
     y = {k: torch.randint(0, 10, (bs,), device=DEVICE) for k in ("s", "l")}
 

@@ -22,8 +22,24 @@ class DataConfig(_Section):
     source: str = "mnist"
     target: str = "optdigits"
     manifest: str = "splits/manifest.csv"
-    image_size: int = Field(28, gt=0)
+    image_size: int = Field(28, gt=0)       # the network's input: the crop on the streamed path
     channels: Literal[1, 3] = 1
+    loader: Literal["auto", "memory", "stream"] = "auto"
+    memory_limit_gb: float = Field(2.0, gt=0)  # auto: in memory while the decoded set fits this
+    resize_size: Optional[int] = Field(None, gt=0)  # streamed: shorter side before the crop
+    workers: int = Field(4, ge=0)            # streamed: decoding processes per stream
+
+    @model_validator(mode="after")
+    def _crop_fits(self) -> "DataConfig":
+        if self.resize_size is not None and self.resize_size < self.image_size:
+            raise ValueError(f"data.resize_size {self.resize_size} is smaller than the crop "
+                             f"data.image_size {self.image_size}")
+        return self
+
+    @property
+    def resize(self) -> int:
+        """Shorter side before cropping: as given, else the usual 256 for 224 (8/7 of the crop)."""
+        return self.resize_size or round(self.image_size * 8 / 7)
 
 
 class SplitConfig(_Section):
@@ -38,10 +54,11 @@ class ModelConfig(_Section):
     classifier: Literal["auto", "linear", "cosine"] = "auto"
     temperature: float = Field(0.05, gt=0)
     discriminator_hidden: int = Field(128, gt=0)
+    batchnorm: Literal["train", "frozen"] = "train"  # frozen: the backbone keeps its statistics
 
 
 class TrainConfig(_Section):
-    device: Literal["auto", "cpu", "cuda"] = "auto"
+    device: str = Field("auto", pattern=r"^(auto|cpu|cuda(:\d+)?)$")  # auto | cpu | cuda | cuda:N
     cpu_kernels: Literal["native", "portable"] = "native"
     cpu_threads: Optional[int] = Field(None, gt=0)
     seed: int = 0
@@ -66,6 +83,7 @@ class ActiveConfig(_Section):
     oracle: Literal["simulated", "label_studio"] = "simulated"
     annotate_timeout_s: float = Field(3600, gt=0)
     selection_chunk: int = Field(4096, gt=0)
+    embedding_storage: Literal["auto", "float32", "float16"] = "auto"  # Sage's N × C·m embedding
 
 
 class LabelStudioConfig(_Section):

@@ -137,7 +137,7 @@ class ActiveRun:
             metrics={"accuracy": row["accuracy"], "n_labels": row["n_labels"],
                      "select_seconds": select_seconds, "train_seconds": self.train_seconds},
             per_class=result["per_class"], selection=selection, model=self.net.cpu(),
-            example=self.session.example_input(), history=history)
+            example=self.session.example_input(self.net), history=history)
         self.state.labelled, self.state.history = labelled, history
         self.state.rounds_done, self.state.pending = round, None
         self._save_state()

@@ -9,6 +9,7 @@ from __future__ import annotations
 import hashlib
 import json
 import time
+from functools import partial
 from pathlib import Path
 
 import torch
@@ -18,10 +19,20 @@ from components.adaptation.trainer import (Streams, evaluate, load_checkpoint, p
                                            resolve_device, save_checkpoint, seed_everything, train)
 from components.config import Config
 from components.data.split import class_list, read_manifest
+from components.data.stream import stream_images
 from components.data.tensors import ImageSet, load_images
 from components.models import build_network
 from components.oracle.base import OracleError
 from components.query import select as run_query
+
+
+def streams_images(data_cfg, n_images: int) -> bool:
+    """``data.loader``; ``auto`` streams once the decoded images would pass ``memory_limit_gb``
+    (28-px digits: 4 MB in memory; 100k photos at 224 px: 15 GB, so streamed)."""
+    if data_cfg.loader != "auto":
+        return data_cfg.loader == "stream"
+    decoded = n_images * data_cfg.channels * data_cfg.image_size ** 2
+    return decoded > data_cfg.memory_limit_gb * 1e9
 
 
 class ActiveSession:
@@ -32,13 +43,16 @@ class ActiveSession:
         self.device = resolve_device(cfg.train.device)
         self.manifest = read_manifest(cfg.data.manifest)
         self.classes = class_list(self.manifest)
-        load = dict(root=cfg.data.root, classes=self.classes, size=cfg.data.image_size,
-                    channels=cfg.data.channels)
+        self.streamed = streams_images(cfg.data, len(self.manifest))
+        d = cfg.data
+        load = (partial(stream_images, crop=d.image_size, resize=d.resize, workers=d.workers)
+                if self.streamed else partial(load_images, size=d.image_size))
+        load = partial(load, root=d.root, classes=self.classes, channels=d.channels)
         rows = lambda split: self.manifest[self.manifest["split"] == split]  # noqa: E731
-        self.source = load_images(rows("source"), **load)
+        self.source = load(rows("source"))
         # Target-train labels are withheld: only an oracle can reveal them.
-        self.pool = load_images(rows("target_train"), with_labels=False, **load)
-        self.test = load_images(rows("target_test"), **load)
+        self.pool = load(rows("target_train"), with_labels=False)
+        self.test = load(rows("target_test"))
 
     # ------------------------------------------------------------------ model
     def new_network(self):
@@ -88,13 +102,13 @@ class ActiveSession:
         start = time.perf_counter()
         ids, scores = run_query(a.strategy, net, pool, min(a.budget, len(pool)),
                                 seed=a.seed * 1000 + round, device=self.device,
-                                chunk=a.selection_chunk)
+                                chunk=a.selection_chunk, storage=a.embedding_storage)
         return ids, scores, time.perf_counter() - start
 
     def request_context(self, net, ids: list[str], scores: list[float]) -> dict[str, dict]:
         """What annotators see beside each image: path, query score, the model's guess."""
         data = self.pool.subset(ids)
-        _, logits = predict(net, data.images, device=self.device)
+        _, logits = predict(net, data, device=self.device)
         prob, pred = torch.softmax(logits, 1).max(1)
         paths = dict(zip(self.manifest["sample_id"], self.manifest["path"]))
         return {sid: {"path": paths[sid], "score": float(score),
@@ -130,11 +144,10 @@ class ActiveSession:
     def evaluate(self, net) -> dict:
         return evaluate(net, self.test, self.classes, device=self.device)
 
-    def example_input(self):
+    def example_input(self, net):
         """Two normalised test images: the input example MLflow traces the model with."""
-        from components.data.tensors import to_float
-
-        return to_float(self.test.images[:2]).numpy()
+        images = next(iter(self.test.subset(self.test.ids[:2]).eval_batches(2)))
+        return net.normalise(images).numpy()
 
     def save(self, net, path: str | Path) -> None:
         save_checkpoint(net, path)

@@ -148,7 +148,7 @@ def build_parser() -> argparse.ArgumentParser:
         sp.add_argument("--adversarial", choices=["none", "dann", "tsf"])
         sp.add_argument("--pretrain-steps", type=int)
         sp.add_argument("--steps-per-round", type=int)
-        sp.add_argument("--device", choices=["auto", "cpu", "cuda"])
+        sp.add_argument("--device", metavar="{auto,cpu,cuda,cuda:N}")
         sp.add_argument("--cpu-kernels", choices=["native", "portable"],
                         help="portable: the same numbers on every x86-64 CPU (slower; dvc repro)")
         sp.add_argument("--cpu-threads", type=int, help="torch threads on the CPU")

@@ -159,5 +159,5 @@ def test_pool_embedding_matches_manual_composition():
             rows.append(p[n, c].sqrt() * (g[n, c] - lam * E[n]))
         expect.append(torch.cat(rows))
     net = net.float()
-    emb = embed_pool(net, pool, device=torch.device("cpu"), chunk=4)
+    emb, norms = embed_pool(net, pool, device=torch.device("cpu"), chunk=4)
     torch.testing.assert_close(emb.double(), torch.stack(expect), atol=1e-4, rtol=1e-4)

@@ -16,15 +16,22 @@ import torch.nn.functional as F
 from tqdm.auto import tqdm
 
 from components.adaptation.losses import ADVERSARIAL, REGULARISERS, Outputs
-from components.data.tensors import ImageSet, to_float
+from components.data.tensors import ImageSet
 from components.models.grl import reverse_gradient
 
 
 def resolve_device(name: str = "auto") -> torch.device:
+    """``auto`` (the first GPU when there is one), ``cpu``, ``cuda`` or ``cuda:N``."""
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if name == "cuda" and not torch.cuda.is_available():
-        raise RuntimeError("train.device is cuda but no GPU is visible; set train.device: auto")
+    if name.startswith("cuda"):
+        if not torch.cuda.is_available():
+            raise RuntimeError(f"train.device is {name} but no GPU is visible; set train.device: "
+                               "auto or cpu")
+        index = torch.device(name).index
+        if index is not None and index >= torch.cuda.device_count():
+            raise RuntimeError(f"train.device is {name} but only {torch.cuda.device_count()} GPU(s) "
+                               f"are visible (cuda:0 to cuda:{torch.cuda.device_count() - 1})")
     return torch.device(name)
 
 
@@ -43,8 +50,9 @@ class Streams:
     unlabelled: ImageSet
 
 
-def _prepare(images: torch.Tensor, device: torch.device) -> torch.Tensor:
-    x = to_float(images.to(device, non_blocking=True))
+def _prepare(net, images: torch.Tensor, device: torch.device) -> torch.Tensor:
+    """uint8 batch → the network's normalised float input on ``device`` (channels-last on GPU)."""
+    x = net.normalise(images.to(device, non_blocking=True))
     return x.contiguous(memory_format=torch.channels_last) if device.type == "cuda" else x
 
 
@@ -80,7 +88,32 @@ def update_step(net, optimizer, xs, ys, xl, yl, xu, *, adversarial: str, regular
     loss.backward()
     optimizer.step()
     acc = (logits[:ns].argmax(1) == ys).float().mean()
-    return {"loss": loss.item(), "omega": omega.item(), "adv": float(adv.detach()), "src_acc": acc.item()}
+    # Tensors, not floats: reading a value waits for the GPU, so the caller reads them rarely.
+    return {"loss": loss.detach(), "omega": omega.detach(), "adv": adv.detach(),
+            "src_acc": acc.detach()}
+
+
+def _floats(stats: dict) -> dict:
+    return {k: float(v) for k, v in stats.items()}
+
+
+def batch_plan(streams: Streams, *, steps: int, batch_size: int, seed: int):
+    """Every step's sample positions, drawn up front from one seeded generator, in the order
+    source, unlabelled, labelled per step; plus per-sample augmentation seeds from another
+    generator (so the positions are the same with or without augmentation)."""
+    gen = torch.Generator().manual_seed(seed)
+    lab = streams.labelled if streams.labelled is not None and len(streams.labelled) else None
+    plan = {"source": [], "unlabelled": [], "labelled": []}
+    for _ in range(steps):
+        plan["source"].append(torch.randint(len(streams.source), (batch_size,), generator=gen))
+        plan["unlabelled"].append(torch.randint(len(streams.unlabelled), (batch_size,), generator=gen))
+        if lab is not None:
+            plan["labelled"].append(torch.randint(
+                len(lab), (min(batch_size, max(len(lab), 1)),), generator=gen))
+    aug = torch.Generator().manual_seed(seed + 7919)
+    seeds = {k: [torch.randint(2 ** 31 - 1, p.shape, generator=aug) for p in v]
+             for k, v in plan.items()}
+    return plan, seeds
 
 
 def make_optimizer(net, train_cfg) -> torch.optim.Optimizer:
@@ -98,16 +131,20 @@ def learning_rate(train_cfg, step: int, steps: int) -> float:
 
 def train(net, streams: Streams, *, steps: int, train_cfg, regulariser: str, seed: int,
           device: torch.device, phase: str, ramp_lambda: bool = False,
-          progress: bool = True) -> dict:
-    """Run ``steps`` updates; batches are drawn with a seeded generator (reproducible)."""
+          progress: bool = True, on_step=None) -> dict:
+    """Run ``steps`` updates; batches are drawn with a seeded generator (reproducible).
+
+    ``on_step(step)``, if given, is called after each update (benchmarks time with it)."""
     net.to(device).train()
     optimizer = make_optimizer(net, train_cfg)
-    gen = torch.Generator().manual_seed(seed)
-    bs = train_cfg.batch_size
     src, unl = streams.source, streams.unlabelled
     lab = streams.labelled if streams.labelled is not None and len(streams.labelled) else None
-    empty_x = src.images[:0]
     target_share = 0.0 if lab is None else len(lab) / (len(src) + len(lab))  # for Ω_{S∪T}
+    plan, seeds = batch_plan(streams, steps=steps, batch_size=train_cfg.batch_size, seed=seed)
+    x_src = src.batches(plan["source"], seeds["source"], role="source")
+    x_unl = unl.batches(plan["unlabelled"], seeds["unlabelled"], role="unlabelled")
+    x_lab = lab.batches(plan["labelled"], seeds["labelled"], role="labelled") if lab else None
+    empty = torch.zeros((0,), dtype=torch.long)
     stats: dict = {}
     bar = tqdm(range(steps), desc=phase, disable=not progress or steps == 0, leave=False,
                mininterval=1.0, dynamic_ncols=True)
@@ -117,34 +154,37 @@ def train(net, streams: Streams, *, steps: int, train_cfg, regulariser: str, see
         lam = train_cfg.lambda_adv
         if ramp_lambda:  # DANN's schedule 2/(1+exp(-10p)) - 1 keeps early updates stable
             lam *= 2.0 / (1.0 + math.exp(-10.0 * step / max(steps, 1))) - 1.0
-        i_s = torch.randint(len(src), (bs,), generator=gen)
-        i_u = torch.randint(len(unl), (bs,), generator=gen)
+        xs, xu = next(x_src), next(x_unl)
         if lab is not None:
-            i_l = torch.randint(len(lab), (min(bs, max(len(lab), 1)),), generator=gen)
-            xl, yl = lab.images[i_l], lab.labels[i_l]
+            xl, yl = next(x_lab), lab.labels[plan["labelled"][step]]
         else:
-            xl, yl = empty_x, src.labels[:0]
+            xl, yl = xs[:0], empty
         stats = update_step(
-            net, optimizer, _prepare(src.images[i_s], device), src.labels[i_s].to(device),
-            _prepare(xl, device), yl.to(device), _prepare(unl.images[i_u], device),
+            net, optimizer, _prepare(net, xs, device),
+            src.labels[plan["source"][step]].to(device, non_blocking=True),
+            _prepare(net, xl, device), yl.to(device, non_blocking=True), _prepare(net, xu, device),
             adversarial=train_cfg.adversarial, regulariser=regulariser, lambda_adv=lam,
             lambda_entropy=train_cfg.lambda_entropy, device=device,
             target_share=target_share)
-        if step % 20 == 0:
-            bar.set_postfix(loss=f"{stats['loss']:.3f}", acc=f"{stats['src_acc']:.2f}")
+        if on_step is not None:
+            on_step(step)
+        if step % 20 == 0 and progress:
+            bar.set_postfix(loss=f"{float(stats['loss']):.3f}", acc=f"{float(stats['src_acc']):.2f}")
     bar.close()
     net.eval()
-    return stats
+    return _floats(stats)
 
 
 @torch.no_grad()
-def predict(net, images: torch.Tensor, *, device: torch.device, batch_size: int = 512):
-    """Return (z, logits) for uint8 images, in eval mode, batched."""
+def predict(net, data, *, device: torch.device, batch_size: int = 512):
+    """Return (z, logits) for an image set (or a uint8 tensor), in eval mode, batched."""
     net.to(device).eval()
+    batches = (data.eval_batches(batch_size) if hasattr(data, "eval_batches")
+               else (data[s:s + batch_size] for s in range(0, len(data), batch_size)))
     zs, logits = [], []
-    for start in range(0, len(images), batch_size):
+    for images in batches:
         with _autocast(device):
-            z = net.features(_prepare(images[start:start + batch_size], device))
+            z = net.features(_prepare(net, images, device))
             zs.append(z.float())
             logits.append(net.classifier(z).float())
     if not zs:
@@ -154,7 +194,7 @@ def predict(net, images: torch.Tensor, *, device: torch.device, batch_size: int 
 
 def evaluate(net, data: ImageSet, classes: list[str], *, device: torch.device) -> dict:
     """Accuracy overall and per class (target-test: never used for training)."""
-    _, logits = predict(net, data.images, device=device)
+    _, logits = predict(net, data, device=device)
     pred = logits.argmax(1).cpu()
     correct = pred == data.labels
     per_class = {}

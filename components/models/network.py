@@ -4,17 +4,45 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from components.models.backbones import build_backbone
+from components.data.tensors import to_float
+from components.models.backbones import build_backbone, input_statistics
 from components.models.heads import (Bottleneck, CosineClassifier, LinearClassifier,
                                      MLPDiscriminator)
 
 
 class Network(nn.Module):
     def __init__(self, backbone: nn.Module, bottleneck: nn.Module, classifier: nn.Module,
-                 discriminator: nn.Module | None):
+                 discriminator: nn.Module | None, *,
+                 input_stats: tuple[tuple[float, ...], tuple[float, ...]] | None = None,
+                 frozen_batchnorm: bool = False):
         super().__init__()
         self.backbone, self.bottleneck = backbone, bottleneck
         self.classifier, self.discriminator = classifier, discriminator
+        self.input_stats, self.frozen_batchnorm = input_stats, frozen_batchnorm
+        if frozen_batchnorm:
+            for module in self._backbone_norms():
+                for p in module.parameters():
+                    p.requires_grad_(False)
+
+    def _backbone_norms(self):
+        return [m for m in self.backbone.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
+
+    def train(self, mode: bool = True) -> "Network":
+        """``frozen_batchnorm``: the backbone keeps its pretrained statistics in training too
+        (small batches of a new domain would otherwise overwrite them)."""
+        super().train(mode)
+        if mode and self.frozen_batchnorm:
+            for module in self._backbone_norms():
+                module.eval()
+        return self
+
+    def normalise(self, images: torch.Tensor) -> torch.Tensor:
+        """uint8 images (already on the device) → the float input the backbone was trained on."""
+        if self.input_stats is None:
+            return to_float(images)
+        mean, std = (torch.tensor(v, device=images.device).view(1, -1, 1, 1)
+                     for v in self.input_stats)
+        return images.float().div_(255.0).sub_(mean).div_(std)
 
     def features(self, x: torch.Tensor) -> torch.Tensor:
         """z = phi(x)."""
@@ -33,4 +61,6 @@ def build_network(cfg, num_classes: int) -> Network:
                   if cfg.classifier_kind == "cosine" else LinearClassifier(m, num_classes))
     outputs = {"none": 0, "dann": 1, "tsf": num_classes}[cfg.train.adversarial]
     disc = MLPDiscriminator(m, cfg.model.discriminator_hidden, outputs) if outputs else None
-    return Network(backbone, Bottleneck(backbone.out_dim, m), classifier, disc)
+    return Network(backbone, Bottleneck(backbone.out_dim, m), classifier, disc,
+                   input_stats=input_statistics(cfg.model.backbone),
+                   frozen_batchnorm=cfg.model.batchnorm == "frozen")

@@ -15,7 +15,7 @@ def aada_scores(probs: torch.Tensor, domain_logits: torch.Tensor) -> torch.Tenso
 
 
 @register("aada", requires="domain")
-def aada_query(model, pool, budget, seed, *, device, chunk):
+def aada_query(model, pool, budget, seed, *, device, chunk, **_):
     z, p = pool_outputs(model, pool, device)
     disc = model.discriminator
     if disc is None or getattr(disc, "outputs", 0) != 1:

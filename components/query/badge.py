@@ -28,7 +28,7 @@ def factorised_distance(g: torch.Tensor, z: torch.Tensor):
 
 
 @register("badge")
-def badge_query(model, pool, budget, seed, *, device, chunk):
+def badge_query(model, pool, budget, seed, *, device, chunk, **_):
     z, p = pool_outputs(model, pool, device)
     g, z = gradient_factors(p.double(), z.double())
     distance_to, sq = factorised_distance(g, z)

@@ -32,14 +32,19 @@ def requirement_of(name: str) -> Optional[str]:
 
 
 def select(name: str, model, pool: ImageSet, budget: int, seed: int, *,
-           device: torch.device | str = "cpu", chunk: int = 4096) -> tuple[list[str], list[float]]:
-    """Pick ``budget`` samples of ``pool``; return their ids and query scores."""
+           device: torch.device | str = "cpu", chunk: int = 4096,
+           storage: str = "auto") -> tuple[list[str], list[float]]:
+    """Pick ``budget`` samples of ``pool``; return their ids and query scores.
+
+    ``chunk`` bounds the rows handled at once; ``storage`` is the float type of an embedding
+    kept whole (Sage's), for strategies that keep one; the others ignore both as they like."""
     if name not in STRATEGIES:
         raise KeyError(f"unknown strategy {name!r}; choose one of {sorted(STRATEGIES)}")
     if budget > len(pool):
         raise ValueError(f"budget {budget} exceeds the {len(pool)} unlabelled samples left")
     device = torch.device(device)
-    positions, scores = STRATEGIES[name].fn(model, pool, budget, seed, device=device, chunk=chunk)
+    positions, scores = STRATEGIES[name].fn(model, pool, budget, seed, device=device, chunk=chunk,
+                                            storage=storage)
     positions = [int(p) for p in positions]
     assert len(set(positions)) == len(positions) == budget, "a strategy returned duplicates"
     return [pool.ids[p] for p in positions], [float(s) for s in scores]
@@ -47,7 +52,7 @@ def select(name: str, model, pool: ImageSet, budget: int, seed: int, *,
 
 def pool_outputs(model, pool: ImageSet, device) -> tuple[torch.Tensor, torch.Tensor]:
     """(z, probabilities) over the pool, computed once per query."""
-    z, logits = predict(model, pool.images, device=device)
+    z, logits = predict(model, pool, device=device)
     return z, F.softmax(logits, dim=1)
 
 

@@ -9,7 +9,7 @@ from components.query.clusters import nearest_to_centroids
 
 
 @register("clue")
-def clue_query(model, pool, budget, seed, *, device, chunk):
+def clue_query(model, pool, budget, seed, *, device, chunk, **_):
     z, p = pool_outputs(model, pool, device)
     h = entropy_of(p).cpu().double().numpy()
     picks = nearest_to_centroids(z.cpu().double().numpy(), budget, seed, weights=h + 1e-8)

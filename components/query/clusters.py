@@ -23,7 +23,7 @@ def nearest_to_centroids(features: np.ndarray, budget: int, seed: int,
 
 
 @register("clusters")
-def clusters_query(model, pool, budget, seed, *, device, chunk):
+def clusters_query(model, pool, budget, seed, *, device, chunk, **_):
     z, _ = pool_outputs(model, pool, device)
     picks = nearest_to_centroids(z.cpu().double().numpy(), budget, seed)
     return picks, [0.0] * budget

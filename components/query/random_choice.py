@@ -7,6 +7,6 @@ from components.query.base import register
 
 
 @register("random")
-def random_query(model, pool, budget, seed, *, device, chunk):
+def random_query(model, pool, budget, seed, *, device, chunk, **_):
     picks = np.random.default_rng(seed).choice(len(pool), size=budget, replace=False)
     return picks.tolist(), [0.0] * budget

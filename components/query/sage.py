@@ -88,28 +88,64 @@ def sage_embedding(g_tilde: torch.Tensor, p: torch.Tensor) -> torch.Tensor:
     return (p.sqrt()[:, :, None] * g_tilde).flatten(1)
 
 
-def embed_pool(model, pool, *, device, chunk: int, pop: bool = True) -> torch.Tensor:
-    """S(x) for the whole pool, built chunk by chunk (peak memory ≈ the embedding itself)."""
+def storage_dtype(n: int, width: int, device: torch.device, setting: str = "auto") -> torch.dtype:
+    """``auto``: float32 while the N × C·m embedding takes under half the free memory of the
+    device (RAM on the CPU), else float16, which halves it (100k × 345 × 256: 35 → 18 GB)."""
+    if setting != "auto":
+        return getattr(torch, setting)
+    if device.type == "cuda":
+        free = torch.cuda.mem_get_info(device)[0]
+    else:
+        import psutil
+
+        free = psutil.virtual_memory().available
+    return torch.float32 if n * width * 4 < free / 2 else torch.float16
+
+
+def embed_pool(model, pool, *, device, chunk: int, pop: bool = True,
+               storage: str = "auto") -> tuple[torch.Tensor, torch.Tensor]:
+    """S(x) for the whole pool, built chunk by chunk (peak memory ≈ the embedding itself).
+
+    Returns ``(emb, norms)``: norms are the float32 ``||S(x)||``. A float16 embedding is kept
+    divided by the pool's largest norm (every entry is then within ±1, far from float16's
+    limits); distances are scaled alike, so the greedy picks do not change by that.
+    """
     z, p = pool_outputs(model, pool, device)
     disc = model.discriminator.to(device).eval()
     if disc is None or getattr(disc, "outputs", 0) < 2:
         raise ValueError("Sage needs the class-level (TSF) discriminator: set train.adversarial: tsf")
     num_classes, m = p.shape[1], z.shape[1]
-    emb = torch.empty(len(z), num_classes * m, device=device)
-    with torch.no_grad():
-        for start in range(0, len(z), max(1, chunk // num_classes)):
-            sl = slice(start, start + max(1, chunk // num_classes))
-            g = adversarial_jacobian(disc, z[sl])
-            if pop:
-                g = positive_orthogonal_projection(g, expected_gradient(g, p[sl]))
-            emb[sl] = sage_embedding(g, p[sl])
-    return emb
+    dtype = storage_dtype(len(z), num_classes * m, torch.device(device), storage)
+    step = max(1, chunk // num_classes)
+
+    def chunks():
+        with torch.no_grad():
+            for start in range(0, len(z), step):
+                sl = slice(start, start + step)
+                g = adversarial_jacobian(disc, z[sl])
+                if pop:
+                    g = positive_orthogonal_projection(g, expected_gradient(g, p[sl]))
+                yield sl, sage_embedding(g, p[sl])
+
+    emb = torch.empty(len(z), num_classes * m, device=device, dtype=dtype)
+    norms = torch.empty(len(z), device=device)
+    scale = 1.0
+    for sl, block in chunks():
+        norms[sl] = block.norm(dim=1)
+        emb[sl] = block
+    if dtype == torch.float16 and len(z):
+        scale = float(norms.max()) or 1.0
+        for sl, block in chunks():  # once more, scaled: the largest norm was not known before
+            emb[sl] = block / scale
+    return emb, norms
 
 
 def select_from_embedding(emb: torch.Tensor, budget: int, *, diversity: str, seed: int,
-                          chunk: int) -> tuple[list[int], list[float]]:
-    """Algorithm 1 on precomputed embeddings (also used by the benchmark and tests)."""
-    norms = emb.norm(dim=1)
+                          chunk: int, norms: torch.Tensor | None = None
+                          ) -> tuple[list[int], list[float]]:
+    """Algorithm 1 on precomputed embeddings (also used by the benchmark and tests);
+    ``norms``: ``||S(x)||`` where ``emb`` is stored scaled."""
+    norms = emb.float().norm(dim=1) if norms is None else norms
     if diversity == "none":
         return top(norms, budget)
     first = int(torch.argmax(norms))
@@ -122,9 +158,10 @@ def select_from_embedding(emb: torch.Tensor, budget: int, *, diversity: str, see
 
 
 def _sage(pop: bool, diversity: str):
-    def strategy(model, pool, budget, seed, *, device, chunk):
-        emb = embed_pool(model, pool, device=device, chunk=chunk, pop=pop)
-        return select_from_embedding(emb, budget, diversity=diversity, seed=seed, chunk=chunk)
+    def strategy(model, pool, budget, seed, *, device, chunk, storage="auto"):
+        emb, norms = embed_pool(model, pool, device=device, chunk=chunk, pop=pop, storage=storage)
+        return select_from_embedding(emb, budget, diversity=diversity, seed=seed, chunk=chunk,
+                                     norms=norms)
     return strategy
 
 
