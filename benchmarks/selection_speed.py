@@ -152,7 +152,7 @@ def p3() -> dict:
 
     def ssda():
         update_step(net, opt, x["s"], y["s"], x["l"], y["l"], x["u"], adversarial="tsf",
-                    regulariser="sum", lambda_adv=0.3, lambda_entropy=0.1, device=DEVICE)
+                    regulariser="sum", lambda_adv=0.3, lambda_entropy=0.1)
 
     xs_all = torch.cat([x["s"], x["l"], x["u"]])
     ys_all = torch.cat([y["s"], y["l"], y["s"]])

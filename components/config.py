@@ -73,6 +73,7 @@ class TrainConfig(_Section):
     regulariser: Literal["union", "sum", "mme"] = "sum"
     lambda_entropy: float = Field(0.1, ge=0)
     steps_per_round: int = Field(120, ge=0)
+    compile: bool = False      # torch.compile the update's forward and backward (GPU; slow start)
 
 
 class ActiveConfig(_Section):

@@ -34,7 +34,7 @@ for _ in range(12):
     y = torch.randint(10, (2, 64), generator=g)
     update_step(net, opt, x[0], y[0], x[1][:8], y[1][:8], x[2], adversarial="tsf",
                 regulariser="sum", lambda_adv=0.3, lambda_entropy=0.1,
-                device=torch.device("cpu"), target_share=0.5)
+                target_share=0.5)
 h = hashlib.sha256()
 for t in net.state_dict().values():
     h.update(t.detach().numpy().tobytes())

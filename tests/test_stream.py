@@ -183,7 +183,7 @@ def test_frozen_batchnorm_keeps_the_backbone_statistics_and_affine():
         x = net.normalise(torch.randint(0, 256, (4, 3, 64, 64), dtype=torch.uint8))
         y = torch.tensor([0, 1, 2, 3])
         update_step(net, opt, x, y, x[:0], y[:0], x, adversarial="tsf", regulariser="sum",
-                    lambda_adv=0.3, lambda_entropy=0.1, device=torch.device("cpu"))
+                    lambda_adv=0.3, lambda_entropy=0.1)
         moved = not torch.equal(bn.running_mean, before[0]) and not torch.equal(bn.weight, before[1])
         assert moved == should_move, setting
         assert net.bottleneck[1].training  # the heads' BatchNorm trains either way

@@ -50,6 +50,12 @@ class Streams:
     unlabelled: ImageSet
 
 
+def _to_device(net, device: torch.device):
+    """On a GPU, channels-last weights to match channels-last inputs (cuDNN's fast layout)."""
+    net.to(device)
+    return net.to(memory_format=torch.channels_last) if device.type == "cuda" else net
+
+
 def _prepare(net, images: torch.Tensor, device: torch.device) -> torch.Tensor:
     """uint8 batch → the network's normalised float input on ``device`` (channels-last on GPU)."""
     x = net.normalise(images.to(device, non_blocking=True))
@@ -62,19 +68,21 @@ def _autocast(device: torch.device):
     return contextlib.nullcontext()
 
 
-def update_step(net, optimizer, xs, ys, xl, yl, xu, *, adversarial: str, regulariser: str,
-                lambda_adv: float, lambda_entropy: float, device: torch.device,
-                target_share: float | None = None) -> dict:
-    """``(f, phi, d) -= α ∇(Ω + λ L_adv)`` on one batch; returns the loss parts.
+def step_losses(net, xs, ys, xl, yl, xu, lambda_adv, *, adversarial: str, regulariser: str,
+                lambda_entropy: float, target_share: float | None = None) -> dict:
+    """The forward half of eq. 10 on one batch: ``Ω + λ L_adv`` and its parts (tensors).
 
-    ``target_share`` is ``|L_T| / (|L_S| + |L_T|)``, which Ω_{S∪T} needs (see ``omega_union``)."""
+    Kept apart from the update so ``train.compile`` can compile it whole (forward and, through
+    AOTAutograd, its backward) into few fused kernels; ``lambda_adv`` may be a 0-d tensor then,
+    so its ramp does not recompile."""
     ns, nl = len(ys), len(yl)
+    device = xs.device
     with _autocast(device):
         z = net.features(torch.cat([xs, xl, xu]))
         logits = net.classifier(z)
         out = Outputs(logits[:ns], ys, logits[ns:ns + nl], yl, z[ns + nl:], target_share)
         omega = REGULARISERS[regulariser](out, net.classifier, lambda_entropy)
-        loss, adv = omega, torch.zeros(())
+        loss, adv = omega, torch.zeros((), device=device)
         if adversarial != "none":
             d_in = reverse_gradient(torch.cat([z[:ns], z[ns + nl:]]))
             a = net.discriminator(d_in).float()
@@ -84,13 +92,29 @@ def update_step(net, optimizer, xs, ys, xl, yl, xu, *, adversarial: str, regular
                    else torch.ones(len(xu), 1, device=device))
             adv = ADVERSARIAL[adversarial](a[:ns], a[ns:], y_onehot, p_t)
             loss = omega + lambda_adv * adv
-    optimizer.zero_grad(set_to_none=True)
-    loss.backward()
-    optimizer.step()
     acc = (logits[:ns].argmax(1) == ys).float().mean()
+    return {"loss": loss, "omega": omega, "adv": adv, "src_acc": acc}
+
+
+def update_step(net, optimizer, xs, ys, xl, yl, xu, *, adversarial: str, regulariser: str,
+                lambda_adv: float, lambda_entropy: float, target_share: float | None = None, losses=step_losses) -> dict:
+    """``(f, phi, d) -= α ∇(Ω + λ L_adv)`` on one batch; returns the loss parts.
+
+    ``target_share`` is ``|L_T| / (|L_S| + |L_T|)``, which Ω_{S∪T} needs (see ``omega_union``);
+    ``losses``: ``step_losses`` or its compiled form."""
+    parts = losses(net, xs, ys, xl, yl, xu, lambda_adv, adversarial=adversarial,
+                   regulariser=regulariser, lambda_entropy=lambda_entropy,
+                   target_share=target_share)
+    optimizer.zero_grad(set_to_none=True)
+    parts["loss"].backward()
+    optimizer.step()
     # Tensors, not floats: reading a value waits for the GPU, so the caller reads them rarely.
-    return {"loss": loss.detach(), "omega": omega.detach(), "adv": adv.detach(),
-            "src_acc": acc.detach()}
+    return {k: v.detach() for k, v in parts.items()}
+
+
+def compiled_losses():
+    """``step_losses`` through ``torch.compile`` (one compilation per batch shape)."""
+    return torch.compile(step_losses, dynamic=False)
 
 
 def _floats(stats: dict) -> dict:
@@ -117,8 +141,13 @@ def batch_plan(streams: Streams, *, steps: int, batch_size: int, seed: int):
 
 
 def make_optimizer(net, train_cfg) -> torch.optim.Optimizer:
-    return torch.optim.SGD(net.parameters(), lr=train_cfg.lr, momentum=train_cfg.momentum,
-                           weight_decay=train_cfg.weight_decay, nesterov=True)
+    """Nesterov SGD; on a GPU its fused kernel (one launch for all parameters, not one per
+    tensor: the heads' many small tensors made launches a third of a digits update)."""
+    params = [p for p in net.parameters() if p.requires_grad]
+    fused = bool(params) and params[0].is_cuda
+    return torch.optim.SGD(params, lr=train_cfg.lr, momentum=train_cfg.momentum,
+                           weight_decay=train_cfg.weight_decay, nesterov=True,
+                           **({"fused": True} if fused else {}))
 
 
 def learning_rate(train_cfg, step: int, steps: int) -> float:
@@ -135,12 +164,13 @@ def train(net, streams: Streams, *, steps: int, train_cfg, regulariser: str, see
     """Run ``steps`` updates; batches are drawn with a seeded generator (reproducible).
 
     ``on_step(step)``, if given, is called after each update (benchmarks time with it)."""
-    net.to(device).train()
+    _to_device(net, device).train()
     optimizer = make_optimizer(net, train_cfg)
     src, unl = streams.source, streams.unlabelled
     lab = streams.labelled if streams.labelled is not None and len(streams.labelled) else None
     target_share = 0.0 if lab is None else len(lab) / (len(src) + len(lab))  # for Ω_{S∪T}
     plan, seeds = batch_plan(streams, steps=steps, batch_size=train_cfg.batch_size, seed=seed)
+    losses = compiled_losses() if train_cfg.compile else step_losses
     x_src = src.batches(plan["source"], seeds["source"], role="source")
     x_unl = unl.batches(plan["unlabelled"], seeds["unlabelled"], role="unlabelled")
     x_lab = lab.batches(plan["labelled"], seeds["labelled"], role="labelled") if lab else None
@@ -154,6 +184,8 @@ def train(net, streams: Streams, *, steps: int, train_cfg, regulariser: str, see
         lam = train_cfg.lambda_adv
         if ramp_lambda:  # DANN's schedule 2/(1+exp(-10p)) - 1 keeps early updates stable
             lam *= 2.0 / (1.0 + math.exp(-10.0 * step / max(steps, 1))) - 1.0
+        if train_cfg.compile:  # a changing Python float would recompile every step
+            lam = torch.tensor(lam, device=device)
         xs, xu = next(x_src), next(x_unl)
         if lab is not None:
             xl, yl = next(x_lab), lab.labels[plan["labelled"][step]]
@@ -164,8 +196,7 @@ def train(net, streams: Streams, *, steps: int, train_cfg, regulariser: str, see
             src.labels[plan["source"][step]].to(device, non_blocking=True),
             _prepare(net, xl, device), yl.to(device, non_blocking=True), _prepare(net, xu, device),
             adversarial=train_cfg.adversarial, regulariser=regulariser, lambda_adv=lam,
-            lambda_entropy=train_cfg.lambda_entropy, device=device,
-            target_share=target_share)
+            lambda_entropy=train_cfg.lambda_entropy, target_share=target_share, losses=losses)
         if on_step is not None:
             on_step(step)
         if step % 20 == 0 and progress:
@@ -178,7 +209,7 @@ def train(net, streams: Streams, *, steps: int, train_cfg, regulariser: str, see
 @torch.no_grad()
 def predict(net, data, *, device: torch.device, batch_size: int = 512):
     """Return (z, logits) for an image set (or a uint8 tensor), in eval mode, batched."""
-    net.to(device).eval()
+    _to_device(net, device).eval()
     batches = (data.eval_batches(batch_size) if hasattr(data, "eval_batches")
                else (data[s:s + batch_size] for s in range(0, len(data), batch_size)))
     zs, logits = [], []

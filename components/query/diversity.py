@@ -15,17 +15,18 @@ import torch
 def embedding_distance(emb: torch.Tensor, *, chunk: int = 4096) -> Callable[[int], torch.Tensor]:
     """``distance_to`` for explicit embeddings (N, D), chunked: ``|x|² - 2x·a + |a|²``.
 
-    Sums are float32 whatever the storage (a float16 embedding is read a chunk at a time)."""
-    sq = torch.empty(len(emb), device=emb.device)
+    Sums are at least float32 whatever the storage (float16 is read a chunk at a time)."""
+    acc = torch.promote_types(emb.dtype, torch.float32)
+    sq = torch.empty(len(emb), device=emb.device, dtype=acc)
     for start in range(0, len(emb), chunk):  # chunked: emb * emb would double peak memory
-        block = emb[start:start + chunk].float()
+        block = emb[start:start + chunk].to(acc)
         sq[start:start + chunk] = (block * block).sum(1)
 
     def distance_to(j: int) -> torch.Tensor:
-        anchor = emb[j].float()
-        out = torch.empty(len(emb), device=emb.device)
+        anchor = emb[j].to(acc)
+        out = torch.empty(len(emb), device=emb.device, dtype=acc)
         for start in range(0, len(emb), chunk):
-            block = emb[start:start + chunk].float()
+            block = emb[start:start + chunk].to(acc)
             out[start:start + chunk] = sq[start:start + chunk] - 2 * (block @ anchor) + sq[j]
         return out.clamp_min_(0)
 

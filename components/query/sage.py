@@ -104,18 +104,24 @@ def storage_dtype(n: int, width: int, device: torch.device, setting: str = "auto
 
 def embed_pool(model, pool, *, device, chunk: int, pop: bool = True,
                storage: str = "auto") -> tuple[torch.Tensor, torch.Tensor]:
-    """S(x) for the whole pool, built chunk by chunk (peak memory ≈ the embedding itself).
-
-    Returns ``(emb, norms)``: norms are the float32 ``||S(x)||``. A float16 embedding is kept
-    divided by the pool's largest norm (every entry is then within ±1, far from float16's
-    limits); distances are scaled alike, so the greedy picks do not change by that.
-    """
+    """S(x) for the whole pool: :func:`embed` on the model's features and probabilities."""
     z, p = pool_outputs(model, pool, device)
-    disc = model.discriminator.to(device).eval()
+    disc = model.discriminator
     if disc is None or getattr(disc, "outputs", 0) < 2:
         raise ValueError("Sage needs the class-level (TSF) discriminator: set train.adversarial: tsf")
+    return embed(disc.to(device).eval(), z, p, chunk=chunk, pop=pop, storage=storage)
+
+
+def embed(disc: nn.Module, z: torch.Tensor, p: torch.Tensor, *, chunk: int, pop: bool = True,
+          storage: str = "auto") -> tuple[torch.Tensor, torch.Tensor]:
+    """S(x) for every row of ``z``, ``chunk`` (sample, class) rows at a time, so the peak is
+    about the embedding itself. Returns ``(emb, norms)`` with float32 norms ``||S(x)||``.
+
+    A float16 embedding is stored divided by the largest norm (every entry within ±1, far from
+    float16's limits); distances scale alike, so the greedy picks are unchanged by it.
+    """
     num_classes, m = p.shape[1], z.shape[1]
-    dtype = storage_dtype(len(z), num_classes * m, torch.device(device), storage)
+    dtype = storage_dtype(len(z), num_classes * m, z.device, storage)
     step = max(1, chunk // num_classes)
 
     def chunks():
@@ -127,9 +133,8 @@ def embed_pool(model, pool, *, device, chunk: int, pop: bool = True,
                     g = positive_orthogonal_projection(g, expected_gradient(g, p[sl]))
                 yield sl, sage_embedding(g, p[sl])
 
-    emb = torch.empty(len(z), num_classes * m, device=device, dtype=dtype)
-    norms = torch.empty(len(z), device=device)
-    scale = 1.0
+    emb = torch.empty(len(z), num_classes * m, device=z.device, dtype=dtype)
+    norms = torch.empty(len(z), device=z.device)
     for sl, block in chunks():
         norms[sl] = block.norm(dim=1)
         emb[sl] = block
@@ -145,7 +150,8 @@ def select_from_embedding(emb: torch.Tensor, budget: int, *, diversity: str, see
                           ) -> tuple[list[int], list[float]]:
     """Algorithm 1 on precomputed embeddings (also used by the benchmark and tests);
     ``norms``: ``||S(x)||`` where ``emb`` is stored scaled."""
-    norms = emb.float().norm(dim=1) if norms is None else norms
+    if norms is None:
+        norms = emb.to(torch.promote_types(emb.dtype, torch.float32)).norm(dim=1)
     if diversity == "none":
         return top(norms, budget)
     first = int(torch.argmax(norms))
