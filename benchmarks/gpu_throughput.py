@@ -78,15 +78,16 @@ class Utilisation:
 
     def _run(self):
         while self._read and not self._stop.wait(0.1):
-            self.samples.append(self._read())
+            self.samples.append((time.perf_counter(), self._read()))
 
     def __exit__(self, *exc):
         self._stop.set()
         self._thread.join()
 
-    @property
-    def mean(self):
-        return sum(self.samples) / len(self.samples) if self.samples else None
+    def mean(self, start: float, end: float):
+        """Over the timed updates only: start-up (workers, cuDNN's autotuning) is left out."""
+        inside = [v for t, v in self.samples if start <= t <= end]
+        return sum(inside) / len(inside) if inside else None
 
 
 # ------------------------------------------------------------------ data and configuration
@@ -130,6 +131,7 @@ def streamed_phase(session, cfg, kind: str, steps: int, warmup: int) -> dict:
     if kind == "plain":
         train_cfg = train_cfg.model_copy(update={"adversarial": "none"})
     per_step = cfg.train.batch_size * {"plain": 1, "tsf": 2, "ssda": 3}[kind]
+    began = time.perf_counter()
     with Utilisation() as util:
         if kind == "plain":
             plain_loop(net, session.source, train_cfg, steps, on_step)
@@ -140,7 +142,8 @@ def streamed_phase(session, cfg, kind: str, steps: int, warmup: int) -> dict:
     seconds = marks[steps - 1] - marks[warmup - 1]
     return {"images_per_update": per_step, "timed_updates": steps - warmup,
             "images_per_s": per_step * (steps - warmup) / seconds,
-            "gpu_utilisation_pct": util.mean}
+            "gpu_utilisation_pct": util.mean(marks[warmup - 1], marks[steps - 1]),
+            "phase_seconds_incl_startup": time.perf_counter() - began}
 
 
 def plain_loop(net, source, train_cfg, steps, on_step) -> None:
@@ -185,7 +188,7 @@ def per_update_ms(fn, repeat: int = 40, warmup: int = 8) -> float:
     return sorted(times)[len(times) // 2]
 
 
-def update_ratio(cfg: Config, num_classes: int, shape: tuple, *, compile: bool,
+def update_ratio(cfg: Config, num_classes: int, shape: tuple, *, compile: bool | str,
                  repeat: int = 40) -> dict:
     """Median ms of one SSDA update (source + labelled + unlabelled, TSF, Ω_{S+T}) and of one
     TSF pretraining update, each ÷ one plain supervised update over the same images."""
@@ -201,7 +204,8 @@ def update_ratio(cfg: Config, num_classes: int, shape: tuple, *, compile: bool,
     x = _prepare(net, raw, device)
     y = torch.randint(num_classes, (3 * bs,), generator=g).to(device)
     xs, xl, xu = x[:bs], x[bs:2 * bs], x[2 * bs:]
-    losses = compiled_losses() if compile else step_losses
+    mode = compile if isinstance(compile, str) else "default" if compile else None
+    losses = compiled_losses(mode) if mode else step_losses  # as train.compile: <mode>
     lam = torch.tensor(0.3, device=device) if compile else 0.3
 
     def ssda():
@@ -213,7 +217,7 @@ def update_ratio(cfg: Config, num_classes: int, shape: tuple, *, compile: bool,
                     regulariser="source", lambda_adv=lam, lambda_entropy=0.1, losses=losses)
 
     def plain_on(images, labels):
-        forward = torch.compile(net) if compile else net
+        forward = torch.compile(net, mode=None if mode == "default" else mode) if mode else net
         from components.adaptation.trainer import _autocast
 
         def step():
@@ -290,8 +294,12 @@ def run_gpu(args) -> dict:
     results = {"device": torch.cuda.get_device_name() if DEVICE.type == "cuda" else "cpu",
                "torch": torch.__version__, "cpu_cores": os.cpu_count(), "quick": args.quick,
                "smoke": args.smoke}
-    out = Path(args.out) / ("gpu_throughput_smoke.json" if args.smoke else
-                            "gpu_throughput_cuda.json")
+    name = "gpu_throughput_smoke.json" if args.smoke else "gpu_throughput_cuda.json"
+    out = Path(args.out) / name
+    if args.only and (RESULTS / name).exists():  # a partial rerun updates the committed figures
+        earlier = json.loads((RESULTS / name).read_text())
+        results = {**earlier, **results, "reruns": [*earlier.get("reruns", []), {
+            "parts": args.only, "device": results["device"], "torch": results["torch"]}]}
 
     def save(key, value):
         results[key] = value
@@ -302,13 +310,15 @@ def run_gpu(args) -> dict:
         args.per_domain, args.classes, args.batch, args.steps, args.quick = 40, 5, 2, 4, False
     per_domain = 2000 if args.quick else args.per_domain
     root = Path(tempfile.mkdtemp(prefix="sage-ada-synth-"))
-    manifest = make_dataset(root, per_domain, args.classes)
+    manifest = make_dataset(root, per_domain, args.classes)  # also T2's config needs its manifest
     cores = os.cpu_count() or 4
     from components.session import ActiveSession
 
     steps, warmup = (25, 8) if args.quick else (args.steps, min(15, args.steps // 2))
-    t1 = {}
+    t1 = dict(results.get("T1_streamed", {}))
     for kind, streams in (("plain", 1), ("tsf", 2), ("ssda", 3)):
+        if args.only and f"T1_{kind}" not in args.only.split(","):
+            continue
         workers = max(1, (cores - 1) // streams)  # the same decoding processes in every phase
         cfg = real_size_config(root, manifest, batch=args.batch, workers=workers)
         session = ActiveSession(cfg, progress=False, cache_dir=root / "cache")
@@ -335,10 +345,14 @@ def run_gpu(args) -> dict:
     for chunk in (4096, 65536):
         parts.append((f"T3_selection_chunk{chunk}",
                       lambda chunk=chunk: selection(n, c, 256, 1024, c, chunk)))
+    parts.append(("T2_digits_cudagraphs", lambda: update_ratio(
+        digits, 10, (1, 28, 28), compile="reduce-overhead", repeat=100)))
     parts.append(("T2_resnet50_compiled", lambda: update_ratio(
         cfg, args.classes, (3, 224, 224), compile=True, repeat=3 if smoke else 40)))
     for key, part in parts:
-        if "compiled" in key and (smoke or time.perf_counter() - began > args.deadline_s):
+        if args.only and key not in args.only.split(","):
+            continue
+        if ("compiled" in key or "graphs" in key) and (smoke or time.perf_counter() - began > args.deadline_s):
             save(key, {"skipped": "smoke run" if smoke else
                        f"past --deadline-s {args.deadline_s} before it started"})
             continue
@@ -346,10 +360,12 @@ def run_gpu(args) -> dict:
             save(key, part())
         except Exception as err:  # keep what the other parts measure
             save(key, {"error": repr(err)})
-        if key == "T2_resnet50" and "ssda_images_per_s" in results[key]:
-            ceiling = results[key]
-            save("T1_loader_share", {k: t1[k].get("images_per_s", 0) / ceiling[f"{k}_images_per_s"]
-                                     for k in ("plain", "tsf", "ssda")})
+    ceiling, streamed = results.get("T2_resnet50", {}), results.get("T1_streamed", {})
+    shares = {k: streamed[k]["images_per_s"] / ceiling[f"{k}_images_per_s"]
+              for k in ("plain", "tsf", "ssda")
+              if "images_per_s" in streamed.get(k, {}) and f"{k}_images_per_s" in ceiling}
+    if shares:  # streamed from files ÷ the same updates on GPU-resident batches
+        save("T1_loader_share", shares)
     return results
 
 
@@ -423,6 +439,7 @@ def main() -> None:
     g.add_argument("--classes", type=int, default=345)
     g.add_argument("--batch", type=int, default=128, help="images per stream per update")
     g.add_argument("--steps", type=int, default=60)
+    g.add_argument("--only", help="comma-separated parts, e.g. T1_tsf,T2_digits_cudagraphs")
     g.add_argument("--deadline-s", type=float, default=300,
                    help="skip the compiled ResNet-50 part if the run is older than this")
     g.add_argument("--out", default=str(RESULTS))

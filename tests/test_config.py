@@ -13,6 +13,17 @@ def test_shipped_params_load():
     assert cfg.active.strategy == "sage" and cfg.experiment_name == "mnist→optdigits"
 
 
+def test_the_worked_gpu_params_file_is_valid_and_complete():
+    """docs/own-images-gpu.params.yaml is read by the same validation, and names every setting
+    params.yaml has (a setting added later shows up here, not in a user's run)."""
+    worked = load_config(REPO / "docs" / "own-images-gpu.params.yaml")
+    assert worked.model.backbone == "resnet50" and worked.data.loader == "stream"
+    assert worked.train.device == "cuda:0" and worked.data.resize == 256
+    shipped = yaml.safe_load((REPO / "params.yaml").read_text())
+    written = yaml.safe_load((REPO / "docs" / "own-images-gpu.params.yaml").read_text())
+    assert {s: sorted(v) for s, v in written.items()} == {s: sorted(v) for s, v in shipped.items()}
+
+
 @pytest.mark.parametrize("override, message", [
     ({"active.strategy": "magic"}, "unknown strategy"),
     ({"active.strategy": "aada"}, "train.adversarial: dann"),
@@ -20,6 +31,9 @@ def test_shipped_params_load():
     ({"model.classifier": "linear", "train.regulariser": "mme"}, "cosine"),
     ({"active.budget": 0}, "active.budget"),
     ({"data.target": "mnist"}, "same domain"),
+    ({"train.device": "gpu"}, "train.device"),
+    ({"data.image_size": 224, "data.resize_size": 200}, "smaller than the crop"),
+    ({"active.embedding_storage": "int8"}, "active.embedding_storage"),
     ({"active.nonsense": 1}, "unknown setting"),
 ])
 def test_bad_settings_are_named(override, message):

@@ -1,6 +1,7 @@
 """The trainer: a short run learns, is reproducible, and checkpoints round-trip."""
 from __future__ import annotations
 
+import pytest
 import torch
 
 from components.adaptation.trainer import (Streams, evaluate, load_checkpoint, save_checkpoint,
@@ -79,3 +80,26 @@ def test_annealed_learning_rate_follows_dann_and_reaches_the_updates(digits_mani
     annealed, _, _ = _run(cfg.with_overrides({"train.batch_size": 16}), data, 5)
     # the schedule reaches the optimiser: same seed and batches, other weights
     assert not torch.equal(next(iter(constant.parameters())), next(iter(annealed.parameters())))
+
+
+@pytest.mark.slow  # one torch.compile on 2 CPU cores: about a minute
+def test_compiled_update_trains_like_the_eager_one(digits_manifest, digits_root):
+    """``train.compile``: the compiled forward and backward (gradient reversal and TSF's
+    detached weights included) give the eager update's weights, with λ ramping every step."""
+    classes, source, pool, _ = _data(digits_manifest, digits_root)
+    labelled = pool.subset(pool.ids[:8])
+    labelled.labels = torch.arange(8) % len(classes)
+    weights = {}
+    for mode in ("none", "default"):
+        cfg = Config().with_overrides({"train.batch_size": 16, "train.compile": mode})
+        torch.manual_seed(0)
+        net = build_network(cfg, len(classes))
+        train(net, Streams(source, labelled, pool), steps=3, train_cfg=cfg.train,
+              regulariser="sum", seed=0, device=torch.device("cpu"), phase="t", progress=False,
+              ramp_lambda=True)
+        weights[mode] = torch.cat([p.detach().flatten() for p in net.parameters()])
+    torch.manual_seed(0)
+    untrained = build_network(cfg, len(classes))
+    assert not torch.equal(weights["none"],
+                           torch.cat([p.detach().flatten() for p in untrained.parameters()]))
+    torch.testing.assert_close(weights["default"], weights["none"], atol=1e-5, rtol=1e-4)

@@ -112,9 +112,10 @@ def update_step(net, optimizer, xs, ys, xl, yl, xu, *, adversarial: str, regular
     return {k: v.detach() for k, v in parts.items()}
 
 
-def compiled_losses():
-    """``step_losses`` through ``torch.compile`` (one compilation per batch shape)."""
-    return torch.compile(step_losses, dynamic=False)
+def compiled_losses(mode: str = "default"):
+    """``step_losses`` through ``torch.compile`` (one compilation per batch shape); mode
+    ``reduce-overhead`` also replays it as CUDA graphs on a GPU (benchmarks/gpu_throughput.py)."""
+    return torch.compile(step_losses, dynamic=False, mode=None if mode == "default" else mode)
 
 
 def _floats(stats: dict) -> dict:
@@ -170,7 +171,8 @@ def train(net, streams: Streams, *, steps: int, train_cfg, regulariser: str, see
     lab = streams.labelled if streams.labelled is not None and len(streams.labelled) else None
     target_share = 0.0 if lab is None else len(lab) / (len(src) + len(lab))  # for Ω_{S∪T}
     plan, seeds = batch_plan(streams, steps=steps, batch_size=train_cfg.batch_size, seed=seed)
-    losses = compiled_losses() if train_cfg.compile else step_losses
+    compiled = train_cfg.compile != "none"
+    losses = compiled_losses(train_cfg.compile) if compiled else step_losses
     x_src = src.batches(plan["source"], seeds["source"], role="source")
     x_unl = unl.batches(plan["unlabelled"], seeds["unlabelled"], role="unlabelled")
     x_lab = lab.batches(plan["labelled"], seeds["labelled"], role="labelled") if lab else None
@@ -184,7 +186,7 @@ def train(net, streams: Streams, *, steps: int, train_cfg, regulariser: str, see
         lam = train_cfg.lambda_adv
         if ramp_lambda:  # DANN's schedule 2/(1+exp(-10p)) - 1 keeps early updates stable
             lam *= 2.0 / (1.0 + math.exp(-10.0 * step / max(steps, 1))) - 1.0
-        if train_cfg.compile:  # a changing Python float would recompile every step
+        if compiled:  # a changing Python float would recompile every step
             lam = torch.tensor(lam, device=device)
         xs, xu = next(x_src), next(x_unl)
         if lab is not None:

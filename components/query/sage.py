@@ -155,6 +155,8 @@ def select_from_embedding(emb: torch.Tensor, budget: int, *, diversity: str, see
     if diversity == "none":
         return top(norms, budget)
     first = int(torch.argmax(norms))
+    if emb.dtype == torch.float16:  # upcast block by block: blocks of at most 64 MB of float32
+        chunk = max(1, min(chunk, (64 << 20) // (4 * emb.shape[1])))
     distance_to = embedding_distance(emb, chunk=chunk)
     if diversity == "greedy":
         picks = farthest_first(distance_to, len(emb), budget, first=first)
