@@ -403,7 +403,8 @@ def run_rss(args) -> dict:
                "torch": torch.__version__, "runs": []}
     for n in sizes:
         manifest = build_manifest(base / "data", source="photo", target="shifted", seed=0)
-        manifest = manifest.groupby("domain", group_keys=False).head(n // 2)
+        index = manifest["sample_id"].str.rsplit("_", n=1).str[1].astype(int)
+        manifest = manifest[index < n // 2]  # the first n/2 of each domain: every class in both
         path = base / f"manifest-{n}.csv"
         write_manifest(manifest, path)
         proc = subprocess.Popen([sys.executable, __file__, "rss-child", str(path),

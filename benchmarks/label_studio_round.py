@@ -63,8 +63,8 @@ def main():
                     t = time.perf_counter()
                     oracle.poll(handle)
                     polls.append(time.perf_counter() - t)
-                AutoAnnotator(oracle.client, dict(zip(rows.sample_id, rows.label))).annotate(
-                    handle["project_id"])
+                AutoAnnotator(oracle.client, dict(zip(rows.sample_id, rows.label)),
+                              item_of=oracle.item).annotate(handle["project_id"])
                 t = time.perf_counter()
                 oracle.collect(handle, timeout=60)
                 rounds.append(time.perf_counter() - t)

@@ -96,6 +96,8 @@ class LabelStudioConfig(_Section):
     on_timeout: Literal["wait", "fail", "partial"] = "fail"
     resolve: Literal["majority", "latest"] = "majority"
     hotkeys: dict[str, str] = {}   # class → key; a one-character class name is its own key
+    instructions: str = ""         # shown to annotators above each task
+    pixelated_below: int = Field(64, ge=0)  # images of data.image_size ≤ this: enlarged without blur
 
 
 class TrackingConfig(_Section):

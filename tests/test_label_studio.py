@@ -1,6 +1,7 @@
 """Annotators in the loop, against a real Label Studio server started from infra/."""
 from __future__ import annotations
 
+import base64
 import json
 import logging
 import os
@@ -12,7 +13,7 @@ from mlflow.tracking import MlflowClient
 
 from components.oracle import OracleError, OracleTimeout
 from components.oracle.auto_annotator import AutoAnnotator
-from components.oracle.label_studio import (LabelStudioOracle, choice_result, connect,
+from components.oracle.label_studio import (LabelStudioOracle, choice_result, connect, item_id,
                                             label_config, resolve)
 from tests.conftest import REPO, free_port
 
@@ -56,6 +57,23 @@ def test_each_digit_is_its_own_keyboard_shortcut():
         label_config(["cat", "x"], {"cat": "x"})
     with pytest.raises(OracleError, match="do not exist: \\['cow'\\]"):
         label_config(["cat"], {"cow": "c"})
+
+
+def test_images_go_inline_as_they_are_or_shrunk(tmp_path):
+    from PIL import Image
+
+    from components.oracle.label_studio import image_data_uri
+
+    Image.new("L", (28, 28), 200).save(tmp_path / "small.png")
+    Image.new("RGB", (3000, 1500), (10, 20, 30)).save(tmp_path / "big.jpg")
+    Image.new("RGB", (40, 30)).save(tmp_path / "odd.bmp")
+    uri = image_data_uri(tmp_path / "small.png")
+    assert base64.b64decode(uri.split(",", 1)[1]) == (tmp_path / "small.png").read_bytes()
+    big = image_data_uri(tmp_path / "big.jpg")
+    assert big.startswith("data:image/jpeg;base64,")
+    import io
+    assert Image.open(io.BytesIO(base64.b64decode(big.split(",", 1)[1]))).size == (1024, 512)
+    assert image_data_uri(tmp_path / "odd.bmp").startswith("data:image/png;base64,")
 
 
 def test_server_down_gives_a_clear_error():
@@ -128,7 +146,8 @@ def test_full_round_through_the_flow_with_the_simulated_annotator(project, label
     client = MlflowClient()
     url = client.get_run(result["run_id"]).data.tags["sage_ada.annotation_url"]
     tasks, _ = _tasks(label_studio, int(url.split("/projects/")[1].split("/")[0]))
-    assert sorted(t.data["sample_id"] for t in tasks) == sorted(result["labelled"])
+    items = {item_id(result["run_id"], s): s for s in result["labelled"]}
+    assert sorted(t.data["item"] for t in tasks) == sorted(items)
     assert all(t.predictions for t in tasks)                     # the model's guess is shown
     exp = client.get_experiment_by_name(result["experiment"])
     (child,) = client.search_runs([exp.experiment_id], "tags.sage_ada.round = '1'")
@@ -154,16 +173,18 @@ def test_resume_while_waiting_loses_no_annotation_and_makes_no_duplicate(project
     assert len(tasks) == 5
     # a person labels two tasks while the run is down (deliberately "wrong", to trace them)
     early = {}
+    sample_of = {item_id(state["run_id"], s): s for s in handle["sample_ids"]}
     for task in tasks[:2]:
-        label = "7" if task.data["sample_id"].split("/")[1] != "7" else "8"
+        sid = sample_of[task.data["item"]]
+        label = "7" if sid.split("/")[1] != "7" else "8"
         client.annotations.create(id=task.id, result=choice_result(label))
-        early[task.data["sample_id"]] = label
+        early[sid] = label
 
     result = active_domain_adaptation(params="params.yaml", progress=False, auto_annotate=True,
                                       resume=state["run_id"])
     tasks, _ = _tasks(label_studio, handle["project_id"])
     assert len(tasks) == 5                                           # no duplicate task
-    assert len({t.data["sample_id"] for t in tasks}) == 5
+    assert len({t.data["item"] for t in tasks}) == 5
     for sid, label in early.items():                                 # no annotation lost
         assert result["labelled"][sid] == label
     assert len(result["labelled"]) == 5
@@ -181,7 +202,7 @@ def test_skips_unknown_labels_and_disagreements(label_studio, digits_manifest, d
     again = oracle.request(ids, 1, context=context)                 # a retry: no duplicates
     assert again["project_id"] == handle["project_id"]
     truth = dict(zip(pool.sample_id, pool.label))
-    oracle.on_poll = AutoAnnotator(oracle.client, truth, skip=[ids[0]],
+    oracle.on_poll = AutoAnnotator(oracle.client, truth, item_of=oracle.item, skip=[ids[0]],
                                    answers={ids[1]: ["eleven"], ids[2]: ["3", "3", "5"],
                                             ids[3]: ["1", "2"]})
     labels = oracle.collect(handle, timeout=1.0)
@@ -203,6 +224,35 @@ def test_skips_unknown_labels_and_disagreements(label_studio, digits_manifest, d
 
 
 @pytest.mark.slow
+def test_nothing_shown_to_annotators_reveals_the_label(label_studio, digits_manifest, digits_root):
+    """Tasks carry an opaque item and the image inline: no sample id, no path (which names the
+    class folder, optdigits/6/…); the project shows the instructions and draws small digits
+    pixelated."""
+    oracle = _oracle(label_studio, digits_root, "nothing-revealed", pixelated=True,
+                     instructions="Pick the digit.")
+    pool = digits_manifest[digits_manifest.split == "target_train"].head(3)
+    ids = list(pool.sample_id)
+    handle = oracle.request(ids, 1, context={s: {"path": p, "score": 0.5}
+                                             for s, p in zip(ids, pool.path)})
+    tasks = list(oracle.client.tasks.list(project=handle["project_id"], fields="all"))
+    assert {oracle.item(s) for s in ids} == {t.data["item"] for t in tasks}
+    for task in tasks:
+        assert set(task.data) == {"image", "item", "round", "score"}
+        shown = json.dumps(task.data)
+        assert not any(s in shown or p in shown for s, p in zip(ids, pool.path))
+        assert "optdigits" not in shown and "/data/local-files" not in shown
+    sample_of = {oracle.item(s): s for s in ids}
+    paths = dict(zip(ids, pool.path))
+    for task in tasks:
+        head, data = task.data["image"].split(",", 1)
+        assert head == "data:image/png;base64"
+        assert base64.b64decode(data) == (digits_root / paths[sample_of[task.data["item"]]]).read_bytes()
+    project = oracle.client.projects.get(id=handle["project_id"])
+    assert project.expert_instruction == "Pick the digit." and project.show_instruction
+    assert 'smoothing="false"' in project.label_config
+
+
+@pytest.mark.slow
 def test_the_models_guess_is_prefilled_in_every_round(label_studio, digits_manifest, digits_root):
     """Predictions carry the round's model version; the project must follow it, or Label Studio
     shows the guess in round 1 only."""
@@ -215,8 +265,8 @@ def test_the_models_guess_is_prefilled_in_every_round(label_studio, digits_manif
         handle = oracle.request(chosen, round, context={s: context[s] for s in chosen})
         project = oracle.client.projects.get(id=handle["project_id"])
         assert project.model_version == f"round {round - 1}"
-        shown = [t for t in oracle.tasks(handle["project_id"]).values()
-                 if t.data["sample_id"] in chosen]
+        shown = [t for item, t in oracle.tasks(handle["project_id"]).items()
+                 if item in {oracle.item(s) for s in chosen}]
         versions = [p["model_version"] if isinstance(p, dict) else p.model_version
                     for t in shown for p in t.predictions]
         assert versions and set(versions) == {project.model_version}
@@ -235,7 +285,7 @@ def test_the_wait_survives_a_label_studio_restart(label_studio, digits_manifest,
     ids = list(pool.sample_id)
     handle = oracle.request(ids, 1, context={s: {"path": p} for s, p in zip(ids, pool.path)})
     truth = dict(zip(pool.sample_id, pool.label))
-    oracle.on_poll = AutoAnnotator(oracle.client, truth)
+    oracle.on_poll = AutoAnnotator(oracle.client, truth, item_of=oracle.item)
 
     server("stop")
     restart = threading.Timer(3.0, server, args=("start",))

@@ -100,6 +100,11 @@ def label_tensor(rows: pd.DataFrame, classes: list[str], with_labels: bool) -> t
     if not with_labels:
         return torch.full((len(rows),), -1, dtype=torch.long)
     lookup = {c: i for i, c in enumerate(classes)}
+    unknown = sorted({str(v) for v in rows["label"]} - set(lookup))
+    if unknown:
+        raise ValueError(f"labels {unknown[:5]} are not classes of the source domain "
+                         f"({len(classes)} classes); give the source images of these classes, "
+                         "or leave them out of the target, and rebuild the manifest")
     return torch.tensor([lookup[str(v)] for v in rows["label"]], dtype=torch.long)
 
 

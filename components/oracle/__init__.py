@@ -22,10 +22,13 @@ def make_oracle(cfg, manifest, classes: list[str], *, auto_annotate: bool = Fals
     oracle = LabelStudioOracle(url=ls.url, api_key=read_api_key(ls.credentials), classes=classes,
                                data_root=cfg.data.root, experiment=cfg.experiment_name,
                                poll_interval_s=ls.poll_interval_s, on_timeout=ls.on_timeout,
-                               resolve_rule=ls.resolve, progress=progress, hotkeys=ls.hotkeys)
+                               resolve_rule=ls.resolve, progress=progress, hotkeys=ls.hotkeys,
+                               instructions=ls.instructions,
+                               pixelated=cfg.data.image_size <= ls.pixelated_below)
     if auto_annotate:
         pool = manifest[manifest["split"] == "target_train"]
-        oracle.on_poll = AutoAnnotator(oracle.client, dict(zip(pool["sample_id"], pool["label"])))
+        oracle.on_poll = AutoAnnotator(oracle.client, dict(zip(pool["sample_id"], pool["label"])),
+                                       item_of=oracle.item)
     return oracle
 
 

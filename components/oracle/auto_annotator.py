@@ -12,19 +12,24 @@ from components.oracle.label_studio import choice_result
 
 
 class AutoAnnotator:
-    def __init__(self, client, truth: dict[str, str], *, skip=(), answers: dict[str, list[str]] | None = None):
-        self.client, self.truth = client, truth
+    """``item_of``: the oracle's ``item`` (sample id → what the task shows); the annotator, like
+    a person, sees only items, and looks the held-back label up through it."""
+
+    def __init__(self, client, truth: dict[str, str], *, item_of, skip=(),
+                 answers: dict[str, list[str]] | None = None):
+        self.client, self.truth, self.item_of = client, truth, item_of
         self.skip = set(skip)
         self.answers = answers or {}   # sample_id → labels to give, one annotation each
         self.created = 0
 
     def annotate(self, project_id: int) -> int:
         """Annotate every task that has no annotation yet; returns how many were annotated."""
+        sample_of = {self.item_of(sid): sid for sid in self.truth}
         done = 0
         for task in self.client.tasks.list(project=project_id, fields="all", page_size=500):
             if task.annotations:
                 continue
-            sid = task.data.get("sample_id")
+            sid = sample_of[task.data["item"]]
             lead = self._lead_time(task)
             if sid in self.skip:
                 self.client.annotations.create(id=task.id, result=[], was_cancelled=True,

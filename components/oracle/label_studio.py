@@ -1,13 +1,16 @@
 """People as the oracle: each round's selection becomes tasks in a Label Studio project.
 
 * one project per pipeline run (title: ``<experiment> · <run id>``), with an image-classification
-  labelling config generated from the class names; images are served from the data folder
-  through local-files storage (no copy);
-* import is keyed by ``sample_id``: existing tasks are looked up first, so a retry or a resume
+  labelling config generated from the class names, the instructions of ``params.yaml``, and
+  small images drawn pixelated (not blurred when enlarged);
+* nothing shown to annotators reveals a label: a task carries an opaque ``item`` (a hash of run
+  and sample id) instead of the ``sample_id`` and the image inline (a data URI) instead of a
+  path, since paths name the class folder (``optdigits/6/…``);
+* import is keyed by ``item``: existing tasks are looked up first, so a retry or a resume
   never creates a duplicate task (Label Studio itself does not deduplicate);
-* each task carries ``sample_id``, the round, the query score, and the model's guess as a
-  prediction (with its probability as score; the project follows each round's model version,
-  so the guess is pre-filled in every round), so annotators see it and can sort by score;
+* each task carries the round, the query score, and the model's guess as a prediction (with
+  its probability as score; the project follows each round's model version, so the guess is
+  pre-filled in every round), so annotators see it and can sort by score;
 * every class has the keyboard shortcut it shows: a one-character class name is its own key;
 * waiting is polling (webhooks are fire-and-forget): every ``poll_interval_s`` until every task
   is resolved or the timeout, where ``on_timeout`` decides: ``wait`` (keep polling), ``fail``
@@ -21,6 +24,9 @@
 """
 from __future__ import annotations
 
+import base64
+import hashlib
+import io
 import logging
 import os
 import time
@@ -60,14 +66,43 @@ def hotkeys_for(classes: list[str], explicit: dict[str, str] | None = None) -> d
     return keys
 
 
-def label_config(classes: list[str], hotkeys: dict[str, str] | None = None) -> str:
+def label_config(classes: list[str], hotkeys: dict[str, str] | None = None, *,
+                 pixelated: bool = False) -> str:
+    """The labelling view: the image (``pixelated``: enlarged without blur, for small images),
+    then one choice per class with its hotkey."""
     keys = hotkeys_for(classes, hotkeys)
     choices = "\n".join(f"    <Choice value={quoteattr(c)}"
                         + (f" hotkey={quoteattr(keys[c])}" if c in keys else "") + "/>"
                         for c in classes)
-    return ('<View>\n  <Image name="image" value="$image" zoom="true"/>\n'
+    image = ('<Image name="image" value="$image" zoom="true"'
+             + (' smoothing="false" width="280px"' if pixelated else "") + "/>")
+    return (f'<View>\n  {image}\n'
             '  <Choices name="label" toName="image" choice="single" showInLine="true">\n'
             f"{choices}\n  </Choices>\n</View>")
+
+
+def item_id(run_id: str, sample_id: str) -> str:
+    """What annotators see of a sample: stable for a run, says nothing of its class or file."""
+    return hashlib.sha256(f"{run_id}\0{sample_id}".encode()).hexdigest()[:12]
+
+
+def image_data_uri(path: Path, max_side: int = 1024) -> str:
+    """The image inline, so no URL names its folder: PNG and JPEG files as they are, other
+    formats (and sides over ``max_side``) re-encoded, the large ones as JPEG."""
+    from PIL import Image
+
+    with Image.open(path) as im:
+        if im.format in ("PNG", "JPEG") and max(im.size) <= max_side:
+            return f"data:image/{im.format.lower()};base64," + base64.b64encode(
+                path.read_bytes()).decode()
+        im = im.convert("RGB" if im.mode not in ("L", "RGB") else im.mode)
+        large = max(im.size) > max_side
+        if large:
+            im.thumbnail((max_side, max_side))
+        buf = io.BytesIO()
+        im.save(buf, "JPEG" if large else "PNG", quality=90)
+        return f"data:image/{'jpeg' if large else 'png'};base64," + base64.b64encode(
+            buf.getvalue()).decode()
 
 
 def choice_result(label: str) -> list[dict]:
@@ -161,9 +196,12 @@ class LabelStudioOracle:
     def __init__(self, *, url: str, api_key: str, classes: list[str], data_root: str | Path,
                  experiment: str, poll_interval_s: float = 10.0, on_timeout: str = "fail",
                  resolve_rule: str = "majority", progress: bool = True, client=None,
-                 hotkeys: dict[str, str] | None = None):
+                 hotkeys: dict[str, str] | None = None, instructions: str = "",
+                 pixelated: bool = False):
         self.url, self.classes = url.rstrip("/"), classes
-        self.label_config = label_config(classes, hotkeys)  # a hotkey clash fails here, first
+        # a hotkey clash fails here, first
+        self.label_config = label_config(classes, hotkeys, pixelated=pixelated)
+        self.instructions = instructions
         self.data_root = Path(data_root).resolve()
         self.experiment, self.poll_interval_s = experiment, poll_interval_s
         self.on_timeout, self.resolve_rule, self.progress = on_timeout, resolve_rule, progress
@@ -175,6 +213,9 @@ class LabelStudioOracle:
     # ------------------------------------------------------------------ project
     def bind(self, run_id: str) -> None:
         self.run_id = run_id
+
+    def item(self, sample_id: str) -> str:
+        return item_id(self.run_id or "run", sample_id)
 
     @property
     def title(self) -> str:
@@ -189,44 +230,33 @@ class LabelStudioOracle:
         project = self.client.projects.create(
             title=self.title, label_config=self.label_config,
             description=f"sage-ada active domain adaptation, MLflow run {self.run_id}",
+            expert_instruction=self.instructions, show_instruction=bool(self.instructions),
             show_skip_button=True)
         return project.id
-
-    def ensure_storage(self, project: int, rel_paths: list[str]) -> None:
-        """Local-files storage for each image folder, so Label Studio may serve the images.
-
-        Label Studio wants storages strictly below its document root (the data root), so one
-        is made per top-level folder (the domain) of the requested images.
-        """
-        have = {Path(s.path).resolve() for s in self.client.import_storage.local.list(project=project)}
-        for top in sorted({Path(rel).parts[0] for rel in rel_paths if rel}):
-            folder = (self.data_root / top).resolve()
-            if folder not in have:
-                self.client.import_storage.local.create(project=project, path=str(folder),
-                                                       title=f"images: {top}", use_blob_urls=False)
 
     def project_url(self, project_id: int) -> str:
         return f"{self.url}/projects/{project_id}/data"
 
     def tasks(self, project_id: int) -> dict[str, object]:
-        """The project's tasks by sample_id."""
-        return {t.data.get("sample_id"): t for t in
+        """The project's tasks by item (tasks of older runs, by their sample_id's item)."""
+        return {t.data.get("item") or self.item(t.data.get("sample_id")): t for t in
                 self.client.tasks.list(project=project_id, fields="all", page_size=500)}
 
     # ------------------------------------------------------------------ oracle interface
     def request(self, sample_ids: list[str], round: int, context: Optional[dict] = None) -> dict:
         context = context or {}
         project = self.project_id()
-        self.ensure_storage(project, [c.get("path") for c in context.values()])
         existing = self.tasks(project)
-        new = [s for s in sample_ids if s not in existing]
+        new = [s for s in sample_ids if self.item(s) not in existing]
         if new:
             payload = []
             for sid in new:
                 info = context.get(sid, {})
-                rel = info.get("path")
-                task = {"data": {"image": f"/data/local-files/?d={rel}", "sample_id": sid,
-                                 "round": round, "score": info.get("score")}}
+                if not info.get("path"):
+                    raise OracleError(f"no image path for {sid}: the request context must name it")
+                task = {"data": {"image": image_data_uri(self.data_root / info["path"]),
+                                 "item": self.item(sid), "round": round,
+                                 "score": info.get("score")}}
                 if info.get("prediction") is not None:
                     task["predictions"] = [{"model_version": f"round {round - 1}",
                                             "score": info.get("confidence"),
@@ -246,11 +276,12 @@ class LabelStudioOracle:
         if self.on_poll is not None:
             self.on_poll(handle)
         tasks = self.tasks(handle["project_id"])
-        missing = [s for s in handle["sample_ids"] if s not in tasks]
+        missing = [s for s in handle["sample_ids"] if self.item(s) not in tasks]
         if missing:
             raise OracleError(f"tasks for {missing[:5]} vanished from project "
                               f"{handle['project_id']}; were they deleted in Label Studio?")
-        return {sid: resolve(tasks[sid].annotations or [], self.classes, self.resolve_rule, sid)
+        return {sid: resolve(tasks[self.item(sid)].annotations or [], self.classes,
+                             self.resolve_rule, sid)
                 for sid in handle["sample_ids"]}
 
     def _poll_through_outages(self, handle: dict, deadline: float) -> dict[str, Resolution]:
