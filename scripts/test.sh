@@ -4,5 +4,6 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/setup.sh
+bash scripts/browser.sh   # chromium for the annotator tests in a real browser
 source scripts/env.sh
 exec python -m pytest "$@"

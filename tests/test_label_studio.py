@@ -6,6 +6,8 @@ import json
 import logging
 import os
 import subprocess
+import time
+from pathlib import Path
 
 import pytest
 import yaml
@@ -250,6 +252,91 @@ def test_nothing_shown_to_annotators_reveals_the_label(label_studio, digits_mani
     project = oracle.client.projects.get(id=handle["project_id"])
     assert project.expert_instruction == "Pick the digit." and project.show_instruction
     assert 'smoothing="false"' in project.label_config
+
+
+def _chromium(shots: Path):
+    """Debian's chromium through chromedriver, headless (scripts/browser.sh installs them)."""
+    import shutil
+
+    if not (shutil.which("chromium") and shutil.which("chromedriver")):
+        pytest.skip("chromium and chromium-driver are not installed: run scripts/browser.sh")
+    from selenium import webdriver
+    from selenium.webdriver.chrome.service import Service
+
+    options = webdriver.ChromeOptions()
+    for arg in ("--headless=new", "--no-sandbox", "--disable-dev-shm-usage",
+                "--window-size=1400,1000"):
+        options.add_argument(arg)
+    driver = webdriver.Chrome(service=Service(shutil.which("chromedriver")), options=options)
+    driver.implicitly_wait(0)  # explicit waits only: an implicit one stalls every empty lookup
+    shots.mkdir(parents=True, exist_ok=True)
+    return driver
+
+
+@pytest.mark.slow
+def test_an_annotator_labels_by_keyboard_in_a_real_browser(label_studio, digits_manifest,
+                                                           digits_root, tmp_path):
+    """As a person: log in, read the instructions, see the model's guess pre-selected, press
+    the digit's key (it must pick that digit, not Label Studio's positional choice), submit
+    with Ctrl+Enter; skip the next one. The flow's oracle then reads exactly that. Screenshots of each step go
+    to $SAGE_ADA_SCREENSHOTS (default: the test's temporary folder)."""
+    from selenium.common.exceptions import ElementClickInterceptedException
+    from selenium.webdriver.common.action_chains import ActionChains
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.common.keys import Keys
+    from selenium.webdriver.support import expected_conditions as EC
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    shots = Path(os.environ.get("SAGE_ADA_SCREENSHOTS", tmp_path / "screenshots"))
+    oracle = _oracle(label_studio, digits_root, "browser", pixelated=True, poll_interval_s=0.2,
+                     on_timeout="partial", instructions="Pick the digit the image shows.")
+    pool = digits_manifest[digits_manifest.split == "target_train"]
+    pool = pool[pool.label == "4"].head(2)  # Label Studio's own numbering gives key 4 to "3"
+    ids = list(pool.sample_id)
+    handle = oracle.request(ids, 1, context={s: {"path": p, "score": 0.5, "prediction": "7",
+                                                 "confidence": 0.8}
+                                             for s, p in zip(ids, pool.path)})
+    creds = dict(l.split("=", 1) for l in Path(label_studio["credentials"]).read_text().splitlines())
+    driver = _chromium(shots)
+    keys = ActionChains(driver)
+
+    def checked() -> list[str]:  # the ticked choices, by the class they show ("4[4]" → "4")
+        return [b.text.split("[")[0].strip()
+                for b in driver.find_elements(By.CSS_SELECTOR, ".ant-checkbox-wrapper-checked")]
+
+    try:
+        driver.get(label_studio["url"] + "/user/login")
+        WebDriverWait(driver, 30).until(EC.presence_of_element_located((By.NAME, "email")))
+        driver.find_element(By.NAME, "email").send_keys(creds["LABEL_STUDIO_USERNAME"])
+        driver.find_element(By.NAME, "password").send_keys(creds["LABEL_STUDIO_PASSWORD"] + Keys.ENTER)
+        WebDriverWait(driver, 30).until(lambda d: "/user/login" not in d.current_url)
+        driver.get(handle["url"] + "?labeling=1")
+        WebDriverWait(driver, 30).until(
+            EC.visibility_of_element_located((By.XPATH, "//*[text()='Labeling Instructions']")))
+        assert "Pick the digit the image shows." in driver.find_element(By.TAG_NAME, "body").text
+        driver.save_screenshot(str(shots / "1-instructions.png"))
+        keys.send_keys(Keys.ESCAPE).perform()
+        WebDriverWait(driver, 30).until(lambda d: checked() == ["7"])    # the guess, pre-selected
+        driver.save_screenshot(str(shots / "2-guess-prefilled.png"))
+        keys.send_keys("4").perform()
+        WebDriverWait(driver, 10).until(lambda d: checked() == ["4"])
+        driver.save_screenshot(str(shots / "3-key-pressed.png"))
+        keys.key_down(Keys.CONTROL).send_keys(Keys.ENTER).key_up(Keys.CONTROL).perform()  # submit
+        WebDriverWait(driver, 30).until(lambda d: checked() == ["7"])    # the next task's guess
+        driver.save_screenshot(str(shots / "4-next-task.png"))
+        # "Annotation saved" covers the Skip button for a few seconds; a person waits too
+        skip = driver.find_element(By.XPATH, "//button[normalize-space()='Skip']")
+        WebDriverWait(driver, 30, ignored_exceptions=(ElementClickInterceptedException,)).until(
+            lambda d: skip.click() or True)
+        WebDriverWait(driver, 30).until(
+            lambda d: all(r.label or r.skipped for r in oracle.poll(handle).values()))
+        driver.save_screenshot(str(shots / "5-after-skip.png"))
+    finally:
+        driver.quit()
+    labels = oracle.collect(handle, timeout=10)
+    assert list(labels.values()) == ["4"]                 # the key pressed, the class it shows
+    (skipped,) = set(ids) - set(labels)
+    assert oracle.describe(handle)[skipped]["skipped"]
 
 
 @pytest.mark.slow
