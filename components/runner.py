@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 from pathlib import Path
 from typing import Optional
 
@@ -17,6 +18,9 @@ from components.config import Config
 from components.session import ActiveSession
 from components.state import PendingRound, RunState, StateStore
 from components.tracking.lineage import STATE_TAG, Tracker, data_hash, git_commit
+
+
+log = logging.getLogger("sage_ada.run")
 
 
 class ResumeMismatch(ValueError):
@@ -94,6 +98,7 @@ class ActiveRun:
     def annotate(self, round: int, timeout: float) -> dict[str, str]:
         pending = self.state.pending
         if pending.labels is not None:
+            self._close(pending)  # again after a crash between collecting and closing
             return pending.labels
         if pending.handle is None:
             context = self.session.request_context(self.net, pending.selected, pending.scores)
@@ -106,27 +111,59 @@ class ActiveRun:
         if hasattr(self.oracle, "describe"):
             pending.details = self.oracle.describe(pending.handle)
         self._save_state()
+        self._close(pending)
         return pending.labels
+
+    def _close(self, pending) -> None:
+        """Skipped and unanswered requests leave the annotators' queue once the round's labels
+        are saved (they are back in the pool)."""
+        if hasattr(self.oracle, "close"):
+            self.oracle.close(pending.handle)
+
+    def corrections(self) -> dict[str, list[str]]:
+        """Earlier rounds' labels that annotators changed since they were collected, read once
+        per round before its adaptation (and kept, so a retried adapt trains on the same)."""
+        pending = self.state.pending
+        if pending.corrections is None:
+            now = {}
+            if hasattr(self.oracle, "current_labels"):
+                earlier = sorted(self.state.labelled)
+                now = self.session.check_labels(earlier, self.oracle.current_labels(earlier))
+            pending.corrections = {sid: [self.state.labelled[sid], label]
+                                   for sid, label in sorted(now.items())
+                                   if label != self.state.labelled[sid]}
+            for sid, (old, new) in pending.corrections.items():
+                log.warning("round %d: %s was relabelled from %s to %s by its annotators; "
+                            "training uses %s from now on", pending.round, sid, old, new, new)
+            self._save_state()
+        return pending.corrections
+
+    def _labelled_now(self) -> dict[str, str]:
+        pending = self.state.pending
+        corrected = {sid: new for sid, (_, new) in self.corrections().items()}
+        return {**self.state.labelled, **corrected, **pending.labels}
 
     def adapt(self, round: int) -> None:
         """Always from the previous round's checkpoint, so a retried adapt is the same adapt."""
         self.net = self.session.load(self._checkpoint(round - 1))
-        labelled = {**self.state.labelled, **self.state.pending.labels}
-        self.train_seconds = self.session.adapt(self.net, labelled, round)
+        self.train_seconds = self.session.adapt(self.net, self._labelled_now(), round)
 
     def evaluate(self, round: int) -> dict:
         pending = self.state.pending
-        labelled = {**self.state.labelled, **pending.labels}
+        labelled = self._labelled_now()
         selection = [{"round": round, "sample_id": sid, "score": score,
                       "label": pending.labels.get(sid, ""),
                       **{k: pending.details.get(sid, {}).get(k) for k in
                          ("annotator", "lead_time_s", "n_annotations", "skipped")}}
                      for sid, score in zip(pending.selected, pending.scores)]
+        selection += [{"round": round, "sample_id": sid, "score": None, "label": new,
+                       "corrected_from": old} for sid, (old, new) in pending.corrections.items()]
         return self._finish_round(round, labelled=labelled, selection=selection,
-                                  select_seconds=pending.select_seconds)
+                                  select_seconds=pending.select_seconds,
+                                  n_corrected=len(pending.corrections))
 
     def _finish_round(self, round: int, *, labelled: dict, selection: list[dict],
-                      select_seconds: float) -> dict:
+                      select_seconds: float, n_corrected: int = 0) -> dict:
         result = self.session.evaluate(self.net)
         row = {"round": round, "n_labels": len(labelled), "accuracy": result["accuracy"],
                "select_seconds": round_(select_seconds), "train_seconds": round_(self.train_seconds)}
@@ -135,6 +172,7 @@ class ActiveRun:
         self.tracker.log_round(
             self.run_id, round=round,
             metrics={"accuracy": row["accuracy"], "n_labels": row["n_labels"],
+                     "n_corrected": n_corrected,
                      "select_seconds": select_seconds, "train_seconds": self.train_seconds},
             per_class=result["per_class"], selection=selection, model=self.net.cpu(),
             example=self.session.example_input(self.net), history=history)

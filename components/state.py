@@ -24,6 +24,9 @@ class PendingRound:
     handle: Any = None
     labels: Optional[dict[str, str]] = None
     details: dict[str, dict] = field(default_factory=dict)  # annotator, lead time per sample
+    # earlier rounds' labels changed by annotators since (sample_id → [old, new]), read
+    # before this round's adaptation; None: not read yet
+    corrections: Optional[dict[str, list[str]]] = None
 
 
 @dataclass

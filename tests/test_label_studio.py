@@ -193,6 +193,53 @@ def test_resume_while_waiting_loses_no_annotation_and_makes_no_duplicate(project
 
 
 @pytest.mark.slow
+def test_a_label_corrected_after_its_round_is_used_from_then_on(project, label_studio):
+    """An annotator changes a round-1 label in Label Studio while round 2 runs: round 2's
+    adaptation trains on the corrected label, and MLflow records the correction."""
+    from components.config import load_config
+    from components.oracle import make_oracle
+    from components.runner import ActiveRun
+    from components.session import ActiveSession
+
+    raw = _ls_project(project, label_studio)
+    raw["active"]["rounds"] = 2
+    (project / "params.yaml").write_text(yaml.safe_dump(raw))
+    cfg = load_config("params.yaml")
+    session = ActiveSession(cfg, progress=False)
+    oracle = make_oracle(cfg, session.manifest, session.classes, auto_annotate=True,
+                         progress=False)
+    run = ActiveRun.open(cfg, session, oracle)
+    run.pretrain()
+    run.select(1)
+    first = run.annotate(1, timeout=60)
+    run.adapt(1)
+    run.evaluate(1)
+    sid, old = sorted(first.items())[0]
+    new = "1" if old != "1" else "2"
+    task = oracle.tasks(oracle.project_id())[oracle.item(sid)]
+    oracle.client.annotations.update(id=task.annotations[0]["id"], result=choice_result(new))
+
+    trained_on = []
+    adapt = session.adapt
+    session.adapt = lambda net, labelled, round: trained_on.append(dict(labelled)) or adapt(
+        net, labelled, round)
+    run.select(2)
+    run.annotate(2, timeout=60)
+    run.adapt(2)
+    assert run.state.pending.corrections == {sid: [old, new]}
+    assert trained_on[-1][sid] == new                      # round 2 trains on the correction
+    run.evaluate(2)
+    assert run.state.labelled[sid] == new
+    client = MlflowClient()
+    exp = client.get_experiment_by_name(cfg.experiment_name)
+    (child,) = client.search_runs([exp.experiment_id], "tags.sage_ada.round = '2'")
+    assert child.data.metrics["n_corrected"] == 1
+    rows = json.load(open(client.download_artifacts(child.info.run_id, "selection.json")))
+    assert {"sample_id": sid, "label": new, "corrected_from": old}.items() <= [
+        r for r in rows if r.get("corrected_from")][0].items()
+
+
+@pytest.mark.slow
 def test_skips_unknown_labels_and_disagreements(label_studio, digits_manifest, digits_root):
     oracle = _oracle(label_studio, digits_root, "skips-and-disagreements", poll_interval_s=0.2,
                      on_timeout="partial")
@@ -223,6 +270,15 @@ def test_skips_unknown_labels_and_disagreements(label_studio, digits_manifest, d
     oracle.resolve_rule = "latest"
     oracle.on_timeout = "partial"
     assert oracle.collect(handle, timeout=0.3)[ids[2]] == "5"
+
+    # the round closes: the skipped and the unresolved task leave the queue, the rest stay
+    assert oracle.close(handle) == 2 and oracle.close(handle) == 0
+    assert set(oracle.tasks(handle["project_id"])) == {oracle.item(s) for s in ids[2:]}
+    # selected again later, a skipped sample gets a fresh task, not its old skip
+    oracle.on_poll = None
+    again = oracle.request([ids[0]], 2, context={ids[0]: context[ids[0]]})
+    state = oracle.poll(again)[ids[0]]
+    assert state.label is None and not state.skipped and state.n_annotations == 0
 
 
 @pytest.mark.slow

@@ -18,7 +18,10 @@
   labelled; the rest goes back to the pool);
 * a server that stops answering is waited out (a log line per try) until the round's timeout,
   then one error says how to restart it and resume;
-* a skipped (cancelled) task goes back to the pool unlabelled; a label outside the class list is
+* before each adaptation the earlier rounds' annotations are read again, so a label an
+  annotator corrects later is used from then on (and logged as a correction);
+* a skipped (cancelled) task goes back to the pool unlabelled; when its round closes, it and any
+  task left unanswered (``partial``) leave the queue, so a later selection gets a fresh task; a label outside the class list is
   rejected with a log line and never reaches training; several annotations resolve by
   ``majority`` (ties: the latest) or ``latest``.
 """
@@ -283,6 +286,41 @@ class LabelStudioOracle:
         return {sid: resolve(tasks[self.item(sid)].annotations or [], self.classes,
                              self.resolve_rule, sid)
                 for sid in handle["sample_ids"]}
+
+    def close(self, handle: dict) -> int:
+        """Take the round's skipped and unanswered tasks out of the queue (deleted: Label Studio
+        has no archive), so nobody labels them after the round closed; who skipped and after how
+        long is already in the round's MLflow record. The samples are back in the pool, and a
+        later selection gets a fresh task. Idempotent; returns how many tasks left."""
+        tasks = self.tasks(handle["project_id"])
+        closed = 0
+        for sid in handle["sample_ids"]:
+            task = tasks.get(self.item(sid))
+            if task is None:
+                continue
+            if resolve(task.annotations or [], self.classes, self.resolve_rule, sid).label is None:
+                self.client.tasks.delete(id=task.id)
+                closed += 1
+        if closed:
+            log.info("round %d closed: %d skipped or unanswered tasks left the queue",
+                     handle["round"], closed)
+        return closed
+
+    def current_labels(self, sample_ids: list[str]) -> dict[str, str]:
+        """The labels the annotations of ``sample_ids`` give now (a label corrected in Label
+        Studio after its round was collected reads as corrected); skipped or emptied tasks are
+        left out, so their earlier label stands."""
+        if not sample_ids:
+            return {}
+        tasks = self.tasks(self.project_id())
+        now = {}
+        for sid in sample_ids:
+            task = tasks.get(self.item(sid))
+            if task is not None:
+                r = resolve(task.annotations or [], self.classes, self.resolve_rule, sid)
+                if r.label is not None:
+                    now[sid] = r.label
+        return now
 
     def _poll_through_outages(self, handle: dict, deadline: float) -> dict[str, Resolution]:
         """``poll``, waiting out a server that stops answering (a restart takes 20-60 s), with

@@ -180,8 +180,9 @@ class Tracker:
 
 
 def write_selection(rows: list[dict], folder: Path) -> None:
+    columns = list(dict.fromkeys(k for row in rows for k in row))  # corrections add a column
     with open(folder / "selection.csv", "w", newline="") as fh:
-        writer = csv.DictWriter(fh, fieldnames=list(rows[0]))
+        writer = csv.DictWriter(fh, fieldnames=columns)
         writer.writeheader()
         writer.writerows(rows)
     (folder / "selection.json").write_text(json.dumps(rows, indent=1))
