@@ -78,6 +78,22 @@ def test_images_go_inline_as_they_are_or_shrunk(tmp_path):
     assert image_data_uri(tmp_path / "odd.bmp").startswith("data:image/png;base64,")
 
 
+def test_the_server_script_takes_its_port_from_params(tmp_path):
+    """One setting: server.sh listens where label_studio.url points; a LABEL_STUDIO_PORT that
+    disagrees still wins but is named, since the flow would not find that server."""
+    params = tmp_path / "params.yaml"
+    params.write_text(yaml.safe_dump({"label_studio": {"url": "http://127.0.0.1:8123"}}))
+    env = {**os.environ, "SAGE_ADA_PARAMS": str(params), "LABEL_STUDIO_DATA": str(tmp_path)}
+    env.pop("LABEL_STUDIO_PORT", None)
+    script = str(REPO / "infra/label-studio/server.sh")
+    out = subprocess.run(["bash", script, "status"], env=env, capture_output=True, text=True)
+    assert "label-studio-8123 not running" in out.stdout and not out.stderr
+    out = subprocess.run(["bash", script, "status"], env={**env, "LABEL_STUDIO_PORT": "9000"},
+                         capture_output=True, text=True)
+    assert "label-studio-9000" in out.stdout
+    assert "LABEL_STUDIO_PORT=9000, but label_studio.url" in out.stderr and "8123" in out.stderr
+
+
 def test_server_down_gives_a_clear_error():
     with pytest.raises(OracleError, match="infra/label-studio/server.sh start"):
         connect(f"http://127.0.0.1:{free_port()}", "token")
@@ -89,14 +105,18 @@ def label_studio(tmp_path_factory, digits_root):
     """Install (once per machine) and start Label Studio with the project's own scripts."""
     subprocess.run(["bash", str(REPO / "infra/label-studio/install.sh")], check=True, timeout=900)
     data = tmp_path_factory.mktemp("label-studio")
-    env = {**os.environ, "LABEL_STUDIO_DATA": str(data), "LABEL_STUDIO_PORT": str(free_port()),
+    port = free_port()
+    params = data / "params.yaml"  # the port is set once, in label_studio.url, as users do
+    params.write_text(yaml.safe_dump({"label_studio": {"url": f"http://127.0.0.1:{port}"}}))
+    env = {**os.environ, "LABEL_STUDIO_DATA": str(data), "SAGE_ADA_PARAMS": str(params),
            "LABEL_STUDIO_DOCUMENT_ROOT": str(digits_root)}
+    env.pop("LABEL_STUDIO_PORT", None)
     script = str(REPO / "infra/label-studio/server.sh")
     subprocess.run(["bash", script, "start"], check=True, env=env, timeout=400)
     creds = data / "credentials.env"
     token = [l.split("=", 1)[1] for l in creds.read_text().splitlines() if "TOKEN" in l][0]
     assert oct(creds.stat().st_mode)[-3:] == "600"
-    yield {"url": f"http://127.0.0.1:{env['LABEL_STUDIO_PORT']}", "credentials": str(creds),
+    yield {"url": f"http://127.0.0.1:{port}", "credentials": str(creds),
            "token": token,
            "server": lambda action: subprocess.run(["bash", script, action], env=env, check=True,
                                                    timeout=400)}

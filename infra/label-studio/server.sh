@@ -2,7 +2,8 @@
 # Label Studio on 127.0.0.1, headless, with a known user and API token.
 #   infra/label-studio/server.sh start|stop|status
 # Settings (environment or a git-ignored .env at the repository root):
-#   LABEL_STUDIO_PORT (8080), LABEL_STUDIO_DATA (.sage-ada/label-studio), LABEL_STUDIO_DOCUMENT_ROOT
+#   LABEL_STUDIO_PORT (default: the port of label_studio.url in params.yaml, or in the file
+#   SAGE_ADA_PARAMS names; so the flow and the server agree by default), LABEL_STUDIO_DATA (.sage-ada/label-studio), LABEL_STUDIO_DOCUMENT_ROOT
 #   (the images: default data/), LABEL_STUDIO_USERNAME / _PASSWORD / _USER_TOKEN (generated once
 #   into a mode-600 credentials file when not given; the token is never printed).
 #   Sign-up needs the organisation's invite link (Label Studio: Organization → Add People), so
@@ -12,7 +13,27 @@ source "$(dirname "$0")/../lib.sh"
 [ -f "$REPO_ROOT/.env" ] && { set -a; source "$REPO_ROOT/.env"; set +a; }
 VERSION=$(cat "$INFRA_ROOT/label-studio/VERSION")
 VENV=${LABEL_STUDIO_VENV:-$HOME/.cache/sage-ada/label-studio-$VERSION}
-PORT=${LABEL_STUDIO_PORT:-8080}
+PARAMS=${SAGE_ADA_PARAMS:-$REPO_ROOT/params.yaml}
+
+params_port() {  # the port of label_studio.url in the params file: one setting for both sides
+  local py="$VENV/bin/python"
+  [ -x "$py" ] || py=python3
+  "$py" - "$PARAMS" 2>/dev/null <<'PY' || echo 8080
+import sys
+from urllib.parse import urlparse
+
+import yaml
+
+url = ((yaml.safe_load(open(sys.argv[1])) or {}).get("label_studio") or {}).get("url") or ""
+print(urlparse(url).port or 8080)
+PY
+}
+PORT=$(params_port)
+if [ -n "${LABEL_STUDIO_PORT:-}" ] && [ "$LABEL_STUDIO_PORT" != "$PORT" ]; then
+  echo "warning: LABEL_STUDIO_PORT=$LABEL_STUDIO_PORT, but label_studio.url in $PARAMS names port" \
+       "$PORT: the flow looks there; set the same port in both (or unset LABEL_STUDIO_PORT)" >&2
+  PORT=$LABEL_STUDIO_PORT
+fi
 DATA=${LABEL_STUDIO_DATA:-$REPO_ROOT/.sage-ada/label-studio}
 DOCS=${LABEL_STUDIO_DOCUMENT_ROOT:-$REPO_ROOT/data}
 CREDS="$DATA/credentials.env"
