@@ -97,6 +97,7 @@ class LabelStudioConfig(_Section):
     resolve: Literal["majority", "latest"] = "majority"
     hotkeys: dict[str, str] = {}   # class → key; a one-character class name is its own key
     instructions: str = ""         # shown to annotators above each task
+    show_guess: bool = True        # pre-fill the model's guess (faster, but it anchors annotators)
     pixelated_below: int = Field(64, ge=0)  # images of data.image_size ≤ this: enlarged without blur
 
 

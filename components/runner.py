@@ -102,6 +102,8 @@ class ActiveRun:
             return pending.labels
         if pending.handle is None:
             context = self.session.request_context(self.net, pending.selected, pending.scores)
+            pending.suggestions = {sid: [c["prediction"], c["confidence"]]
+                                   for sid, c in context.items()}
             pending.handle = self.oracle.request(pending.selected, round, context=context)
             self._save_state()
             if isinstance(pending.handle, dict) and pending.handle.get("url"):
@@ -154,28 +156,39 @@ class ActiveRun:
         selection = [{"round": round, "sample_id": sid, "score": score,
                       "label": pending.labels.get(sid, ""),
                       **{k: pending.details.get(sid, {}).get(k) for k in
-                         ("annotator", "lead_time_s", "n_annotations", "skipped")}}
+                         ("annotator", "lead_time_s", "n_annotations", "skipped")},
+                      **suggestion_columns(pending.suggestions.get(sid), pending.labels.get(sid))}
                      for sid, score in zip(pending.selected, pending.scores)]
+        judged = [r["accepted_suggestion"] for r in selection
+                  if r.get("accepted_suggestion") is not None]
         selection += [{"round": round, "sample_id": sid, "score": None, "label": new,
                        "corrected_from": old} for sid, (old, new) in pending.corrections.items()]
         return self._finish_round(round, labelled=labelled, selection=selection,
                                   select_seconds=pending.select_seconds,
-                                  n_corrected=len(pending.corrections))
+                                  n_corrected=len(pending.corrections),
+                                  suggestions_accepted=sum(judged) / len(judged) if judged else None)
 
     def _finish_round(self, round: int, *, labelled: dict, selection: list[dict],
-                      select_seconds: float, n_corrected: int = 0) -> dict:
+                      select_seconds: float, n_corrected: int = 0,
+                      suggestions_accepted: Optional[float] = None) -> dict:
         result = self.session.evaluate(self.net)
         row = {"round": round, "n_labels": len(labelled), "accuracy": result["accuracy"],
                "select_seconds": round_(select_seconds), "train_seconds": round_(self.train_seconds)}
+
         history = [h for h in self.state.history if h["round"] < round] + [row]
         self.session.save(self.net, self._checkpoint(round))
         self.tracker.log_round(
             self.run_id, round=round,
             metrics={"accuracy": row["accuracy"], "n_labels": row["n_labels"],
                      "n_corrected": n_corrected,
+                     **({"suggestions_accepted": suggestions_accepted}
+                        if suggestions_accepted is not None else {}),
                      "select_seconds": select_seconds, "train_seconds": self.train_seconds},
             per_class=result["per_class"], selection=selection, model=self.net.cpu(),
             example=self.session.example_input(self.net), history=history)
+        if suggestions_accepted is not None:  # per round on the parent: MLflow charts it
+            self.tracker.log_metric(self.run_id, "suggestions_accepted", suggestions_accepted,
+                                    step=round)
         self.state.labelled, self.state.history = labelled, history
         self.state.rounds_done, self.state.pending = round, None
         self._save_state()
@@ -207,6 +220,16 @@ def config_hash(cfg: Config) -> str:
     relevant = cfg.model_dump(exclude={"label_studio": {"poll_interval_s", "on_timeout"},
                                        "active": {"annotate_timeout_s"}})
     return hashlib.sha256(json.dumps(relevant, sort_keys=True).encode()).hexdigest()[:16]
+
+
+def suggestion_columns(suggestion: Optional[list], label: Optional[str]) -> dict:
+    """The model's guess beside the label, and whether the label is that guess: a high share of
+    accepted guesses from a weak model means annotators anchor on it (label_studio.show_guess)."""
+    if not suggestion:
+        return {}
+    guess, confidence = suggestion
+    return {"suggested": guess, "suggestion_confidence": confidence,
+            "accepted_suggestion": None if not label else label == guess}
 
 
 def round_(x: float) -> float:

@@ -27,6 +27,7 @@ class PendingRound:
     # earlier rounds' labels changed by annotators since (sample_id → [old, new]), read
     # before this round's adaptation; None: not read yet
     corrections: Optional[dict[str, list[str]]] = None
+    suggestions: dict[str, list] = field(default_factory=dict)  # the model's [guess, confidence]
 
 
 @dataclass

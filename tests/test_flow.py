@@ -70,9 +70,16 @@ def test_flow_end_to_end_lineage_in_mlflow_and_prefect(project):
             rows = json.load(open(path))
             assert len(rows) == 5 and all(r["label"] in list("0123456789") for r in rows)
             selected_all += [r["sample_id"] for r in rows]
+            # the model's guess beside each label, and the share of labels that equal it
+            assert all(r["accepted_suggestion"] == (r["label"] == r["suggested"]) for r in rows)
+            assert all(0 < r["suggestion_confidence"] <= 1 for r in rows)
+            accepted = sum(r["accepted_suggestion"] for r in rows) / len(rows)
+            assert child.data.metrics["suggestions_accepted"] == pytest.approx(accepted)
     assert sorted(selected_all) == sorted(result["labelled"])
     assert len(set(selected_all)) == 10
 
+    curve = client.get_metric_history(result["run_id"], "suggestions_accepted")
+    assert sorted(m.step for m in curve) == [1, 2]              # a chart per round in MLflow
     versions = client.search_model_versions("name = 'sage-ada'")
     latest = max(versions, key=lambda v: int(v.version))
     assert latest.tags["parent_run_id"] == result["run_id"] and latest.tags["round"] == "2"

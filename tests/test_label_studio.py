@@ -433,6 +433,10 @@ def test_the_models_guess_is_prefilled_in_every_round(label_studio, digits_manif
         versions = [p["model_version"] if isinstance(p, dict) else p.model_version
                     for t in shown for p in t.predictions]
         assert versions and set(versions) == {project.model_version}
+    hidden = _oracle(label_studio, digits_root, "guess-hidden", show_guess=False)
+    handle = hidden.request(ids[:1], 1, context={ids[0]: context[ids[0]]})
+    (task,) = hidden.tasks(handle["project_id"]).values()
+    assert not task.predictions                      # label_studio.show_guess: false
 
 
 @pytest.mark.slow

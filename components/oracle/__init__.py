@@ -23,7 +23,7 @@ def make_oracle(cfg, manifest, classes: list[str], *, auto_annotate: bool = Fals
                                data_root=cfg.data.root, experiment=cfg.experiment_name,
                                poll_interval_s=ls.poll_interval_s, on_timeout=ls.on_timeout,
                                resolve_rule=ls.resolve, progress=progress, hotkeys=ls.hotkeys,
-                               instructions=ls.instructions,
+                               instructions=ls.instructions, show_guess=ls.show_guess,
                                pixelated=cfg.data.image_size <= ls.pixelated_below)
     if auto_annotate:
         pool = manifest[manifest["split"] == "target_train"]

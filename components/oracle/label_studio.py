@@ -200,11 +200,11 @@ class LabelStudioOracle:
                  experiment: str, poll_interval_s: float = 10.0, on_timeout: str = "fail",
                  resolve_rule: str = "majority", progress: bool = True, client=None,
                  hotkeys: dict[str, str] | None = None, instructions: str = "",
-                 pixelated: bool = False):
+                 pixelated: bool = False, show_guess: bool = True):
         self.url, self.classes = url.rstrip("/"), classes
         # a hotkey clash fails here, first
         self.label_config = label_config(classes, hotkeys, pixelated=pixelated)
-        self.instructions = instructions
+        self.instructions, self.show_guess = instructions, show_guess
         self.data_root = Path(data_root).resolve()
         self.experiment, self.poll_interval_s = experiment, poll_interval_s
         self.on_timeout, self.resolve_rule, self.progress = on_timeout, resolve_rule, progress
@@ -260,13 +260,13 @@ class LabelStudioOracle:
                 task = {"data": {"image": image_data_uri(self.data_root / info["path"]),
                                  "item": self.item(sid), "round": round,
                                  "score": info.get("score")}}
-                if info.get("prediction") is not None:
+                if info.get("prediction") is not None and self.show_guess:
                     task["predictions"] = [{"model_version": f"round {round - 1}",
                                             "score": info.get("confidence"),
                                             "result": choice_result(info["prediction"])}]
                 payload.append(task)
             self.client.projects.import_tasks(id=project, request=payload, return_task_ids=True)
-        if any(c.get("prediction") is not None for c in context.values()):
+        if self.show_guess and any(c.get("prediction") is not None for c in context.values()):
             # Label Studio pre-fills only the predictions of the project's model version.
             self.client.projects.update(id=project, model_version=f"round {round - 1}")
         log.info("round %d: %d tasks in Label Studio (%d new) at %s", round, len(sample_ids),

@@ -145,6 +145,9 @@ class Tracker:
         self.log_curve(parent_id, history)
         return run_id
 
+    def log_metric(self, run_id: str, key: str, value: float, *, step: int) -> None:
+        self.client.log_metric(run_id, key, float(value), step=step)
+
     def log_curve(self, parent_id: str, history: list[dict]) -> None:
         """The parent's accuracy curve as metrics (step = round) and as a plot."""
         now = int(time.time() * 1000)
