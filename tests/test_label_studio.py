@@ -116,7 +116,7 @@ def label_studio(tmp_path_factory, digits_root):
     creds = data / "credentials.env"
     token = [l.split("=", 1)[1] for l in creds.read_text().splitlines() if "TOKEN" in l][0]
     assert oct(creds.stat().st_mode)[-3:] == "600"
-    yield {"url": f"http://127.0.0.1:{port}", "credentials": str(creds),
+    yield {"url": f"http://127.0.0.1:{port}", "credentials": str(creds), "env": env,
            "token": token,
            "server": lambda action: subprocess.run(["bash", script, action], env=env, check=True,
                                                    timeout=400)}
@@ -493,3 +493,37 @@ def test_only_an_invite_link_signs_up(label_studio):
     assert sign_up(invite["invite_url"], "annotator2@example.com") == 302
     emails = {u.email for u in connect(url, token).users.list()}
     assert "annotator2@example.com" in emails and "stranger@example.com" not in emails
+
+
+@pytest.mark.slow
+def test_an_annotator_account_is_made_by_the_script_and_can_log_in(label_studio, digits_root):
+    """infra/label-studio/add-annotator.sh: an account in the admin's organisation, its password
+    in a mode-600 file and never printed; it logs in and sees the organisation's projects."""
+    import httpx
+
+    _oracle(label_studio, digits_root, "accounts").project_id()    # a project to see
+    script = str(REPO / "infra/label-studio/add-annotator.sh")
+    run = lambda *args: subprocess.run(["bash", script, *args], env=label_studio["env"],  # noqa: E731
+                                       capture_output=True, text=True, timeout=120)
+    out = run("ann@example.com")
+    assert out.returncode == 0, out.stderr
+    path = Path(label_studio["env"]["LABEL_STUDIO_DATA"]) / "annotators" / "ann@example.com.env"
+    password = dict(l.split("=", 1) for l in path.read_text().splitlines())["LABEL_STUDIO_PASSWORD"]
+    assert oct(path.stat().st_mode)[-3:] == "600" and password not in out.stdout + out.stderr
+    assert "already has an account" in run("ann@example.com").stdout    # rerun: unchanged
+    bad = run("not-an-address")
+    assert bad.returncode != 0 and "is not an e-mail address" in bad.stderr
+    assert "Traceback" not in bad.stderr
+
+    url = label_studio["url"]
+    with httpx.Client(base_url=url) as browser:                     # a browser: form + CSRF
+        browser.get("/user/login/")
+        answer = browser.post("/user/login/", data={
+            "email": "ann@example.com", "password": password,
+            "csrfmiddlewaretoken": browser.cookies["csrftoken"]},
+            headers={"Referer": url + "/user/login/"})
+        assert answer.status_code == 302 and "/user/login" not in answer.headers["location"]
+        mine = browser.get("/api/projects/").json()
+    admin = connect(url, label_studio["token"])
+    theirs = {p.id for p in admin.projects.list()}
+    assert {p["id"] for p in mine["results"]} == theirs and theirs      # the same organisation
