@@ -76,6 +76,9 @@ def test_images_go_inline_as_they_are_or_shrunk(tmp_path):
     import io
     assert Image.open(io.BytesIO(base64.b64decode(big.split(",", 1)[1]))).size == (1024, 512)
     assert image_data_uri(tmp_path / "odd.bmp").startswith("data:image/png;base64,")
+    (tmp_path / "broken.png").write_bytes(b"not a png")
+    with pytest.raises(OracleError, match=r"broken\.png cannot be shown to annotators"):
+        image_data_uri(tmp_path / "broken.png")
 
 
 def test_the_server_script_takes_its_port_from_params(tmp_path):

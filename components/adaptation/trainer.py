@@ -97,7 +97,8 @@ def step_losses(net, xs, ys, xl, yl, xu, lambda_adv, *, adversarial: str, regula
 
 
 def update_step(net, optimizer, xs, ys, xl, yl, xu, *, adversarial: str, regulariser: str,
-                lambda_adv: float, lambda_entropy: float, target_share: float | None = None, losses=step_losses) -> dict:
+                lambda_adv: float, lambda_entropy: float, target_share: float | None = None,
+                losses=step_losses) -> dict:
     """``(f, phi, d) -= α ∇(Ω + λ L_adv)`` on one batch; returns the loss parts.
 
     ``target_share`` is ``|L_T| / (|L_S| + |L_T|)``, which Ω_{S∪T} needs (see ``omega_union``);
@@ -143,7 +144,7 @@ def batch_plan(streams: Streams, *, steps: int, batch_size: int, seed: int):
 
 def make_optimizer(net, train_cfg) -> torch.optim.Optimizer:
     """Nesterov SGD; on a GPU its fused kernel (one launch for all parameters, not one per
-    tensor: the heads' many small tensors made launches a third of a digits update)."""
+    tensor: the heads have many small ones)."""
     params = [p for p in net.parameters() if p.requires_grad]
     fused = bool(params) and params[0].is_cuda
     return torch.optim.SGD(params, lr=train_cfg.lr, momentum=train_cfg.momentum,

@@ -21,9 +21,9 @@
 * before each adaptation the earlier rounds' annotations are read again, so a label an
   annotator corrects later is used from then on (and logged as a correction);
 * a skipped (cancelled) task goes back to the pool unlabelled; when its round closes, it and any
-  task left unanswered (``partial``) leave the queue, so a later selection gets a fresh task; a label outside the class list is
-  rejected with a log line and never reaches training; several annotations resolve by
-  ``majority`` (ties: the latest) or ``latest``.
+  task left unanswered (``partial``) leave the queue, so a later selection gets a fresh task;
+  a label outside the class list is rejected with a log line and never reaches training;
+  several annotations resolve by ``majority`` (ties: the latest) or ``latest``.
 """
 from __future__ import annotations
 
@@ -94,6 +94,14 @@ def image_data_uri(path: Path, max_side: int = 1024) -> str:
     formats (and sides over ``max_side``) re-encoded, the large ones as JPEG."""
     from PIL import Image
 
+    try:
+        return _inline(path, max_side, Image)
+    except (OSError, ValueError) as err:
+        raise OracleError(f"image {path} cannot be shown to annotators ({err}); replace or delete "
+                          "it and rebuild the manifest (`dvc repro split`)") from None
+
+
+def _inline(path: Path, max_side: int, Image) -> str:
     with Image.open(path) as im:
         if im.format in ("PNG", "JPEG") and max(im.size) <= max_side:
             return f"data:image/{im.format.lower()};base64," + base64.b64encode(
