@@ -389,7 +389,7 @@ def test_an_annotator_labels_by_keyboard_in_a_real_browser(label_studio, digits_
         driver.find_element(By.NAME, "email").send_keys(creds["LABEL_STUDIO_USERNAME"])
         driver.find_element(By.NAME, "password").send_keys(creds["LABEL_STUDIO_PASSWORD"] + Keys.ENTER)
         WebDriverWait(driver, 30).until(lambda d: "/user/login" not in d.current_url)
-        driver.get(handle["url"] + "?labeling=1")
+        driver.get(handle["url"] + "&labeling=1")  # the round's own tab, labelling
         WebDriverWait(driver, 30).until(
             EC.visibility_of_element_located((By.XPATH, "//*[text()='Labeling Instructions']")))
         assert "Pick the digit the image shows." in driver.find_element(By.TAG_NAME, "body").text
@@ -436,6 +436,9 @@ def test_the_models_guess_is_prefilled_in_every_round(label_studio, digits_manif
         versions = [p["model_version"] if isinstance(p, dict) else p.model_version
                     for t in shown for p in t.predictions]
         assert versions and set(versions) == {project.model_version}
+        tab = int(handle["url"].split("?tab=")[1])               # the round's own tab
+        in_tab = oracle.client.tasks.list(project=handle["project_id"], view=tab, fields="all")
+        assert sorted(t.data["item"] for t in in_tab) == sorted(oracle.item(s) for s in chosen)
     hidden = _oracle(label_studio, digits_root, "guess-hidden", show_guess=False)
     handle = hidden.request(ids[:1], 1, context={ids[0]: context[ids[0]]})
     (task,) = hidden.tasks(handle["project_id"]).values()

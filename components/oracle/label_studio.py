@@ -245,6 +245,20 @@ class LabelStudioOracle:
             show_skip_button=True)
         return project.id
 
+    def round_view(self, project: int, round: int) -> int:
+        """A data-manager tab per round ("Round 2"), so annotators and reviewers see one round's
+        tasks and its progress; made once, its id is returned."""
+        title = f"Round {round}"
+        for view in self.client.views.list(project=project):
+            if (view.data or {}).get("title") == title:
+                return view.id
+        view = self.client.views.create(project=project, data={
+            "title": title,
+            "filters": {"conjunction": "and", "items": [
+                {"filter": "filter:tasks:data.round", "operator": "equal", "type": "Number",
+                 "value": round}]}})
+        return view.id
+
     def project_url(self, project_id: int) -> str:
         return f"{self.url}/projects/{project_id}/data"
 
@@ -277,11 +291,11 @@ class LabelStudioOracle:
         if self.show_guess and any(c.get("prediction") is not None for c in context.values()):
             # Label Studio pre-fills only the predictions of the project's model version.
             self.client.projects.update(id=project, model_version=f"round {round - 1}")
+        url = f"{self.project_url(project)}?tab={self.round_view(project, round)}"
         log.info("round %d: %d tasks in Label Studio (%d new) at %s", round, len(sample_ids),
-                 len(new), self.project_url(project))
-        print(f"annotators: label round {round} at {self.project_url(project)}", flush=True)
-        return {"project_id": project, "round": round, "sample_ids": list(sample_ids),
-                "url": self.project_url(project)}
+                 len(new), url)
+        print(f"annotators: label round {round} at {url}", flush=True)
+        return {"project_id": project, "round": round, "sample_ids": list(sample_ids), "url": url}
 
     def poll(self, handle: dict) -> dict[str, Resolution]:
         if self.on_poll is not None:
