@@ -95,6 +95,7 @@ class LabelStudioConfig(_Section):
     poll_interval_s: float = Field(10.0, gt=0)
     on_timeout: Literal["wait", "fail", "partial"] = "fail"
     resolve: Literal["majority", "latest"] = "majority"
+    annotators_per_task: int = Field(1, ge=1)  # people who label each task (overlap)
     hotkeys: dict[str, str] = {}   # class → key; a one-character class name is its own key
     instructions: str = ""         # shown to annotators above each task
     show_guess: bool = True        # pre-fill the model's guess (faster, but it anchors annotators)

@@ -156,7 +156,7 @@ class ActiveRun:
         selection = [{"round": round, "sample_id": sid, "score": score,
                       "label": pending.labels.get(sid, ""),
                       **{k: pending.details.get(sid, {}).get(k) for k in
-                         ("annotator", "lead_time_s", "n_annotations", "skipped")},
+                         ("annotator", "lead_time_s", "n_annotations", "skipped", "agreement")},
                       **suggestion_columns(pending.suggestions.get(sid), pending.labels.get(sid))}
                      for sid, score in zip(pending.selected, pending.scores)]
         judged = [r["accepted_suggestion"] for r in selection

@@ -40,6 +40,19 @@ def test_resolution_rules():
     assert (one.annotator, one.lead_time_s, one.n_annotations) == (7, 3.0, 1)
 
 
+def test_several_annotators_are_credited_and_their_agreement_kept():
+    """Two people: the majority is credited to those who gave it; an annotation a second
+    person edited is theirs (Label Studio keeps the creator in completed_by)."""
+    a, b, c = _ann(1, "3"), {**_ann(2, "3"), "completed_by": 8}, {**_ann(3, "5"), "completed_by": 9}
+    three = resolve([a, b, c], CLASSES, "majority", "s")
+    assert three.label == "3" and set(three.annotators) == {7, 8}
+    assert three.agreement == pytest.approx(2 / 3) and three.answered == 3
+    edited = resolve([{**_ann(1, "6"), "updated_by": 8}], CLASSES, "majority", "s")
+    assert edited.annotator == 8 and edited.annotators == (8,)
+    split = resolve([_ann(1, "1"), _ann(2, cancelled=True)], CLASSES, "majority", "s")
+    assert split.label == "1" and split.answered == 2 and split.agreement == 1.0
+
+
 def test_unknown_label_is_rejected_with_a_log_line(caplog):
     with caplog.at_level(logging.WARNING, logger="sage_ada.label_studio"):
         res = resolve([_ann(1, "eleven")], CLASSES, "majority", "optdigits/1/x")
@@ -260,6 +273,28 @@ def test_a_label_corrected_after_its_round_is_used_from_then_on(project, label_s
     rows = json.load(open(client.download_artifacts(child.info.run_id, "selection.json")))
     assert {"sample_id": sid, "label": new, "corrected_from": old}.items() <= [
         r for r in rows if r.get("corrected_from")][0].items()
+
+
+@pytest.mark.slow
+def test_a_task_waits_for_as_many_annotators_as_asked(label_studio, digits_manifest, digits_root):
+    """annotators_per_task: 2: the project asks Label Studio for 2 annotations per task, a task
+    with one is not done, and the two labels resolve with their agreement."""
+    oracle = _oracle(label_studio, digits_root, "overlap", poll_interval_s=0.2, on_timeout="fail",
+                     annotators_per_task=2)
+    pool = digits_manifest[digits_manifest.split == "target_train"].head(2)
+    ids = list(pool.sample_id)
+    handle = oracle.request(ids, 1, context={s: {"path": p} for s, p in zip(ids, pool.path)})
+    assert oracle.client.projects.get(id=handle["project_id"]).maximum_annotations == 2
+    truth = dict(zip(pool.sample_id, pool.label))
+    oracle.on_poll = AutoAnnotator(oracle.client, truth, item_of=oracle.item,
+                                   answers={ids[0]: ["3", "3"], ids[1]: ["1"]})
+    with pytest.raises(OracleTimeout, match="1 of 2"):
+        oracle.collect(handle, timeout=1.0)
+    task = oracle.tasks(handle["project_id"])[oracle.item(ids[1])]
+    oracle.client.annotations.create(id=task.id, result=choice_result("2"))   # a second person
+    assert oracle.collect(handle, timeout=5) == {ids[0]: "3", ids[1]: "2"}    # tie: the latest
+    details = oracle.describe(handle)
+    assert details[ids[0]]["agreement"] == 1.0 and details[ids[1]]["agreement"] == 0.5
 
 
 @pytest.mark.slow

@@ -24,6 +24,7 @@ def make_oracle(cfg, manifest, classes: list[str], *, auto_annotate: bool = Fals
                                poll_interval_s=ls.poll_interval_s, on_timeout=ls.on_timeout,
                                resolve_rule=ls.resolve, progress=progress, hotkeys=ls.hotkeys,
                                instructions=ls.instructions, show_guess=ls.show_guess,
+                               annotators_per_task=ls.annotators_per_task,
                                pixelated=cfg.data.image_size <= ls.pixelated_below)
     if auto_annotate:
         pool = manifest[manifest["split"] == "target_train"]

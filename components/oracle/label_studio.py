@@ -23,7 +23,9 @@
 * a skipped (cancelled) task goes back to the pool unlabelled; when its round closes, it and any
   task left unanswered (``partial``) leave the queue, so a later selection gets a fresh task;
   a label outside the class list is rejected with a log line and never reaches training;
-  several annotations resolve by ``majority`` (ties: the latest) or ``latest``.
+  ``annotators_per_task`` people answer each task; their labels resolve by ``majority`` (ties:
+  the latest) or ``latest``, credited to who gave the label (the last to edit it), with the
+  share of the labels that agree.
 """
 from __future__ import annotations
 
@@ -158,9 +160,18 @@ def connect(url: str, api_key: str):
 class Resolution:
     label: Optional[str]          # None: not (validly) labelled yet, or skipped
     skipped: bool = False
-    annotator: Optional[int] = None
+    annotator: Optional[int] = None   # who gave the label (the last to edit it), or skipped
     lead_time_s: Optional[float] = None
     n_annotations: int = 0
+    answered: int = 0                 # labels in the class list, and skips
+    annotators: tuple = ()            # everyone whose label is the one resolved
+    agreement: Optional[float] = None  # share of the labels that equal the one resolved
+
+
+def _author(annotation: dict) -> Optional[int]:
+    """Who stands behind an annotation: the last to edit it (a second annotator who changes
+    the first's annotation replaces it), else its creator."""
+    return annotation.get("updated_by") or annotation.get("completed_by")
 
 
 def _choice(annotation: dict) -> Optional[str]:
@@ -187,20 +198,23 @@ def resolve(annotations: list[dict], classes: list[str], rule: str, sample_id: s
                         sample_id, ann.get("id"), classes)
             continue
         valid.append((label, ann))
+    answered = len(valid) + len(cancelled)
     if not valid:
         if cancelled and len(cancelled) == len(annotations):  # skipped: who, and after how long
-            return Resolution(None, skipped=True, annotator=cancelled[-1].get("completed_by"),
+            return Resolution(None, skipped=True, annotator=_author(cancelled[-1]),
                               lead_time_s=cancelled[-1].get("lead_time"),
-                              n_annotations=len(annotations))
-        return Resolution(None, n_annotations=len(annotations))
+                              n_annotations=len(annotations), answered=answered)
+        return Resolution(None, n_annotations=len(annotations), answered=answered)
+    counts = Counter(label for label, _ in valid)
     if rule == "majority":
-        counts = Counter(label for label, _ in valid)
         best = max(counts.values())
         label, ann = [(l, a) for l, a in valid if counts[l] == best][-1]  # ties: the latest
     else:
         label, ann = valid[-1]
-    return Resolution(label, annotator=ann.get("completed_by"), lead_time_s=ann.get("lead_time"),
-                      n_annotations=len(annotations))
+    return Resolution(label, annotator=_author(ann), lead_time_s=ann.get("lead_time"),
+                      n_annotations=len(annotations), answered=answered,
+                      annotators=tuple(_author(a) for l, a in valid if l == label),
+                      agreement=counts[label] / len(valid))
 
 
 class LabelStudioOracle:
@@ -208,11 +222,12 @@ class LabelStudioOracle:
                  experiment: str, poll_interval_s: float = 10.0, on_timeout: str = "fail",
                  resolve_rule: str = "majority", progress: bool = True, client=None,
                  hotkeys: dict[str, str] | None = None, instructions: str = "",
-                 pixelated: bool = False, show_guess: bool = True):
+                 pixelated: bool = False, show_guess: bool = True, annotators_per_task: int = 1):
         self.url, self.classes = url.rstrip("/"), classes
         # a hotkey clash fails here, first
         self.label_config = label_config(classes, hotkeys, pixelated=pixelated)
         self.instructions, self.show_guess = instructions, show_guess
+        self.annotators_per_task = annotators_per_task
         self.data_root = Path(data_root).resolve()
         self.experiment, self.poll_interval_s = experiment, poll_interval_s
         self.on_timeout, self.resolve_rule, self.progress = on_timeout, resolve_rule, progress
@@ -242,7 +257,8 @@ class LabelStudioOracle:
             title=self.title, label_config=self.label_config,
             description=f"sage-ada active domain adaptation, MLflow run {self.run_id}",
             expert_instruction=self.instructions, show_instruction=bool(self.instructions),
-            show_skip_button=True)
+            show_skip_button=True, maximum_annotations=self.annotators_per_task,
+            overlap_cohort_percentage=100)
         return project.id
 
     def round_view(self, project: int, round: int) -> int:
@@ -366,6 +382,10 @@ class LabelStudioOracle:
                 time.sleep(pause)
                 pause = min(2 * pause, 30.0)
 
+    def _complete(self, r: Resolution) -> bool:
+        """Labelled or skipped, by as many people as ``annotators_per_task`` asks."""
+        return (r.label is not None or r.skipped) and r.answered >= self.annotators_per_task
+
     def collect(self, handle: dict, timeout: float) -> dict[str, str]:
         deadline = time.monotonic() + timeout
         total = len(handle["sample_ids"])
@@ -374,7 +394,7 @@ class LabelStudioOracle:
         try:
             while True:
                 state = self._poll_through_outages(handle, deadline)
-                done = sum(1 for r in state.values() if r.label is not None or r.skipped)
+                done = sum(1 for r in state.values() if self._complete(r))
                 bar.n = done
                 bar.refresh()
                 if done == total:
@@ -394,7 +414,8 @@ class LabelStudioOracle:
         finally:
             bar.close()
         self.details = {sid: {"annotator": r.annotator, "lead_time_s": r.lead_time_s,
-                              "n_annotations": r.n_annotations, "skipped": r.skipped}
+                              "n_annotations": r.n_annotations, "skipped": r.skipped,
+                              "annotators": list(r.annotators), "agreement": r.agreement}
                         for sid, r in state.items()}
         return {sid: r.label for sid, r in state.items() if r.label is not None}
 
