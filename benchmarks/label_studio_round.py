@@ -36,8 +36,9 @@ def main():
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
     with tempfile.TemporaryDirectory() as data:
-        env = {**os.environ, "LABEL_STUDIO_DATA": data, "LABEL_STUDIO_PORT": str(port),
-               "LABEL_STUDIO_DOCUMENT_ROOT": str(REPO / "data")}
+        params = Path(data) / "params.yaml"  # the port is set once, as users do
+        params.write_text(f"label_studio:\n  url: http://127.0.0.1:{port}\n")
+        env = {**os.environ, "LABEL_STUDIO_DATA": data, "SAGE_ADA_PARAMS": str(params)}
         script = str(REPO / "infra/label-studio/server.sh")
         start = time.perf_counter()
         subprocess.run(["bash", script, "start"], check=True, env=env, capture_output=True)

@@ -174,7 +174,8 @@ class ActiveRun:
         result = self.session.evaluate(self.net)
         row = {"round": round, "n_labels": len(labelled), "accuracy": result["accuracy"],
                "select_seconds": round_(select_seconds), "train_seconds": round_(self.train_seconds)}
-
+        if suggestions_accepted is not None:
+            row["suggestions_accepted"] = round_(suggestions_accepted)
         history = [h for h in self.state.history if h["round"] < round] + [row]
         self.session.save(self.net, self._checkpoint(round))
         self.tracker.log_round(
@@ -186,9 +187,6 @@ class ActiveRun:
                      "select_seconds": select_seconds, "train_seconds": self.train_seconds},
             per_class=result["per_class"], selection=selection, model=self.net.cpu(),
             example=self.session.example_input(self.net), history=history)
-        if suggestions_accepted is not None:  # per round on the parent: MLflow charts it
-            self.tracker.log_metric(self.run_id, "suggestions_accepted", suggestions_accepted,
-                                    step=round)
         self.state.labelled, self.state.history = labelled, history
         self.state.rounds_done, self.state.pending = round, None
         self._save_state()

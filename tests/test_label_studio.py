@@ -6,7 +6,6 @@ import json
 import logging
 import os
 import subprocess
-import time
 from pathlib import Path
 
 import pytest
@@ -117,15 +116,14 @@ def test_server_down_gives_a_clear_error():
 
 # ---------------------------------------------------------------- a real server (slow)
 @pytest.fixture(scope="module")
-def label_studio(tmp_path_factory, digits_root):
+def label_studio(tmp_path_factory):
     """Install (once per machine) and start Label Studio with the project's own scripts."""
     subprocess.run(["bash", str(REPO / "infra/label-studio/install.sh")], check=True, timeout=900)
     data = tmp_path_factory.mktemp("label-studio")
     port = free_port()
     params = data / "params.yaml"  # the port is set once, in label_studio.url, as users do
     params.write_text(yaml.safe_dump({"label_studio": {"url": f"http://127.0.0.1:{port}"}}))
-    env = {**os.environ, "LABEL_STUDIO_DATA": str(data), "SAGE_ADA_PARAMS": str(params),
-           "LABEL_STUDIO_DOCUMENT_ROOT": str(digits_root)}
+    env = {**os.environ, "LABEL_STUDIO_DATA": str(data), "SAGE_ADA_PARAMS": str(params)}
     env.pop("LABEL_STUDIO_PORT", None)
     script = str(REPO / "infra/label-studio/server.sh")
     subprocess.run(["bash", script, "start"], check=True, env=env, timeout=400)

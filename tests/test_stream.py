@@ -8,7 +8,7 @@ import pytest
 import torch
 from PIL import Image
 
-from components.adaptation.trainer import Streams, predict, train
+from components.adaptation.trainer import Streams, train
 from components.config import Config
 from components.data.stream import Transform, stream_images
 from components.data.tensors import ImageLoadError, load_images

@@ -93,7 +93,8 @@ class FileImages(Dataset):
 class _Plan:
     """A batch sampler whose batches are set before each pass (keeps workers alive)."""
 
-    batches: list = []
+    def __init__(self):
+        self.batches: list = []
 
     def __iter__(self):
         return iter(self.batches)

@@ -18,7 +18,12 @@ class Network(nn.Module):
         super().__init__()
         self.backbone, self.bottleneck = backbone, bottleneck
         self.classifier, self.discriminator = classifier, discriminator
-        self.input_stats, self.frozen_batchnorm = input_stats, frozen_batchnorm
+        self.frozen_batchnorm = frozen_batchnorm
+        self.normalised = input_stats is not None  # else digits' [-1, 1] scaling
+        if self.normalised:  # buffers: they follow .to(device); not saved in checkpoints
+            for name, values in zip(("input_mean", "input_std"), input_stats):
+                self.register_buffer(name, torch.tensor(values).view(1, -1, 1, 1),
+                                     persistent=False)
         if frozen_batchnorm:
             for module in self._backbone_norms():
                 for p in module.parameters():
@@ -38,11 +43,9 @@ class Network(nn.Module):
 
     def normalise(self, images: torch.Tensor) -> torch.Tensor:
         """uint8 images (already on the device) → the float input the backbone was trained on."""
-        if self.input_stats is None:
+        if not self.normalised:
             return to_float(images)
-        mean, std = (torch.tensor(v, device=images.device).view(1, -1, 1, 1)
-                     for v in self.input_stats)
-        return images.float().div_(255.0).sub_(mean).div_(std)
+        return images.float().div_(255.0).sub_(self.input_mean).div_(self.input_std)
 
     def features(self, x: torch.Tensor) -> torch.Tensor:
         """z = phi(x)."""

@@ -94,16 +94,16 @@ def item_id(run_id: str, sample_id: str) -> str:
 def image_data_uri(path: Path, max_side: int = 1024) -> str:
     """The image inline, so no URL names its folder: PNG and JPEG files as they are, other
     formats (and sides over ``max_side``) re-encoded, the large ones as JPEG."""
-    from PIL import Image
-
     try:
-        return _inline(path, max_side, Image)
+        return _inline(path, max_side)
     except (OSError, ValueError) as err:
         raise OracleError(f"image {path} cannot be shown to annotators ({err}); replace or delete "
                           "it and rebuild the manifest (`dvc repro split`)") from None
 
 
-def _inline(path: Path, max_side: int, Image) -> str:
+def _inline(path: Path, max_side: int) -> str:
+    from PIL import Image
+
     with Image.open(path) as im:
         if im.format in ("PNG", "JPEG") and max(im.size) <= max_side:
             return f"data:image/{im.format.lower()};base64," + base64.b64encode(
@@ -313,30 +313,30 @@ class LabelStudioOracle:
         print(f"annotators: label round {round} at {url}", flush=True)
         return {"project_id": project, "round": round, "sample_ids": list(sample_ids), "url": url}
 
+    def _resolve(self, project: int, sample_ids: list[str]) -> dict[str, tuple]:
+        """``sample_id → (task, Resolution)`` for the samples that have a task now."""
+        tasks = self.tasks(project)
+        return {sid: (task, resolve(task.annotations or [], self.classes, self.resolve_rule, sid))
+                for sid in sample_ids if (task := tasks.get(self.item(sid))) is not None}
+
     def poll(self, handle: dict) -> dict[str, Resolution]:
         if self.on_poll is not None:
             self.on_poll(handle)
-        tasks = self.tasks(handle["project_id"])
-        missing = [s for s in handle["sample_ids"] if self.item(s) not in tasks]
+        found = self._resolve(handle["project_id"], handle["sample_ids"])
+        missing = [s for s in handle["sample_ids"] if s not in found]
         if missing:
             raise OracleError(f"tasks for {missing[:5]} vanished from project "
                               f"{handle['project_id']}; were they deleted in Label Studio?")
-        return {sid: resolve(tasks[self.item(sid)].annotations or [], self.classes,
-                             self.resolve_rule, sid)
-                for sid in handle["sample_ids"]}
+        return {sid: found[sid][1] for sid in handle["sample_ids"]}
 
     def close(self, handle: dict) -> int:
         """Take the round's skipped and unanswered tasks out of the queue (deleted: Label Studio
         has no archive), so nobody labels them after the round closed; who skipped and after how
         long is already in the round's MLflow record. The samples are back in the pool, and a
         later selection gets a fresh task. Idempotent; returns how many tasks left."""
-        tasks = self.tasks(handle["project_id"])
         closed = 0
-        for sid in handle["sample_ids"]:
-            task = tasks.get(self.item(sid))
-            if task is None:
-                continue
-            if resolve(task.annotations or [], self.classes, self.resolve_rule, sid).label is None:
+        for task, r in self._resolve(handle["project_id"], handle["sample_ids"]).values():
+            if r.label is None:
                 self.client.tasks.delete(id=task.id)
                 closed += 1
         if closed:
@@ -350,15 +350,8 @@ class LabelStudioOracle:
         left out, so their earlier label stands."""
         if not sample_ids:
             return {}
-        tasks = self.tasks(self.project_id())
-        now = {}
-        for sid in sample_ids:
-            task = tasks.get(self.item(sid))
-            if task is not None:
-                r = resolve(task.annotations or [], self.classes, self.resolve_rule, sid)
-                if r.label is not None:
-                    now[sid] = r.label
-        return now
+        return {sid: r.label for sid, (_, r) in self._resolve(self.project_id(), sample_ids).items()
+                if r.label is not None}
 
     def _poll_through_outages(self, handle: dict, deadline: float) -> dict[str, Resolution]:
         """``poll``, waiting out a server that stops answering (a restart takes 20-60 s), with

@@ -145,16 +145,13 @@ class Tracker:
         self.log_curve(parent_id, history)
         return run_id
 
-    def log_metric(self, run_id: str, key: str, value: float, *, step: int) -> None:
-        self.client.log_metric(run_id, key, float(value), step=step)
-
     def log_curve(self, parent_id: str, history: list[dict]) -> None:
         """The parent's accuracy curve as metrics (step = round) and as a plot."""
         now = int(time.time() * 1000)
         last = history[-1]
-        self.client.log_batch(parent_id, metrics=[
-            Metric("accuracy", last["accuracy"], now, last["round"]),
-            Metric("n_labels", last["n_labels"], now, last["round"])])
+        self.client.log_batch(parent_id, metrics=[  # step = round: MLflow charts each
+            Metric(key, last[key], now, last["round"])
+            for key in ("accuracy", "n_labels", "suggestions_accepted") if key in last])
         fig = accuracy_curve(history, f"{self.experiment}")
         self.client.log_figure(parent_id, fig, "accuracy_vs_labels.png")
         plt.close(fig)

@@ -4,30 +4,20 @@
 # Each account gets a generated password, written to <LABEL_STUDIO_DATA>/annotators/<email>.env
 # (mode 600, never printed): hand it over as you hand over other secrets. Uses the server's
 # admin token (the credentials file of server.sh) and the port of label_studio.url.
-source "$(dirname "$0")/../lib.sh"
-[ -f "$REPO_ROOT/.env" ] && { set -a; source "$REPO_ROOT/.env"; set +a; }
 [ $# -ge 1 ] || { echo "usage: $0 EMAIL [EMAIL ...]" >&2; exit 2; }
-DATA=${LABEL_STUDIO_DATA:-$REPO_ROOT/.sage-ada/label-studio}
-PARAMS=${SAGE_ADA_PARAMS:-$REPO_ROOT/params.yaml}
-CREDS="$DATA/credentials.env"
+source "$(dirname "$0")/settings.sh"
 [ -f "$CREDS" ] || { echo "error: no $CREDS: start the server first (infra/label-studio/server.sh start)" >&2; exit 1; }
 umask 077
 mkdir -p "$DATA/annotators"
-PYTHONPATH="$REPO_ROOT${PYTHONPATH:+:$PYTHONPATH}" python3 - "$CREDS" "$PARAMS" "$DATA/annotators" "${LABEL_STUDIO_PORT:-}" "$@" <<'PY'
+PYTHONPATH="$REPO_ROOT${PYTHONPATH:+:$PYTHONPATH}" python3 - "$CREDS" "$DATA/annotators" \
+  "http://127.0.0.1:$PORT" "$@" <<'PY'
 import re
 import secrets
 import sys
 from pathlib import Path
-from urllib.parse import urlparse
 
-import yaml
-
-creds_file, params_file, folder, port_override, *emails = sys.argv[1:]
+creds_file, folder, url, *emails = sys.argv[1:]
 creds = dict(l.split("=", 1) for l in Path(creds_file).read_text().splitlines() if "=" in l)
-params = yaml.safe_load(Path(params_file).read_text()) if Path(params_file).exists() else {}
-url = (params.get("label_studio") or {}).get("url") or "http://127.0.0.1:8080"
-if port_override:
-    url = f"http://127.0.0.1:{port_override}"
 try:
     from components.oracle.label_studio import connect
     client = connect(url, creds["LABEL_STUDIO_USER_TOKEN"])

@@ -3,40 +3,15 @@
 #   infra/label-studio/server.sh start|stop|status
 # Settings (environment or a git-ignored .env at the repository root):
 #   LABEL_STUDIO_PORT (default: the port of label_studio.url in params.yaml, or in the file
-#   SAGE_ADA_PARAMS names; so the flow and the server agree by default), LABEL_STUDIO_DATA (.sage-ada/label-studio), LABEL_STUDIO_DOCUMENT_ROOT
-#   (the images: default data/), LABEL_STUDIO_USERNAME / _PASSWORD / _USER_TOKEN (generated once
+#   SAGE_ADA_PARAMS names; so the flow and the server agree by default), LABEL_STUDIO_DATA
+#   (.sage-ada/label-studio), LABEL_STUDIO_USERNAME / _PASSWORD / _USER_TOKEN (generated once
 #   into a mode-600 credentials file when not given; the token is never printed).
+#   Images reach Label Studio inside the tasks, so it serves no local files: no URL of it
+#   names a file, whose folder would name its class.
 #   Sign-up needs the organisation's invite link (Label Studio: Organization → Add People), so
 #   nobody who merely reaches the port can register; LABEL_STUDIO_DISABLE_SIGNUP_WITHOUT_LINK=false
 #   opens it again.
-source "$(dirname "$0")/../lib.sh"
-[ -f "$REPO_ROOT/.env" ] && { set -a; source "$REPO_ROOT/.env"; set +a; }
-VERSION=$(cat "$INFRA_ROOT/label-studio/VERSION")
-VENV=${LABEL_STUDIO_VENV:-$HOME/.cache/sage-ada/label-studio-$VERSION}
-PARAMS=${SAGE_ADA_PARAMS:-$REPO_ROOT/params.yaml}
-
-params_port() {  # the port of label_studio.url in the params file: one setting for both sides
-  local py="$VENV/bin/python"
-  [ -x "$py" ] || py=python3
-  "$py" - "$PARAMS" 2>/dev/null <<'PY' || echo 8080
-import sys
-from urllib.parse import urlparse
-
-import yaml
-
-url = ((yaml.safe_load(open(sys.argv[1])) or {}).get("label_studio") or {}).get("url") or ""
-print(urlparse(url).port or 8080)
-PY
-}
-PORT=$(params_port)
-if [ -n "${LABEL_STUDIO_PORT:-}" ] && [ "$LABEL_STUDIO_PORT" != "$PORT" ]; then
-  echo "warning: LABEL_STUDIO_PORT=$LABEL_STUDIO_PORT, but label_studio.url in $PARAMS names port" \
-       "$PORT: the flow looks there; set the same port in both (or unset LABEL_STUDIO_PORT)" >&2
-  PORT=$LABEL_STUDIO_PORT
-fi
-DATA=${LABEL_STUDIO_DATA:-$REPO_ROOT/.sage-ada/label-studio}
-DOCS=${LABEL_STUDIO_DOCUMENT_ROOT:-$REPO_ROOT/data}
-CREDS="$DATA/credentials.env"
+source "$(dirname "$0")/settings.sh"
 NAME=label-studio-$PORT
 RUN_DIR="$DATA"
 
@@ -57,13 +32,13 @@ case "${1:-}" in
     [ -x "$VENV/bin/label-studio" ] || {
       echo "error: Label Studio is not installed; run infra/label-studio/install.sh first" >&2; exit 1; }
     credentials
-    mkdir -p "$DATA/home" "$DOCS"
+    mkdir -p "$DATA/home"
     env -i PATH="$VENV/bin:/usr/bin:/bin" HOME="$DATA/home" \
       LABEL_STUDIO_USERNAME="$LABEL_STUDIO_USERNAME" LABEL_STUDIO_PASSWORD="$LABEL_STUDIO_PASSWORD" \
       LABEL_STUDIO_USER_TOKEN="$LABEL_STUDIO_USER_TOKEN" LABEL_STUDIO_ENABLE_LEGACY_API_TOKEN=true \
       LABEL_STUDIO_DISABLE_SIGNUP_WITHOUT_LINK="${LABEL_STUDIO_DISABLE_SIGNUP_WITHOUT_LINK:-true}" \
       LABEL_STUDIO_BASE_DATA_DIR="$DATA/db" \
-      LABEL_STUDIO_LOCAL_FILES_SERVING_ENABLED=true LABEL_STUDIO_LOCAL_FILES_DOCUMENT_ROOT="$DOCS" \
+      LABEL_STUDIO_LOCAL_FILES_SERVING_ENABLED=false \
       COLLECT_ANALYTICS=false LATEST_VERSION_CHECK=false SENTRY_DSN= FRONTEND_SENTRY_DSN= \
       bash -c "$(declare -f launch port_busy wait_http stop_named); RUN_DIR='$RUN_DIR' launch $NAME $PORT \
         http://127.0.0.1:$PORT/health ${LABEL_STUDIO_START_TIMEOUT:-240} \

@@ -1,0 +1,31 @@
+# Sourced by the Label Studio scripts: where it is installed, where its data and credentials
+# live, and its port, which is the port of label_studio.url in params.yaml (or in the file
+# SAGE_ADA_PARAMS names) unless LABEL_STUDIO_PORT says otherwise: one setting for the flow and
+# the server.
+source "$(dirname "${BASH_SOURCE[0]}")/../lib.sh"
+[ -f "$REPO_ROOT/.env" ] && { set -a; source "$REPO_ROOT/.env"; set +a; }
+VERSION=$(cat "$INFRA_ROOT/label-studio/VERSION")
+VENV=${LABEL_STUDIO_VENV:-$HOME/.cache/sage-ada/label-studio-$VERSION}
+PARAMS=${SAGE_ADA_PARAMS:-$REPO_ROOT/params.yaml}
+DATA=${LABEL_STUDIO_DATA:-$REPO_ROOT/.sage-ada/label-studio}
+CREDS="$DATA/credentials.env"
+
+params_port() {  # the port of label_studio.url in the params file
+  local py="$VENV/bin/python"
+  [ -x "$py" ] || py=python3
+  "$py" - "$PARAMS" 2>/dev/null <<'PY' || echo 8080
+import sys
+from urllib.parse import urlparse
+
+import yaml
+
+url = ((yaml.safe_load(open(sys.argv[1])) or {}).get("label_studio") or {}).get("url") or ""
+print(urlparse(url).port or 8080)
+PY
+}
+PORT=$(params_port)
+if [ -n "${LABEL_STUDIO_PORT:-}" ] && [ "$LABEL_STUDIO_PORT" != "$PORT" ]; then
+  echo "warning: LABEL_STUDIO_PORT=$LABEL_STUDIO_PORT, but label_studio.url in $PARAMS names port" \
+       "$PORT: the flow looks there; set the same port in both (or unset LABEL_STUDIO_PORT)" >&2
+  PORT=$LABEL_STUDIO_PORT
+fi
