@@ -96,6 +96,7 @@ class LabelStudioConfig(_Section):
     on_timeout: Literal["wait", "fail", "partial"] = "fail"
     resolve: Literal["majority", "latest"] = "majority"
     annotators_per_task: int = Field(1, ge=1)  # people who label each task (overlap)
+    ties: Literal["ask_another", "latest", "fail"] = "ask_another"  # a majority tie
     hotkeys: dict[str, str] = {}   # class → key; a one-character class name is its own key
     instructions: str = ""         # shown to annotators above each task
     show_guess: bool = True        # pre-fill the model's guess (faster, but it anchors annotators)

@@ -12,7 +12,7 @@ import hashlib
 import json
 import logging
 from pathlib import Path
-from typing import Optional
+from typing import Callable, Optional
 
 from components.config import Config
 from components.session import ActiveSession
@@ -95,7 +95,11 @@ class ActiveRun:
         self._save_state()
         return ids
 
-    def annotate(self, round: int, timeout: float) -> dict[str, str]:
+    def annotate(self, round: int, timeout: float,
+                 announce: Optional[Callable[[int, str], None]] = None) -> dict[str, str]:
+        """Ask the oracle, then wait. Where people answer, each wait (a resumed one too) first
+        announces the round's URL: printed, tagged on the MLflow run, and passed to
+        ``announce`` (the flow makes it a link in the Prefect UI)."""
         pending = self.state.pending
         if pending.labels is not None:
             self._close(pending)  # again after a crash between collecting and closing
@@ -106,8 +110,13 @@ class ActiveRun:
                                    for sid, c in context.items()}
             pending.handle = self.oracle.request(pending.selected, round, context=context)
             self._save_state()
-            if isinstance(pending.handle, dict) and pending.handle.get("url"):
-                self.tracker.set_tags(self.run_id, {"sage_ada.annotation_url": pending.handle["url"]})
+        url = pending.handle.get("url") if isinstance(pending.handle, dict) else None
+        if url:
+            print(f"annotators: label round {round} ({len(pending.selected)} images) at {url}",
+                  flush=True)
+            self.tracker.set_tags(self.run_id, {"sage_ada.annotation_url": url})
+            if announce is not None:
+                announce(round, url)
         labels = self.oracle.collect(pending.handle, timeout)
         pending.labels = self.session.check_labels(pending.selected, labels)
         if hasattr(self.oracle, "describe"):
@@ -156,34 +165,38 @@ class ActiveRun:
         selection = [{"round": round, "sample_id": sid, "score": score,
                       "label": pending.labels.get(sid, ""),
                       **{k: pending.details.get(sid, {}).get(k) for k in
-                         ("annotator", "lead_time_s", "n_annotations", "skipped", "agreement")},
+                         ("annotator", "lead_time_s", "n_annotations", "skipped", "agreement",
+                          "tied")},
                       **suggestion_columns(pending.suggestions.get(sid), pending.labels.get(sid))}
                      for sid, score in zip(pending.selected, pending.scores)]
         judged = [r["accepted_suggestion"] for r in selection
                   if r.get("accepted_suggestion") is not None]
+        agreements = [r["agreement"] for r in selection
+                      if r["agreement"] is not None and (r["n_annotations"] or 0) > 1]
         selection += [{"round": round, "sample_id": sid, "score": None, "label": new,
                        "corrected_from": old} for sid, (old, new) in pending.corrections.items()]
         return self._finish_round(round, labelled=labelled, selection=selection,
                                   select_seconds=pending.select_seconds,
-                                  n_corrected=len(pending.corrections),
-                                  suggestions_accepted=sum(judged) / len(judged) if judged else None)
+                                  n_corrected=len(pending.corrections), annotation={
+                                      "suggestions_accepted": mean_or_none(judged),
+                                      "annotator_agreement": mean_or_none(agreements)})
 
     def _finish_round(self, round: int, *, labelled: dict, selection: list[dict],
                       select_seconds: float, n_corrected: int = 0,
-                      suggestions_accepted: Optional[float] = None) -> dict:
+                      annotation: Optional[dict] = None) -> dict:
+        """``annotation``: the round's figures on its annotators (share of suggestions accepted,
+        mean agreement where several labelled a sample); absent ones are left out."""
+        annotation = {k: v for k, v in (annotation or {}).items() if v is not None}
         result = self.session.evaluate(self.net)
         row = {"round": round, "n_labels": len(labelled), "accuracy": result["accuracy"],
-               "select_seconds": round_(select_seconds), "train_seconds": round_(self.train_seconds)}
-        if suggestions_accepted is not None:
-            row["suggestions_accepted"] = round_(suggestions_accepted)
+               "select_seconds": round_(select_seconds), "train_seconds": round_(self.train_seconds),
+               **{k: round_(v) for k, v in annotation.items()}}
         history = [h for h in self.state.history if h["round"] < round] + [row]
         self.session.save(self.net, self._checkpoint(round))
         self.tracker.log_round(
             self.run_id, round=round,
             metrics={"accuracy": row["accuracy"], "n_labels": row["n_labels"],
-                     "n_corrected": n_corrected,
-                     **({"suggestions_accepted": suggestions_accepted}
-                        if suggestions_accepted is not None else {}),
+                     "n_corrected": n_corrected, **annotation,
                      "select_seconds": select_seconds, "train_seconds": self.train_seconds},
             per_class=result["per_class"], selection=selection, model=self.net.cpu(),
             example=self.session.example_input(self.net), history=history)
@@ -228,6 +241,10 @@ def suggestion_columns(suggestion: Optional[list], label: Optional[str]) -> dict
     guess, confidence = suggestion
     return {"suggested": guess, "suggestion_confidence": confidence,
             "accepted_suggestion": None if not label else label == guess}
+
+
+def mean_or_none(values: list) -> Optional[float]:
+    return sum(values) / len(values) if values else None
 
 
 def round_(x: float) -> float:

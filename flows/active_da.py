@@ -73,7 +73,16 @@ def _not_a_timeout(task, task_run, state) -> bool:
 @task(name="annotate", task_run_name="annotate round {round}", retry_condition_fn=_not_a_timeout,
       **IO)
 def annotate(run: ActiveRun, round: int, timeout: float) -> dict[str, str]:
-    return run.annotate(round, timeout)
+    return run.annotate(round, timeout, announce=_link_in_prefect)
+
+
+def _link_in_prefect(round: int, url: str) -> None:
+    """The round's annotation page as a link on the flow run's page in the Prefect UI."""
+    from prefect.artifacts import create_link_artifact
+
+    create_link_artifact(link=url, link_text=f"Label round {round} in Label Studio",
+                         key=f"annotate-round-{round}",
+                         description=f"Round {round} is waiting for annotators.")
 
 
 @task(name="adapt", task_run_name="adapt round {round}", **PURE)

@@ -1,10 +1,12 @@
 """Annotators in the loop, against a real Label Studio server started from infra/."""
 from __future__ import annotations
 
+import asyncio
 import base64
 import json
 import logging
 import os
+import re
 import subprocess
 from pathlib import Path
 
@@ -50,6 +52,18 @@ def test_several_annotators_are_credited_and_their_agreement_kept():
     assert edited.annotator == 8 and edited.annotators == (8,)
     split = resolve([_ann(1, "1"), _ann(2, cancelled=True)], CLASSES, "majority", "s")
     assert split.label == "1" and split.answered == 2 and split.agreement == 1.0
+
+
+def test_a_majority_tie_is_left_unsettled_unless_the_latest_may_break_it():
+    tie = [_ann(1, "1"), {**_ann(2, "2"), "completed_by": 8}]
+    for policy in ("ask_another", "fail"):
+        r = resolve(tie, CLASSES, "majority", "s", ties=policy)
+        assert r.label is None and r.tied == ("1", "2") and not r.skipped
+        assert r.answered == 2 and r.agreement == 0.5
+    assert resolve(tie, CLASSES, "majority", "s", ties="latest").label == "2"
+    broken = resolve(tie + [_ann(3, "1")], CLASSES, "majority", "s", ties="fail")
+    assert broken.label == "1" and broken.tied == () and broken.agreement == pytest.approx(2 / 3)
+    assert resolve(tie, CLASSES, "latest", "s", ties="fail").label == "2"   # no majority, no tie
 
 
 def test_unknown_label_is_rejected_with_a_log_line(caplog):
@@ -174,7 +188,7 @@ def test_full_round_through_the_flow_with_the_simulated_annotator(project, label
                                                                   prefect_api, digits_manifest):
     from flows.active_da import active_domain_adaptation
 
-    _ls_project(project, label_studio)
+    _ls_project(project, label_studio, annotators_per_task=2)
     result = active_domain_adaptation(params="params.yaml", progress=False, auto_annotate=True)
     truth = dict(zip(digits_manifest.sample_id, digits_manifest.label))
     assert len(result["labelled"]) == 5
@@ -189,13 +203,24 @@ def test_full_round_through_the_flow_with_the_simulated_annotator(project, label
     (child,) = client.search_runs([exp.experiment_id], "tags.sage_ada.round = '1'")
     rows = json.load(open(client.download_artifacts(child.info.run_id, "selection.json")))
     assert all(r["annotator"] is not None and r["lead_time_s"] is not None for r in rows)
+    assert all(r["n_annotations"] == 2 and r["agreement"] == 1.0 for r in rows)  # two people
+    assert child.data.metrics["annotator_agreement"] == 1.0
+    assert [m.step for m in client.get_metric_history(result["run_id"], "annotator_agreement")] == [1]
+    from prefect import get_client                      # the round's link in the Prefect UI
+    from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterKey
+
+    async def links():
+        async with get_client() as prefect:
+            return await prefect.read_artifacts(
+                artifact_filter=ArtifactFilter(key=ArtifactFilterKey(any_=["annotate-round-1"])))
+    assert any(a.data == f"[Label round 1 in Label Studio]({url})" for a in asyncio.run(links()))
     assert "LABEL_STUDIO" not in json.dumps(client.get_run(result["run_id"]).data.params)
     assert label_studio["token"] not in json.dumps(client.get_run(result["run_id"]).data.params)
 
 
 @pytest.mark.slow
 def test_resume_while_waiting_loses_no_annotation_and_makes_no_duplicate(project, label_studio,
-                                                                         prefect_api):
+                                                                         prefect_api, capsys):
     from flows.active_da import active_domain_adaptation
 
     raw = _ls_project(project, label_studio, on_timeout="fail")
@@ -216,8 +241,10 @@ def test_resume_while_waiting_loses_no_annotation_and_makes_no_duplicate(project
         client.annotations.create(id=task.id, result=choice_result(label))
         early[sid] = label
 
+    capsys.readouterr()
     result = active_domain_adaptation(params="params.yaml", progress=False, auto_annotate=True,
                                       resume=state["run_id"])
+    assert f"annotators: label round 1 (5 images) at {handle['url']}" in capsys.readouterr().out
     tasks, _ = _tasks(label_studio, handle["project_id"])
     assert len(tasks) == 5                                           # no duplicate task
     assert len({t.data["item"] for t in tasks}) == 5
@@ -278,7 +305,7 @@ def test_a_task_waits_for_as_many_annotators_as_asked(label_studio, digits_manif
     """annotators_per_task: 2: the project asks Label Studio for 2 annotations per task, a task
     with one is not done, and the two labels resolve with their agreement."""
     oracle = _oracle(label_studio, digits_root, "overlap", poll_interval_s=0.2, on_timeout="fail",
-                     annotators_per_task=2)
+                     annotators_per_task=2, ties="latest")
     pool = digits_manifest[digits_manifest.split == "target_train"].head(2)
     ids = list(pool.sample_id)
     handle = oracle.request(ids, 1, context={s: {"path": p} for s, p in zip(ids, pool.path)})
@@ -296,9 +323,23 @@ def test_a_task_waits_for_as_many_annotators_as_asked(label_studio, digits_manif
 
 
 @pytest.mark.slow
+def test_ties_fail_with_one_error_naming_them(label_studio, digits_manifest, digits_root):
+    oracle = _oracle(label_studio, digits_root, "ties-fail", poll_interval_s=0.2,
+                     on_timeout="fail", annotators_per_task=2, ties="fail")
+    pool = digits_manifest[digits_manifest.split == "target_train"].head(2)
+    ids = list(pool.sample_id)
+    handle = oracle.request(ids, 1, context={s: {"path": p} for s, p in zip(ids, pool.path)})
+    oracle.on_poll = AutoAnnotator(oracle.client, dict(zip(pool.sample_id, pool.label)),
+                                   item_of=oracle.item, answers={ids[0]: ["1", "2"]})
+    with pytest.raises(OracleError, match=re.escape(f"tie on 1 image(s) ({ids[0]}: 1 vs 2)")
+                       + ".*--resume"):
+        oracle.collect(handle, timeout=5)
+
+
+@pytest.mark.slow
 def test_skips_unknown_labels_and_disagreements(label_studio, digits_manifest, digits_root):
     oracle = _oracle(label_studio, digits_root, "skips-and-disagreements", poll_interval_s=0.2,
-                     on_timeout="partial")
+                     on_timeout="partial", ties="latest")
     pool = digits_manifest[digits_manifest.split == "target_train"].head(4)
     ids = list(pool.sample_id)
     context = {sid: {"path": path, "score": 1.0, "prediction": "0", "confidence": 0.5}
@@ -385,21 +426,111 @@ def _chromium(shots: Path):
     return driver
 
 
+class BrowserAnnotator:
+    """A person at Label Studio in Debian's chromium: logs in, labels by key or by click,
+    submits, skips, goes back to fix a label. Each step can be saved as a screenshot."""
+
+    def __init__(self, driver, url: str, shots: Path):
+        from selenium.webdriver.common.action_chains import ActionChains
+
+        self.driver, self.url, self.shots = driver, url, shots
+        self.keys = ActionChains(driver)
+
+    def wait(self, until, seconds: float = 30, ignoring=()):
+        from selenium.webdriver.support.ui import WebDriverWait
+
+        return WebDriverWait(self.driver, seconds, ignored_exceptions=ignoring).until(until)
+
+    def find(self, xpath: str):
+        from selenium.webdriver.common.by import By
+
+        return self.driver.find_element(By.XPATH, xpath)
+
+    def shot(self, name: str) -> None:
+        self.driver.save_screenshot(str(self.shots / f"{name}.png"))
+
+    def log_in(self, email: str, password: str) -> None:
+        from selenium.webdriver.common.by import By
+        from selenium.webdriver.common.keys import Keys
+
+        self.driver.delete_all_cookies()                            # whoever was here logs out
+        self.driver.get(self.url + "/user/login")
+        self.wait(lambda d: d.find_elements(By.NAME, "email"))
+        self.driver.find_element(By.NAME, "email").send_keys(email)
+        self.driver.find_element(By.NAME, "password").send_keys(password + Keys.ENTER)
+        self.wait(lambda d: "/user/login" not in d.current_url)
+
+    def open_round(self, round_url: str) -> None:
+        """The round's tab, labelling: its tasks one after another."""
+        self.driver.get(round_url + "&labeling=1")
+        self.wait(lambda d: self.choices())
+
+    def choices(self) -> dict[str, object]:
+        """The class buttons by the class they show ("4[4]" → "4")."""
+        from selenium.webdriver.common.by import By
+
+        return {b.text.split("[")[0].strip(): b
+                for b in self.driver.find_elements(By.CSS_SELECTOR, ".ant-checkbox-wrapper")}
+
+    def checked(self) -> list[str]:
+        from selenium.webdriver.common.by import By
+
+        return [b.text.split("[")[0].strip()
+                for b in self.driver.find_elements(By.CSS_SELECTOR, ".ant-checkbox-wrapper-checked")]
+
+    def press(self, key: str) -> None:
+        self.keys.send_keys(key).perform()
+        self.wait(lambda d: self.checked() == [key], 10)
+
+    def click(self, label: str) -> None:
+        self.choices()[label].click()
+        self.wait(lambda d: self.checked() == [label], 10)
+
+    def submit_by_keyboard(self) -> None:
+        from selenium.webdriver.common.keys import Keys
+
+        self.keys.key_down(Keys.CONTROL).send_keys(Keys.ENTER).key_up(Keys.CONTROL).perform()
+
+    def press_button(self, text: str) -> None:
+        """A toast ("Annotation saved") covers the bottom buttons for a few seconds after each
+        save: a person waits for it too."""
+        from selenium.common.exceptions import ElementClickInterceptedException
+
+        button = self.find(f"//button[normalize-space()='{text}']")
+        self.wait(lambda d: button.click() or True, ignoring=(ElementClickInterceptedException,))
+
+    def queue_done(self) -> None:
+        self.wait(lambda d: d.find_elements("xpath", "//*[text()='No More Tasks Left in Queue']"))
+
+
+def _browser_annotator(label_studio, tmp_path) -> BrowserAnnotator:
+    shots = Path(os.environ.get("SAGE_ADA_SCREENSHOTS", tmp_path / "screenshots"))
+    return BrowserAnnotator(_chromium(shots), label_studio["url"], shots)
+
+
+def _admin(label_studio) -> tuple[str, str]:
+    creds = dict(l.split("=", 1) for l in Path(label_studio["credentials"]).read_text().splitlines())
+    return creds["LABEL_STUDIO_USERNAME"], creds["LABEL_STUDIO_PASSWORD"]
+
+
+def _account(label_studio, email: str) -> tuple[str, str]:
+    """An annotator account made as users make one: infra/label-studio/add-annotator.sh."""
+    subprocess.run(["bash", str(REPO / "infra/label-studio/add-annotator.sh"), email],
+                   env=label_studio["env"], check=True, capture_output=True, timeout=120)
+    path = Path(label_studio["env"]["LABEL_STUDIO_DATA"]) / "annotators" / f"{email}.env"
+    return email, dict(l.split("=", 1) for l in path.read_text().splitlines())["LABEL_STUDIO_PASSWORD"]
+
+
 @pytest.mark.slow
 def test_an_annotator_labels_by_keyboard_in_a_real_browser(label_studio, digits_manifest,
                                                            digits_root, tmp_path):
-    """As a person: log in, read the instructions, see the model's guess pre-selected, press
-    the digit's key (it must pick that digit, not Label Studio's positional choice), submit
-    with Ctrl+Enter; skip the next one. The flow's oracle then reads exactly that. Screenshots of each step go
-    to $SAGE_ADA_SCREENSHOTS (default: the test's temporary folder)."""
-    from selenium.common.exceptions import ElementClickInterceptedException
-    from selenium.webdriver.common.action_chains import ActionChains
-    from selenium.webdriver.common.by import By
+    """As a person: see the round's notice on the project list, log in, read the
+    instructions, see the model's guess pre-selected, press the digit's key (it must pick that
+    digit, not Label Studio's positional choice), submit with Ctrl+Enter; skip the next one.
+    The flow's oracle then reads exactly that. Screenshots of each step go to
+    $SAGE_ADA_SCREENSHOTS (default: the test's temporary folder)."""
     from selenium.webdriver.common.keys import Keys
-    from selenium.webdriver.support import expected_conditions as EC
-    from selenium.webdriver.support.ui import WebDriverWait
 
-    shots = Path(os.environ.get("SAGE_ADA_SCREENSHOTS", tmp_path / "screenshots"))
     oracle = _oracle(label_studio, digits_root, "browser", pixelated=True, poll_interval_s=0.2,
                      on_timeout="partial", instructions="Pick the digit the image shows.")
     pool = digits_manifest[digits_manifest.split == "target_train"]
@@ -408,47 +539,93 @@ def test_an_annotator_labels_by_keyboard_in_a_real_browser(label_studio, digits_
     handle = oracle.request(ids, 1, context={s: {"path": p, "score": 0.5, "prediction": "7",
                                                  "confidence": 0.8}
                                              for s, p in zip(ids, pool.path)})
-    creds = dict(l.split("=", 1) for l in Path(label_studio["credentials"]).read_text().splitlines())
-    driver = _chromium(shots)
-    keys = ActionChains(driver)
-
-    def checked() -> list[str]:  # the ticked choices, by the class they show ("4[4]" → "4")
-        return [b.text.split("[")[0].strip()
-                for b in driver.find_elements(By.CSS_SELECTOR, ".ant-checkbox-wrapper-checked")]
-
+    person = _browser_annotator(label_studio, tmp_path)
     try:
-        driver.get(label_studio["url"] + "/user/login")
-        WebDriverWait(driver, 30).until(EC.presence_of_element_located((By.NAME, "email")))
-        driver.find_element(By.NAME, "email").send_keys(creds["LABEL_STUDIO_USERNAME"])
-        driver.find_element(By.NAME, "password").send_keys(creds["LABEL_STUDIO_PASSWORD"] + Keys.ENTER)
-        WebDriverWait(driver, 30).until(lambda d: "/user/login" not in d.current_url)
-        driver.get(handle["url"] + "&labeling=1")  # the round's own tab, labelling
-        WebDriverWait(driver, 30).until(
-            EC.visibility_of_element_located((By.XPATH, "//*[text()='Labeling Instructions']")))
-        assert "Pick the digit the image shows." in driver.find_element(By.TAG_NAME, "body").text
-        driver.save_screenshot(str(shots / "1-instructions.png"))
-        keys.send_keys(Keys.ESCAPE).perform()
-        WebDriverWait(driver, 30).until(lambda d: checked() == ["7"])    # the guess, pre-selected
-        driver.save_screenshot(str(shots / "2-guess-prefilled.png"))
-        keys.send_keys("4").perform()
-        WebDriverWait(driver, 10).until(lambda d: checked() == ["4"])
-        driver.save_screenshot(str(shots / "3-key-pressed.png"))
-        keys.key_down(Keys.CONTROL).send_keys(Keys.ENTER).key_up(Keys.CONTROL).perform()  # submit
-        WebDriverWait(driver, 30).until(lambda d: checked() == ["7"])    # the next task's guess
-        driver.save_screenshot(str(shots / "4-next-task.png"))
-        # "Annotation saved" covers the Skip button for a few seconds; a person waits too
-        skip = driver.find_element(By.XPATH, "//button[normalize-space()='Skip']")
-        WebDriverWait(driver, 30, ignored_exceptions=(ElementClickInterceptedException,)).until(
-            lambda d: skip.click() or True)
-        WebDriverWait(driver, 30).until(
-            lambda d: all(r.label or r.skipped for r in oracle.poll(handle).values()))
-        driver.save_screenshot(str(shots / "5-after-skip.png"))
+        person.log_in(*_admin(label_studio))
+        person.driver.get(label_studio["url"] + "/projects")
+        person.wait(lambda d: "Round 1 is ready: 2 images to label" in d.page_source)
+        person.shot("0-projects-notice")
+        person.driver.get(handle["url"] + "&labeling=1")
+        person.wait(lambda d: d.find_elements("xpath", "//*[text()='Labeling Instructions']"))
+        assert "Pick the digit the image shows." in person.find("//body").text
+        person.shot("1-instructions")
+        person.keys.send_keys(Keys.ESCAPE).perform()
+        person.wait(lambda d: person.checked() == ["7"])            # the guess, pre-selected
+        person.shot("2-guess-prefilled")
+        person.press("4")
+        person.shot("3-key-pressed")
+        person.submit_by_keyboard()
+        person.wait(lambda d: person.checked() == ["7"])            # the next task's guess
+        person.shot("4-next-task")
+        person.press_button("Skip")
+        person.wait(lambda d: all(r.label or r.skipped for r in oracle.poll(handle).values()))
+        person.shot("5-after-skip")
     finally:
-        driver.quit()
+        person.driver.quit()
     labels = oracle.collect(handle, timeout=10)
     assert list(labels.values()) == ["4"]                 # the key pressed, the class it shows
     (skipped,) = set(ids) - set(labels)
     assert oracle.describe(handle)[skipped]["skipped"]
+
+
+@pytest.mark.slow
+def test_two_annotators_tie_a_third_decides_and_corrects_in_a_real_browser(
+        label_studio, digits_manifest, digits_root, tmp_path):
+    """annotators_per_task: 2, ties: ask_another. The admin labels a 4 by clicking, a second
+    annotator presses 7: a tie, so Label Studio serves the task to a third person, who presses
+    4 and breaks it. Collected: 4, credited to the two who gave it, agreement 2/3. Then the
+    third person goes back to the task and changes it to 7: the oracle reads the correction
+    (what the run trains on from the next adaptation)."""
+    oracle = _oracle(label_studio, digits_root, "browser-overlap", pixelated=True,
+                     poll_interval_s=0.2, on_timeout="fail", annotators_per_task=2,
+                     ties="ask_another", show_guess=False)
+    pool = digits_manifest[digits_manifest.split == "target_train"]
+    pool = pool[pool.label == "4"].iloc[2:3]
+    (sid,) = pool.sample_id
+    handle = oracle.request([sid], 1, context={sid: {"path": pool.path.iloc[0]}})
+    admin, bea, cai = _admin(label_studio), _account(label_studio, "bea@example.com"), \
+        _account(label_studio, "cai@example.com")
+    users = {u.email: u.id for u in oracle.client.users.list()}
+    person = _browser_annotator(label_studio, tmp_path)
+    try:
+        person.log_in(*admin)
+        person.open_round(handle["url"])
+        person.click("4")
+        person.shot("overlap-1-admin-clicked")
+        person.press_button("Submit")
+        person.queue_done()
+        person.log_in(*bea)
+        person.open_round(handle["url"])
+        person.press("7")
+        person.submit_by_keyboard()
+        person.queue_done()
+        person.shot("overlap-2-second-annotator-done")
+
+        with pytest.raises(OracleTimeout, match="0 of 1"):          # a tie is not a label
+            oracle.collect(handle, timeout=0.5)
+        task = oracle.tasks(handle["project_id"])[oracle.item(sid)]
+        assert task.overlap == 3 and not task.is_labeled            # one more person asked
+
+        person.log_in(*cai)
+        person.open_round(handle["url"])                            # served to the third
+        person.shot("overlap-3-third-annotator-served")
+        person.press("4")
+        person.submit_by_keyboard()
+        person.queue_done()
+        assert oracle.collect(handle, timeout=10) == {sid: "4"}
+        details = oracle.describe(handle)[sid]
+        assert details["agreement"] == pytest.approx(2 / 3) and details["n_annotations"] == 3
+        assert sorted(details["annotators"]) == sorted([users[admin[0]], users[cai[0]]])
+        assert details["annotator"] == users[cai[0]]                # the one who broke the tie
+
+        person.find("//button[@aria-label='Previous task']").click()  # "oops"
+        person.wait(lambda d: person.checked() == ["4"])
+        person.press("7")
+        person.press_button("Update")
+        person.wait(lambda d: oracle.current_labels([sid]) == {sid: "7"})
+        person.shot("overlap-4-corrected")
+    finally:
+        person.driver.quit()
 
 
 @pytest.mark.slow

@@ -24,12 +24,12 @@ def make_oracle(cfg, manifest, classes: list[str], *, auto_annotate: bool = Fals
                                poll_interval_s=ls.poll_interval_s, on_timeout=ls.on_timeout,
                                resolve_rule=ls.resolve, progress=progress, hotkeys=ls.hotkeys,
                                instructions=ls.instructions, show_guess=ls.show_guess,
-                               annotators_per_task=ls.annotators_per_task,
+                               annotators_per_task=ls.annotators_per_task, ties=ls.ties,
                                pixelated=cfg.data.image_size <= ls.pixelated_below)
     if auto_annotate:
         pool = manifest[manifest["split"] == "target_train"]
         oracle.on_poll = AutoAnnotator(oracle.client, dict(zip(pool["sample_id"], pool["label"])),
-                                       item_of=oracle.item)
+                                       item_of=oracle.item, per_task=ls.annotators_per_task)
     return oracle
 
 

@@ -16,10 +16,11 @@ class AutoAnnotator:
     a person, sees only items, and looks the held-back label up through it."""
 
     def __init__(self, client, truth: dict[str, str], *, item_of, skip=(),
-                 answers: dict[str, list[str]] | None = None):
+                 answers: dict[str, list[str]] | None = None, per_task: int = 1):
         self.client, self.truth, self.item_of = client, truth, item_of
         self.skip = set(skip)
         self.answers = answers or {}   # sample_id → labels to give, one annotation each
+        self.per_task = per_task       # annotations of the true label (annotators_per_task)
         self.created = 0
 
     def annotate(self, project_id: int) -> int:
@@ -35,7 +36,7 @@ class AutoAnnotator:
                 self.client.annotations.create(id=task.id, result=[], was_cancelled=True,
                                                lead_time=lead)
             else:
-                for label in self.answers.get(sid, [self.truth[sid]]):
+                for label in self.answers.get(sid, [self.truth[sid]] * self.per_task):
                     self.client.annotations.create(id=task.id, result=choice_result(label),
                                                    lead_time=lead)
             done += 1

@@ -23,9 +23,12 @@
 * a skipped (cancelled) task goes back to the pool unlabelled; when its round closes, it and any
   task left unanswered (``partial``) leave the queue, so a later selection gets a fresh task;
   a label outside the class list is rejected with a log line and never reaches training;
-  ``annotators_per_task`` people answer each task; their labels resolve by ``majority`` (ties:
-  the latest) or ``latest``, credited to who gave the label (the last to edit it), with the
-  share of the labels that agree.
+  ``annotators_per_task`` people answer each task; their labels resolve by ``majority`` or
+  ``latest``, credited to who gave the label (the last to edit it), with the share of the labels
+  that agree; a majority tie is settled by ``ties``: ``ask_another`` (the task is served to one
+  more annotator), ``latest`` or ``fail``;
+* the project's description says which round is ready and how many images it holds, so
+  annotators see it on Label Studio's project list.
 """
 from __future__ import annotations
 
@@ -166,6 +169,7 @@ class Resolution:
     answered: int = 0                 # labels in the class list, and skips
     annotators: tuple = ()            # everyone whose label is the one resolved
     agreement: Optional[float] = None  # share of the labels that equal the one resolved
+    tied: tuple = ()                  # the labels a majority tie left unsettled (label: None)
 
 
 def _author(annotation: dict) -> Optional[int]:
@@ -182,8 +186,11 @@ def _choice(annotation: dict) -> Optional[str]:
     return None
 
 
-def resolve(annotations: list[dict], classes: list[str], rule: str, sample_id: str) -> Resolution:
-    """Turn a task's annotations into one label (or a skip), rejecting unknown labels."""
+def resolve(annotations: list[dict], classes: list[str], rule: str, sample_id: str,
+            ties: str = "latest") -> Resolution:
+    """Turn a task's annotations into one label (or a skip), rejecting unknown labels. A
+    majority tie gives the latest of the tied labels under ``ties: latest``; otherwise no label
+    yet, and the tied labels, for the oracle to ask another annotator or fail."""
     valid, cancelled = [], []
     for ann in sorted(annotations, key=lambda a: (a.get("updated_at") or a.get("created_at") or "",
                                                   a.get("id") or 0)):
@@ -208,7 +215,12 @@ def resolve(annotations: list[dict], classes: list[str], rule: str, sample_id: s
     counts = Counter(label for label, _ in valid)
     if rule == "majority":
         best = max(counts.values())
-        label, ann = [(l, a) for l, a in valid if counts[l] == best][-1]  # ties: the latest
+        leaders = [(l, a) for l, a in valid if counts[l] == best]
+        tied = tuple(sorted({l for l, _ in leaders}))
+        if len(tied) > 1 and ties != "latest":
+            return Resolution(None, n_annotations=len(annotations), answered=answered, tied=tied,
+                              agreement=best / len(valid))
+        label, ann = leaders[-1]
     else:
         label, ann = valid[-1]
     return Resolution(label, annotator=_author(ann), lead_time_s=ann.get("lead_time"),
@@ -222,12 +234,13 @@ class LabelStudioOracle:
                  experiment: str, poll_interval_s: float = 10.0, on_timeout: str = "fail",
                  resolve_rule: str = "majority", progress: bool = True, client=None,
                  hotkeys: dict[str, str] | None = None, instructions: str = "",
-                 pixelated: bool = False, show_guess: bool = True, annotators_per_task: int = 1):
+                 pixelated: bool = False, show_guess: bool = True, annotators_per_task: int = 1,
+                 ties: str = "ask_another"):
         self.url, self.classes = url.rstrip("/"), classes
         # a hotkey clash fails here, first
         self.label_config = label_config(classes, hotkeys, pixelated=pixelated)
         self.instructions, self.show_guess = instructions, show_guess
-        self.annotators_per_task = annotators_per_task
+        self.annotators_per_task, self.ties = annotators_per_task, ties
         self.data_root = Path(data_root).resolve()
         self.experiment, self.poll_interval_s = experiment, poll_interval_s
         self.on_timeout, self.resolve_rule, self.progress = on_timeout, resolve_rule, progress
@@ -307,16 +320,21 @@ class LabelStudioOracle:
         if self.show_guess and any(c.get("prediction") is not None for c in context.values()):
             # Label Studio pre-fills only the predictions of the project's model version.
             self.client.projects.update(id=project, model_version=f"round {round - 1}")
+        # the notice annotators see on the project list
+        self.client.projects.update(id=project, description=(
+            f"Round {round} is ready: {len(sample_ids)} image{'s' * (len(sample_ids) != 1)} to "
+            f"label (tab 'Round {round}'). "
+            f"sage-ada active domain adaptation, MLflow run {self.run_id}"))
         url = f"{self.project_url(project)}?tab={self.round_view(project, round)}"
         log.info("round %d: %d tasks in Label Studio (%d new) at %s", round, len(sample_ids),
                  len(new), url)
-        print(f"annotators: label round {round} at {url}", flush=True)
         return {"project_id": project, "round": round, "sample_ids": list(sample_ids), "url": url}
 
     def _resolve(self, project: int, sample_ids: list[str]) -> dict[str, tuple]:
         """``sample_id → (task, Resolution)`` for the samples that have a task now."""
         tasks = self.tasks(project)
-        return {sid: (task, resolve(task.annotations or [], self.classes, self.resolve_rule, sid))
+        return {sid: (task, resolve(task.annotations or [], self.classes, self.resolve_rule, sid,
+                                    self.ties))
                 for sid in sample_ids if (task := tasks.get(self.item(sid))) is not None}
 
     def poll(self, handle: dict) -> dict[str, Resolution]:
@@ -327,7 +345,27 @@ class LabelStudioOracle:
         if missing:
             raise OracleError(f"tasks for {missing[:5]} vanished from project "
                               f"{handle['project_id']}; were they deleted in Label Studio?")
+        self._settle_ties(handle, found)
         return {sid: found[sid][1] for sid in handle["sample_ids"]}
+
+    def _settle_ties(self, handle: dict, found: dict[str, tuple]) -> None:
+        """A tie among as many labels as were asked for: under ``ask_another`` the task wants
+        one more annotator (Label Studio serves it to someone who has not labelled it yet);
+        under ``fail``, one error naming the tied samples."""
+        tied = {sid: (task, r) for sid, (task, r) in found.items()
+                if r.tied and r.answered >= max(self.annotators_per_task, task.overlap or 1)}
+        if tied and self.ties == "fail":
+            listed = "; ".join(f"{sid}: {' vs '.join(r.tied)}" for sid, (_, r) in
+                               list(tied.items())[:5])
+            raise OracleError(
+                f"round {handle['round']}: annotators tie on {len(tied)} image(s) ({listed}); "
+                f"break each tie in Label Studio ({handle['url']}: one more annotation, or an "
+                "edit), then `sage-ada run --resume <run id>`; or set label_studio.ties: "
+                "ask_another or latest")
+        for sid, (task, r) in tied.items():
+            log.info("round %d: %s is tied (%s); asking one more annotator", handle["round"],
+                     self.item(sid), " vs ".join(r.tied))
+            self.client.tasks.update(id=str(task.id), overlap=r.answered + 1, is_labeled=False)
 
     def close(self, handle: dict) -> int:
         """Take the round's skipped and unanswered tasks out of the queue (deleted: Label Studio
@@ -408,7 +446,8 @@ class LabelStudioOracle:
             bar.close()
         self.details = {sid: {"annotator": r.annotator, "lead_time_s": r.lead_time_s,
                               "n_annotations": r.n_annotations, "skipped": r.skipped,
-                              "annotators": list(r.annotators), "agreement": r.agreement}
+                              "annotators": list(r.annotators), "agreement": r.agreement,
+                              "tied": list(r.tied)}
                         for sid, r in state.items()}
         return {sid: r.label for sid, r in state.items() if r.label is not None}
 

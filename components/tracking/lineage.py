@@ -151,7 +151,8 @@ class Tracker:
         last = history[-1]
         self.client.log_batch(parent_id, metrics=[  # step = round: MLflow charts each
             Metric(key, last[key], now, last["round"])
-            for key in ("accuracy", "n_labels", "suggestions_accepted") if key in last])
+            for key in ("accuracy", "n_labels", "suggestions_accepted", "annotator_agreement")
+            if key in last])
         fig = accuracy_curve(history, f"{self.experiment}")
         self.client.log_figure(parent_id, fig, "accuracy_vs_labels.png")
         plt.close(fig)
