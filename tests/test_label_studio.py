@@ -502,6 +502,14 @@ class BrowserAnnotator:
     def queue_done(self) -> None:
         self.wait(lambda d: d.find_elements("xpath", "//*[text()='No More Tasks Left in Queue']"))
 
+    def record(self, name: str, details: dict[str, dict]) -> None:
+        """The seconds per label Label Studio measured in this browser, beside the screenshots
+        (benchmarks/label_studio_round.py reports them)."""
+        path = self.shots / "browser-lead-times.json"
+        seen = json.loads(path.read_text()) if path.exists() else {}
+        seen[name] = [d["lead_time_s"] for d in details.values() if d["lead_time_s"] is not None]
+        path.write_text(json.dumps(seen, indent=1))
+
 
 def _browser_annotator(label_studio, tmp_path) -> BrowserAnnotator:
     shots = Path(os.environ.get("SAGE_ADA_SCREENSHOTS", tmp_path / "screenshots"))
@@ -566,6 +574,7 @@ def test_an_annotator_labels_by_keyboard_in_a_real_browser(label_studio, digits_
     assert list(labels.values()) == ["4"]                 # the key pressed, the class it shows
     (skipped,) = set(ids) - set(labels)
     assert oracle.describe(handle)[skipped]["skipped"]
+    person.record("keyboard and skip", oracle.describe(handle))
 
 
 @pytest.mark.slow
@@ -617,6 +626,7 @@ def test_two_annotators_tie_a_third_decides_and_corrects_in_a_real_browser(
         assert details["agreement"] == pytest.approx(2 / 3) and details["n_annotations"] == 3
         assert sorted(details["annotators"]) == sorted([users[admin[0]], users[cai[0]]])
         assert details["annotator"] == users[cai[0]]                # the one who broke the tie
+        person.record("two annotators and a tie", oracle.describe(handle))
 
         person.find("//button[@aria-label='Previous task']").click()  # "oops"
         person.wait(lambda d: person.checked() == ["4"])
