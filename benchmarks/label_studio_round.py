@@ -84,7 +84,8 @@ def main():
                 rounds.append(time.perf_counter() - t)
             interval = load_config(REPO / "params.yaml").label_studio.poll_interval_s
             oracle.poll_interval_s = interval
-            done = list(pool.sample_id[:3 * args.budget])
+            head = pool.iloc[:3 * args.budget]
+            done = dict(zip(head.sample_id, head.label))
             to_adapt = [submit_to_adaptation(oracle, pool.iloc[(r - 1) * args.budget:
                                                                r * args.budget], r, done)
                         for r in range(4, 4 + args.trials)]
@@ -108,7 +109,7 @@ def main():
     (REPO / "benchmarks/results/label_studio_round.json").write_text(json.dumps(out, indent=1))
 
 
-def submit_to_adaptation(oracle, rows, round: int, earlier: list[str]) -> float:
+def submit_to_adaptation(oracle, rows, round: int, earlier: dict[str, str]) -> float:
     """All of a round's labels but one are in; the last is submitted at a random moment of the
     wait. Seconds from that submit until the run has its labels, has closed the round and has
     read the corrections of earlier rounds: when the adaptation starts."""
@@ -133,10 +134,10 @@ def submit_to_adaptation(oracle, rows, round: int, earlier: list[str]) -> float:
     person.start()
     oracle.collect(handle, timeout=oracle.poll_interval_s * 10)
     oracle.close(handle)
-    oracle.current_labels(earlier)
+    oracle.relabelled(earlier)
     ready = time.perf_counter()
     person.join()
-    earlier += ids
+    earlier.update(truth)
     return ready - submitted["at"]
 
 

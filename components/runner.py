@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Callable, Optional
 
 from components.config import Config
+from components.oracle import OracleError
 from components.session import ActiveSession
 from components.state import PendingRound, RunState, StateStore
 from components.tracking.lineage import STATE_TAG, Tracker, data_hash, git_commit
@@ -131,27 +132,30 @@ class ActiveRun:
         if hasattr(self.oracle, "close"):
             self.oracle.close(pending.handle)
 
-    def corrections(self) -> dict[str, list[str]]:
+    def corrections(self) -> dict[str, dict]:
         """Earlier rounds' labels that annotators changed since they were collected, read once
         per round before its adaptation (and kept, so a retried adapt trains on the same)."""
         pending = self.state.pending
         if pending.corrections is None:
-            now = {}
-            if hasattr(self.oracle, "current_labels"):
-                earlier = sorted(self.state.labelled)
-                now = self.session.check_labels(earlier, self.oracle.current_labels(earlier))
-            pending.corrections = {sid: [self.state.labelled[sid], label]
-                                   for sid, label in sorted(now.items())
-                                   if label != self.state.labelled[sid]}
-            for sid, (old, new) in pending.corrections.items():
-                log.warning("round %d: %s was relabelled from %s to %s by its annotators; "
-                            "training uses %s from now on", pending.round, sid, old, new, new)
+            pending.corrections = self._read_corrections()
+            for sid, c in pending.corrections.items():
+                log.warning("round %d: %s was relabelled from %s to %s by annotator %s; "
+                            "training uses %s from now on", pending.round, sid, c["old"],
+                            c["new"], c["by"], c["new"])
             self._save_state()
         return pending.corrections
 
+    def _read_corrections(self) -> dict[str, dict]:
+        if not hasattr(self.oracle, "relabelled"):
+            return {}
+        changed = self.oracle.relabelled(self.state.labelled)
+        valid = self.session.check_labels(sorted(changed),
+                                          {sid: c["new"] for sid, c in changed.items()})
+        return {sid: changed[sid] for sid in valid}
+
     def _labelled_now(self) -> dict[str, str]:
         pending = self.state.pending
-        corrected = {sid: new for sid, (_, new) in self.corrections().items()}
+        corrected = {sid: c["new"] for sid, c in self.corrections().items()}
         return {**self.state.labelled, **corrected, **pending.labels}
 
     def adapt(self, round: int) -> None:
@@ -173,8 +177,7 @@ class ActiveRun:
                   if r.get("accepted_suggestion") is not None]
         agreements = [r["agreement"] for r in selection
                       if r["agreement"] is not None and (r["n_annotations"] or 0) > 1]
-        selection += [{"round": round, "sample_id": sid, "score": None, "label": new,
-                       "corrected_from": old} for sid, (old, new) in pending.corrections.items()]
+        selection += correction_rows(round, pending.corrections)
         return self._finish_round(round, labelled=labelled, selection=selection,
                                   select_seconds=pending.select_seconds,
                                   n_corrected=len(pending.corrections), annotation={
@@ -209,6 +212,22 @@ class ActiveRun:
         return row
 
     def finish(self) -> Optional[str]:
+        """Register the last model. Labels corrected after the last adaptation cannot be
+        trained on any more: they are logged (``corrections_after_last_round.json`` on the run,
+        with a warning), and the run's labelled set keeps what the model was trained on."""
+        import httpx
+
+        try:
+            late = self._read_corrections()
+        except (OracleError, httpx.TransportError) as err:  # registering matters more
+            log.warning("could not read late label corrections (%s); registering anyway", err)
+            late = {}
+        if late:
+            log.warning("%d labels were corrected in the annotation tool after the last "
+                        "adaptation; the registered model did not train on them (listed in "
+                        "corrections_after_last_round.json of run %s)", len(late), self.run_id)
+            self.tracker.log_corrections(self.run_id, correction_rows(
+                self.state.rounds_done, late), "corrections_after_last_round.json")
         return self.tracker.finish(self.run_id, registered_model=self.cfg.tracking.registered_model,
                                    lineage={**lineage(self.cfg),
                                             "experiment": self.cfg.experiment_name})
@@ -241,6 +260,13 @@ def suggestion_columns(suggestion: Optional[list], label: Optional[str]) -> dict
     guess, confidence = suggestion
     return {"suggested": guess, "suggestion_confidence": confidence,
             "accepted_suggestion": None if not label else label == guess}
+
+
+def correction_rows(round: int, corrections: dict[str, dict]) -> list[dict]:
+    """Corrections as rows beside a round's selection: sample, new label, old label, who, when."""
+    return [{"round": round, "sample_id": sid, "score": None, "label": c["new"],
+             "corrected_from": c["old"], "corrected_by": c["by"], "corrected_at": c["at"]}
+            for sid, c in corrections.items()]
 
 
 def mean_or_none(values: list) -> Optional[float]:

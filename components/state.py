@@ -24,10 +24,16 @@ class PendingRound:
     handle: Any = None
     labels: Optional[dict[str, str]] = None
     details: dict[str, dict] = field(default_factory=dict)  # annotator, lead time per sample
-    # earlier rounds' labels changed by annotators since (sample_id → [old, new]), read
-    # before this round's adaptation; None: not read yet
-    corrections: Optional[dict[str, list[str]]] = None
+    # earlier rounds' labels changed by annotators since (sample_id → {old, new, by, at}),
+    # read before this round's adaptation; None: not read yet
+    corrections: Optional[dict[str, dict]] = None
     suggestions: dict[str, list] = field(default_factory=dict)  # the model's [guess, confidence]
+
+    def __post_init__(self):
+        if self.corrections:  # state saved before corrections named who and when: [old, new]
+            self.corrections = {sid: c if isinstance(c, dict) else
+                                {"old": c[0], "new": c[1], "by": None, "at": None}
+                                for sid, c in self.corrections.items()}
 
 
 @dataclass

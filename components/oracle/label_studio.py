@@ -18,8 +18,9 @@
   labelled; the rest goes back to the pool);
 * a server that stops answering is waited out (a log line per try) until the round's timeout,
   then one error says how to restart it and resume;
-* before each adaptation the earlier rounds' annotations are read again, so a label an
-  annotator corrects later is used from then on (and logged as a correction);
+* before each adaptation and when the run ends, the earlier rounds' annotations are read again,
+  so a label an annotator corrects later is used from then on (and logged as a correction:
+  sample, old and new label, who and when);
 * a skipped (cancelled) task goes back to the pool unlabelled; when its round closes, it and any
   task left unanswered (``partial``) leave the queue, so a later selection gets a fresh task;
   a label outside the class list is rejected with a log line and never reaches training;
@@ -170,6 +171,7 @@ class Resolution:
     annotators: tuple = ()            # everyone whose label is the one resolved
     agreement: Optional[float] = None  # share of the labels that equal the one resolved
     tied: tuple = ()                  # the labels a majority tie left unsettled (label: None)
+    updated_at: Optional[str] = None  # when the resolving annotation was last saved
 
 
 def _author(annotation: dict) -> Optional[int]:
@@ -224,6 +226,7 @@ def resolve(annotations: list[dict], classes: list[str], rule: str, sample_id: s
     else:
         label, ann = valid[-1]
     return Resolution(label, annotator=_author(ann), lead_time_s=ann.get("lead_time"),
+                      updated_at=str(ann.get("updated_at") or ann.get("created_at") or "") or None,
                       n_annotations=len(annotations), answered=answered,
                       annotators=tuple(_author(a) for l, a in valid if l == label),
                       agreement=counts[label] / len(valid))
@@ -382,14 +385,17 @@ class LabelStudioOracle:
                      handle["round"], closed)
         return closed
 
-    def current_labels(self, sample_ids: list[str]) -> dict[str, str]:
-        """The labels the annotations of ``sample_ids`` give now (a label corrected in Label
-        Studio after its round was collected reads as corrected); skipped or emptied tasks are
+    def relabelled(self, labelled: dict[str, str]) -> dict[str, dict]:
+        """The samples of ``labelled`` whose annotations give another label now (corrected in
+        Label Studio after their round was collected): ``{"old", "new", "by", "at"}`` each, by
+        who made the label (the last to edit it) and when. Skipped, emptied or tied tasks are
         left out, so their earlier label stands."""
-        if not sample_ids:
+        if not labelled:
             return {}
-        return {sid: r.label for sid, (_, r) in self._resolve(self.project_id(), sample_ids).items()
-                if r.label is not None}
+        found = self._resolve(self.project_id(), sorted(labelled))
+        return {sid: {"old": labelled[sid], "new": r.label, "by": r.annotator, "at": r.updated_at}
+                for sid, (_, r) in found.items()
+                if r.label is not None and r.label != labelled[sid]}
 
     def _poll_through_outages(self, handle: dict, deadline: float) -> dict[str, Resolution]:
         """``poll``, waiting out a server that stops answering (a restart takes 20-60 s), with

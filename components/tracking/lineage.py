@@ -158,6 +158,10 @@ class Tracker:
         plt.close(fig)
         self.client.log_dict(parent_id, history, "history.json")
 
+    def log_corrections(self, parent_id: str, rows: list[dict], name: str) -> None:
+        self.client.log_dict(parent_id, rows, name)
+        self.client.log_metric(parent_id, "n_corrected_after_last_round", len(rows))
+
     # ------------------------------------------------------------------ end
     def finish(self, parent_id: str, *, registered_model: str, lineage: dict[str, str]) -> Optional[str]:
         """Register the last round's model with the lineage in its tags; close the parent."""
