@@ -119,22 +119,26 @@ class Config(_Section):
 
     @model_validator(mode="after")
     def _check_combinations(self) -> "Config":
-        from components.query import STRATEGIES, requirement_of
-
-        if self.active.strategy not in STRATEGIES:
-            raise ValueError(
-                f"unknown strategy {self.active.strategy!r}; choose one of {sorted(STRATEGIES)}")
-        need = requirement_of(self.active.strategy)
+        """Settings that are wrong together; each message starts with the key to change."""
+        strategies = declared_strategies()
+        strategy = self.active.strategy
+        if strategy not in strategies:
+            raise ValueError(f"active.strategy = {strategy!r} is not a strategy; choose one of "
+                             f"{sorted(strategies)}")
+        need = strategies[strategy]
         if need == "class" and self.train.adversarial != "tsf":
-            raise ValueError(f"strategy {self.active.strategy!r} needs the class-level "
-                             "discriminator: set train.adversarial: tsf")
+            raise ValueError(f"train.adversarial = {self.train.adversarial!r}, but strategy "
+                             f"{strategy!r} needs the class-level discriminator: set "
+                             "train.adversarial: tsf")
         if need == "domain" and self.train.adversarial != "dann":
-            raise ValueError(f"strategy {self.active.strategy!r} needs the DANN domain "
-                             "discriminator: set train.adversarial: dann")
+            raise ValueError(f"train.adversarial = {self.train.adversarial!r}, but strategy "
+                             f"{strategy!r} needs the DANN domain discriminator: set "
+                             "train.adversarial: dann (--adversarial dann)")
         if self.data.source == self.data.target:
-            raise ValueError("data.source and data.target name the same domain")
+            raise ValueError(f"data.target = {self.data.target!r}: data.source and data.target "
+                             "name the same domain")
         if self.model.classifier == "linear" and self.train.regulariser == "mme":
-            raise ValueError("regulariser mme needs the cosine classifier: "
+            raise ValueError("train.regulariser = 'mme' needs the cosine classifier: "
                              "set model.classifier: cosine (or auto)")
         return self
 
@@ -155,7 +159,7 @@ class Config(_Section):
         for dotted, value in overrides.items():
             section, _, key = dotted.partition(".")
             if section not in raw or key not in raw[section]:
-                raise ConfigError(f"unknown setting {dotted!r}")
+                raise ConfigError(f"{dotted} is not a setting (misspelt?)")
             raw[section][key] = value
         return parse_config(raw)
 
@@ -168,9 +172,36 @@ def parse_config(raw: dict[str, Any]) -> Config:
     try:
         return Config.model_validate(raw or {})
     except ValidationError as err:
-        lines = [f"  {'.'.join(map(str, e['loc']))}: {e['msg']}" for e in err.errors()]
-        raise ConfigError("invalid configuration in params.yaml:\n" + "\n".join(lines)
-                          + "\nFix these settings (or the CLI flags that override them).") from None
+        raise ConfigError("; ".join(_describe(e) for e in err.errors())
+                          + " (in params.yaml or the flag that overrides it)") from None
+
+
+def _describe(error: dict) -> str:
+    """One validation error as ``key = value: what is allowed``."""
+    message = error["msg"].removeprefix("Value error, ")
+    key = ".".join(map(str, error["loc"]))
+    if not key:  # a check across settings: its message names the key
+        return message
+    if error["type"] == "extra_forbidden":
+        return f"{key} is not a setting (misspelt?)"
+    return f"{key} = {error['input']!r}: {message}"
+
+
+def declared_strategies() -> dict[str, Optional[str]]:
+    """Query strategies by name → what they need ("class", "domain" or None), read from the
+    ``register("name", requires=...)`` calls in ``components/query`` without importing them:
+    settings are checked before torch loads. A test keeps this equal to the live registry."""
+    import ast
+
+    found: dict[str, Optional[str]] = {}
+    for path in sorted((Path(__file__).parent / "query").glob("*.py")):
+        for node in ast.walk(ast.parse(path.read_text())):
+            if (isinstance(node, ast.Call) and getattr(node.func, "id", None) == "register"
+                    and node.args and isinstance(node.args[0], ast.Constant)):
+                needs = {k.arg: k.value.value for k in node.keywords
+                         if isinstance(k.value, ast.Constant)}.get("requires")
+                found[node.args[0].value] = needs
+    return found
 
 
 def load_config(path: str | Path = "params.yaml", overrides: dict[str, Any] | None = None) -> Config:

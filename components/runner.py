@@ -17,15 +17,12 @@ from typing import Callable, Optional
 from components.config import Config
 from components.oracle import OracleError
 from components.session import ActiveSession
-from components.state import PendingRound, RunState, StateStore
+from components.state import (WAITING, PendingRound, ResumeMismatch, RunState, StateStore,
+                              differing)
 from components.tracking.lineage import STATE_TAG, Tracker, data_hash, git_commit
 
 
 log = logging.getLogger("sage_ada.run")
-
-
-class ResumeMismatch(ValueError):
-    """A resume asked for with settings other than the run's own."""
 
 
 class ActiveRun:
@@ -46,16 +43,25 @@ class ActiveRun:
         tracker = Tracker(cfg.experiment_name)
         state = store.load(resume) if resume else store.find_by_flow_run(flow_run_id)
         if state is not None and state.config_hash != config_hash(cfg):
+            started = store.settings(state.run_id)
+            changed = f" ({'; '.join(differing(started, cfg.model_dump()))})" if started else ""
             raise ResumeMismatch(
                 f"run {state.run_id} was started with other settings than the current params.yaml "
-                "and flags; resume it with the settings it started with (see its parameters in "
-                "MLflow), or start a new run")
+                f"and flags{changed}; resume it with the settings it started with (see its "
+                "parameters in MLflow), or start a new run")
+        if state is not None and not tracker.has_run(state.run_id):
+            raise ResumeMismatch(
+                f"run {state.run_id} is saved in {store.dir(state.run_id)} but not in the MLflow "
+                f"store at {tracker.uri}: the store was deleted or another one is set "
+                "(MLFLOW_TRACKING_URI); point MLFLOW_TRACKING_URI at the run's store, or start a "
+                "new run")
         if state is None:
             run_id = tracker.start_parent(
                 params=cfg.model_dump(),
                 tags={f"sage_ada.{k}": v for k, v in lineage(cfg).items()},
                 run_name=run_name or f"{cfg.active.strategy} seed {cfg.active.seed}")
             state = RunState(run_id=run_id, flow_run_id=flow_run_id, config_hash=config_hash(cfg))
+            store.save_settings(run_id, cfg.model_dump())
             tracker.set_tags(run_id, {STATE_TAG: str(store.dir(run_id).resolve())})
             store.save(state)
         elif flow_run_id and state.flow_run_id != flow_run_id:
@@ -230,7 +236,8 @@ class ActiveRun:
                 self.state.rounds_done, late), "corrections_after_last_round.json")
         return self.tracker.finish(self.run_id, registered_model=self.cfg.tracking.registered_model,
                                    lineage={**lineage(self.cfg),
-                                            "experiment": self.cfg.experiment_name})
+                                            "experiment": self.cfg.experiment_name},
+                                   register=self.cfg.active.rounds > 0)
 
 
 def lineage(cfg: Config) -> dict[str, str]:
@@ -247,8 +254,7 @@ def lineage(cfg: Config) -> dict[str, str]:
 
 def config_hash(cfg: Config) -> str:
     """Settings that must not change within a run (everything but the oracle's waiting)."""
-    relevant = cfg.model_dump(exclude={"label_studio": {"poll_interval_s", "on_timeout"},
-                                       "active": {"annotate_timeout_s"}})
+    relevant = cfg.model_dump(exclude=WAITING)
     return hashlib.sha256(json.dumps(relevant, sort_keys=True).encode()).hexdigest()[:16]
 
 

@@ -56,8 +56,24 @@ class RunState:
         return cls(**raw)
 
 
+class ResumeMismatch(ValueError):
+    """A resume asked for with settings other than the run's own."""
+
+
+# settings that may change while a run waits for people: how long and how often to wait
+WAITING = {"label_studio": {"poll_interval_s", "on_timeout"}, "active": {"annotate_timeout_s"}}
+
+
+def differing(started: dict, asked: dict) -> list[str]:
+    """``key: started → asked`` for each setting that differs, but for the waiting ones."""
+    return [f"{section}.{key}: {value!r} → {asked[section][key]!r}"
+            for section, values in started.items() for key, value in values.items()
+            if key not in WAITING.get(section, ()) and asked.get(section, {}).get(key) != value]
+
+
 class StateStore:
-    """Run states on disk, looked up by MLflow run id or by Prefect flow-run id."""
+    """Run states on disk, looked up by MLflow run id or by Prefect flow-run id; beside each,
+    the settings it started with (``settings.json``), which a resume uses."""
 
     def __init__(self, root: str | Path = ".sage-ada/runs"):
         self.root = Path(root)
@@ -71,6 +87,34 @@ class StateStore:
         tmp = path.with_suffix(".tmp")
         tmp.write_text(json.dumps(state.to_json(), indent=1))
         os.replace(tmp, path)
+
+    def save_settings(self, run_id: str, settings: dict) -> None:
+        path = self.dir(run_id) / "settings.json"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(json.dumps(settings, indent=1, ensure_ascii=False))
+
+    def settings(self, run_id: str) -> Optional[dict]:
+        """The settings run ``run_id`` started with; None for runs saved before they were kept."""
+        path = self.dir(run_id) / "settings.json"
+        return json.loads(path.read_text()) if path.is_file() else None
+
+    def resume_config(self, run_id: str, overrides: Optional[dict] = None):
+        """The run's own settings, so ``--resume <id>`` needs neither its flags nor the
+        params.yaml it started from; flags given again must agree with them. None when the
+        run kept no settings (the caller then uses params.yaml, checked by hash)."""
+        from components.config import parse_config
+
+        started = self.settings(run_id)
+        if started is None:
+            return None
+        cfg = parse_config(started)
+        asked = cfg.with_overrides(overrides) if overrides else cfg
+        changed = differing(cfg.model_dump(), asked.model_dump())
+        if changed:
+            raise ResumeMismatch(f"run {run_id} started with other settings than asked for now "
+                                 f"({'; '.join(changed)}); resume without those flags (the run "
+                                 "keeps its own settings), or start a new run")
+        return asked
 
     def load(self, run_id: str) -> RunState:
         path = self.dir(run_id) / "state.json"

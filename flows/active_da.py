@@ -20,6 +20,7 @@ from components.data import prepare as data_steps  # noqa: E402
 from components.oracle import OracleTimeout, make_oracle  # noqa: E402
 from components.runner import ActiveRun  # noqa: E402
 from components.session import ActiveSession  # noqa: E402
+from components.state import StateStore  # noqa: E402
 from components.tracking.lineage import data_hash, git_commit  # noqa: E402
 
 IO = dict(retries=2, retry_delay_seconds=2, cache_policy=NO_CACHE)
@@ -110,8 +111,10 @@ def print_row(row: dict) -> None:
 def active_domain_adaptation(params: str = "params.yaml", overrides: Optional[dict[str, Any]] = None,
                              resume: Optional[str] = None, progress: bool = True,
                              auto_annotate: bool = False) -> dict:
-    """Run (or resume) one active domain adaptation run; returns its run id and history."""
-    cfg = load_config(params, overrides)
+    """Run (or resume) one active domain adaptation run; returns its run id and history. A
+    resumed run keeps the settings it started with (flags given again must agree)."""
+    cfg = (resume and StateStore().resume_config(resume, overrides)) or load_config(params,
+                                                                                  overrides)
     prepare(cfg)
     validate(cfg)
     session = load(cfg, progress)

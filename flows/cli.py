@@ -21,6 +21,8 @@ RUN_FLAGS = {  # CLI flag → params.yaml key
 def _overrides(args) -> dict:
     out = {key: getattr(args, flag) for flag, key in RUN_FLAGS.items()
            if getattr(args, flag, None) is not None}
+    if getattr(args, "pretrain_only", False):
+        out["active.rounds"] = 0
     if "active.oracle" in out:
         out["active.oracle"] = out["active.oracle"].replace("-", "_")
     return out
@@ -76,8 +78,9 @@ def cmd_run(args) -> int:
     h = result["history"]
     print(f"\ndone: accuracy {100 * h[0]['accuracy']:.2f}% (round 0, UDA) → "
           f"{100 * h[-1]['accuracy']:.2f}% (round {h[-1]['round']}, {h[-1]['n_labels']} labels)")
-    print(f"MLflow run {result['run_id']} (experiment '{result['experiment']}'); "
-          f"model registered as version {result['registered_version']}.")
+    registered = (f"model registered as version {result['registered_version']}"
+                  if result["registered_version"] else "nothing registered (pretraining only)")
+    print(f"MLflow run {result['run_id']} (experiment '{result['experiment']}'); {registered}.")
     print("Look at it: `sage-ada ui` then open http://127.0.0.1:5000")
     return 0
 
@@ -114,13 +117,25 @@ def cmd_serve(args) -> int:
     return 0
 
 
-def _pin_cpu_numerics(args) -> None:
-    """The CPU kernels are chosen when torch runs its first one: pin them before it loads."""
+def check_settings(args):
+    """Every setting, and whether it can run here, in about a second: a mistake is one line
+    and exit 2 before Prefect, MLflow, torch or the data start. Then the CPU kernels are
+    pinned (they are chosen when torch runs its first one)."""
     from components import numerics
     from components.config import load_config
+    from components.preflight import check_run
+    from components.state import StateStore
 
-    cfg = load_config(args.params, _overrides(args))
+    resume = getattr(args, "resume", None)
+    cfg = ((resume and StateStore().resume_config(resume, _overrides(args)))
+           or load_config(args.params, _overrides(args)))
+    if args.command == "compare":
+        for strategy in args.strategies.split(","):
+            cfg.with_overrides({"active.strategy": strategy})
+    check_run(cfg, resume=getattr(args, "resume", None),
+              pretrain_only=getattr(args, "pretrain_only", False))
     numerics.pin_environment(cfg.train.cpu_kernels, cfg.train.cpu_threads)
+    return cfg
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -128,6 +143,7 @@ def build_parser() -> argparse.ArgumentParser:
         "Active domain adaptation with SAGE: choose which target samples are worth a label, "
         "get them annotated, adapt, round after round, tracked in MLflow."))
     p.add_argument("--params", default="params.yaml", help="configuration file (default: params.yaml)")
+    p.add_argument("--debug", action="store_true", help="show the traceback of an error")
     sub = p.add_subparsers(dest="command", required=True)
 
     d = sub.add_parser("data", help="build the digits benchmark, split and validate the manifest")
@@ -160,6 +176,8 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--seed", type=int)
     run_flags(r)
     r.add_argument("--resume", metavar="MLFLOW_RUN_ID", help="continue a crashed run")
+    r.add_argument("--pretrain-only", action="store_true",
+                   help="round 0 only (UDA pretraining), evaluated and logged; registers nothing")
     r.add_argument("--auto-annotate", action="store_true",
                    help="with --oracle label-studio: a simulated annotator answers in Label Studio")
     r.add_argument("--results", metavar="DIR", help="also write DIR/metrics.json and DIR/rounds.csv")
@@ -182,21 +200,32 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
+USER_ERRORS = {  # mistakes a user can make and fix, each told in one line: module → class
+    "components.config": "ConfigError", "components.data.importers": "DataLayoutError",
+    "components.data.validate": "ManifestInvalid",
+    "components.data.versioning": "DataVersionMismatch", "components.oracle.base": "OracleError",
+    "components.state": "ResumeMismatch",
+}
+
+
+def _is_user_error(err: BaseException) -> bool:
+    """Looked up among the modules already loaded (one that never loaded raised nothing), so a
+    settings error does not wait for torch and MLflow to import."""
+    if isinstance(err, FileNotFoundError):
+        return True
+    return any(module in sys.modules and isinstance(err, getattr(sys.modules[module], name))
+               for module, name in USER_ERRORS.items())
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    from components.config import ConfigError
-    from components.data.importers import DataLayoutError
-    from components.data.validate import ManifestInvalid
-    from components.data.versioning import DataVersionMismatch
-    from components.oracle.base import OracleError
-    from components.runner import ResumeMismatch
-
     try:
         if args.command in ("run", "compare", "serve"):
-            _pin_cpu_numerics(args)
+            check_settings(args)
         return args.fn(args)
-    except (ConfigError, DataLayoutError, ManifestInvalid, OracleError, FileNotFoundError,
-            DataVersionMismatch, ResumeMismatch) as err:
+    except Exception as err:
+        if args.debug or not _is_user_error(err):
+            raise
         print(f"error: {err}", file=sys.stderr)
         return 2
 

@@ -25,16 +25,16 @@ def test_the_worked_gpu_params_file_is_valid_and_complete():
 
 
 @pytest.mark.parametrize("override, message", [
-    ({"active.strategy": "magic"}, "unknown strategy"),
+    ({"active.strategy": "magic"}, "active.strategy = 'magic' is not a strategy"),
     ({"active.strategy": "aada"}, "train.adversarial: dann"),
     ({"train.adversarial": "dann"}, "train.adversarial: tsf"),
     ({"model.classifier": "linear", "train.regulariser": "mme"}, "cosine"),
-    ({"active.budget": 0}, "active.budget"),
+    ({"active.budget": 0}, "active.budget = 0: Input should be greater than 0"),
     ({"data.target": "mnist"}, "same domain"),
     ({"train.device": "gpu"}, "train.device"),
     ({"data.image_size": 224, "data.resize_size": 200}, "smaller than the crop"),
     ({"active.embedding_storage": "int8"}, "active.embedding_storage"),
-    ({"active.nonsense": 1}, "unknown setting"),
+    ({"active.nonsense": 1}, "active.nonsense is not a setting"),
 ])
 def test_bad_settings_are_named(override, message):
     with pytest.raises(ConfigError, match=message):
@@ -52,3 +52,12 @@ def test_unknown_key_in_file(tmp_path):
 def test_mme_selects_the_cosine_classifier():
     cfg = load_config(REPO / "params.yaml", {"train.regulariser": "mme"})
     assert cfg.classifier_kind == "cosine"
+
+
+def test_strategies_are_known_before_torch_loads():
+    """Settings name strategies by what components/query registers, read without importing
+    it (torch would take seconds); the two lists must be the same."""
+    from components.config import declared_strategies
+    from components.query import STRATEGIES
+
+    assert declared_strategies() == {name: s.requires for name, s in STRATEGIES.items()}

@@ -161,9 +161,22 @@ def test_compare_logs_a_comparison_plot(project):
     assert len(run.data.params["runs"].split(",")) == 4
 
 
-def test_resume_with_other_settings_is_refused(project):
-    from components.runner import ResumeMismatch
+def test_a_resume_keeps_the_runs_own_settings_and_refuses_others(project, monkeypatch):
+    """Started with flags, resumed with a plain ``--resume <id>``: the run's own settings, not
+    params.yaml's. A flag that disagrees is refused, naming the key and both values; a run
+    whose MLflow store is gone is one clear error."""
+    from components.state import ResumeMismatch
 
-    result = _run(overrides={"active.rounds": 0})
-    with pytest.raises(ResumeMismatch, match="other settings"):
-        _run(overrides={"active.rounds": 0, "active.budget": 3}, resume=result["run_id"])
+    result = _run(overrides={"active.rounds": 0, "active.budget": 3})
+    assert result["registered_version"] is None          # pretraining only: no new version
+    again = _run(resume=result["run_id"])                 # params.yaml says rounds 2, budget 5
+    assert [h["round"] for h in again["history"]] == [0]
+    with pytest.raises(ResumeMismatch, match=r"active.budget: 3 → 5"):
+        _run(overrides={"active.budget": 5}, resume=result["run_id"])
+
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{project / 'elsewhere.db'}")
+    import mlflow
+
+    mlflow.set_tracking_uri(f"sqlite:///{project / 'elsewhere.db'}")
+    with pytest.raises(ResumeMismatch, match="not in the MLflow store"):
+        _run(resume=result["run_id"])

@@ -16,6 +16,7 @@ import torch.nn.functional as F
 from tqdm.auto import tqdm
 
 from components.adaptation.losses import ADVERSARIAL, REGULARISERS, Outputs
+from components.config import ConfigError
 from components.data.tensors import ImageSet
 from components.models.grl import reverse_gradient
 
@@ -26,12 +27,12 @@ def resolve_device(name: str = "auto") -> torch.device:
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     if name.startswith("cuda"):
         if not torch.cuda.is_available():
-            raise RuntimeError(f"train.device is {name} but no GPU is visible; set train.device: "
-                               "auto or cpu")
+            raise ConfigError(f"train.device = {name!r}, but no GPU is visible; set "
+                              "train.device: auto or cpu (--device cpu)")
         index = torch.device(name).index
         if index is not None and index >= torch.cuda.device_count():
-            raise RuntimeError(f"train.device is {name} but only {torch.cuda.device_count()} GPU(s) "
-                               f"are visible (cuda:0 to cuda:{torch.cuda.device_count() - 1})")
+            raise ConfigError(f"train.device = {name!r}, but only {torch.cuda.device_count()} "
+                              f"GPU(s) are visible (cuda:0 to cuda:{torch.cuda.device_count() - 1})")
     return torch.device(name)
 
 

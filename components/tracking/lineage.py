@@ -94,6 +94,15 @@ class Tracker:
             self.experiment_id = found.experiment_id
         self.experiment = experiment
 
+    def has_run(self, run_id: str) -> bool:
+        from mlflow.exceptions import MlflowException
+
+        try:
+            self.client.get_run(run_id)
+            return True
+        except MlflowException:
+            return False
+
     # ------------------------------------------------------------------ parent
     def start_parent(self, *, params: dict, tags: dict[str, str], run_name: str) -> str:
         run = self.client.create_run(self.experiment_id, run_name=run_name,
@@ -163,12 +172,14 @@ class Tracker:
         self.client.log_metric(parent_id, "n_corrected_after_last_round", len(rows))
 
     # ------------------------------------------------------------------ end
-    def finish(self, parent_id: str, *, registered_model: str, lineage: dict[str, str]) -> Optional[str]:
-        """Register the last round's model with the lineage in its tags; close the parent."""
+    def finish(self, parent_id: str, *, registered_model: str, lineage: dict[str, str],
+               register: bool = True) -> Optional[str]:
+        """Register the last round's model with the lineage in its tags (unless ``register``
+        is off: a pretraining-only run is no new model version); close the parent."""
         done = self.client.get_run(parent_id).data.tags.get("sage_ada.registered_version")
         if done:  # a resumed run that had already finished: register nothing twice
             return done.rsplit("/", 1)[-1]
-        rounds = self.round_runs(parent_id)
+        rounds = self.round_runs(parent_id) if register else {}
         version = None
         if rounds:
             last = rounds[max(rounds)]

@@ -1,0 +1,85 @@
+"""Checks a run's settings against this machine and its data before anything slow starts.
+
+``load_config`` proves the settings are well formed; this proves they can run here: the GPU a
+setting names exists, the labelling budget fits the pool, a resumed run exists. It reads only
+small files (no torch, Prefect, MLflow or images), so a mistake is one line in a second, not a
+traceback after a minute of start-up.
+"""
+from __future__ import annotations
+
+import csv
+import glob
+from pathlib import Path
+from typing import Optional
+
+from components.config import Config, ConfigError
+from components.state import StateStore
+
+
+def check_run(cfg: Config, *, resume: Optional[str] = None, pretrain_only: bool = False,
+              store: StateStore | None = None) -> None:
+    if resume:  # a resumed run keeps its own settings, rounds included
+        check_resumable(resume, store or StateStore())
+    else:
+        check_rounds(cfg, pretrain_only)
+    check_device(cfg.train.device)
+    check_budget(cfg)
+
+
+def check_rounds(cfg: Config, pretrain_only: bool) -> None:
+    """No rounds means no labels: only asked for on purpose, and then nothing is registered."""
+    if cfg.active.rounds == 0 and not pretrain_only:
+        raise ConfigError("active.rounds = 0 runs no labelling round (pretraining only); pass "
+                          "--pretrain-only if that is what you want (nothing is registered), or "
+                          "set --rounds N")
+
+
+def visible_gpus() -> Optional[int]:
+    """NVIDIA GPUs this machine shows (device files, so torch need not load); None when another
+    kind of accelerator may be present (ROCm), which torch decides later."""
+    if Path("/dev/kfd").exists():
+        return None
+    return len(glob.glob("/dev/nvidia[0-9]*"))
+
+
+def check_device(device: str) -> None:
+    if not device.startswith("cuda"):
+        return
+    count = visible_gpus()
+    if count is None:
+        return
+    if count == 0:
+        raise ConfigError(f"train.device = {device!r}, but this machine has no GPU; set "
+                          "train.device: auto or cpu (--device cpu)")
+    index = int(device.split(":", 1)[1]) if ":" in device else 0
+    if index >= count:
+        raise ConfigError(f"train.device = {device!r}, but this machine has {count} GPU(s): "
+                          f"cuda:0 to cuda:{count - 1}")
+
+
+def pool_size(manifest: Path) -> Optional[int]:
+    """Unlabelled target samples in the manifest; None when it is not built yet."""
+    if not manifest.is_file():
+        return None
+    with open(manifest, newline="") as fh:
+        return sum(1 for row in csv.DictReader(fh) if row.get("split") == "target_train")
+
+
+def check_budget(cfg: Config) -> None:
+    rounds, budget = cfg.active.rounds, cfg.active.budget
+    pool = pool_size(Path(cfg.data.manifest))
+    if pool is not None and rounds * budget > pool:
+        raise ConfigError(
+            f"active.rounds × active.budget = {rounds} × {budget} = {rounds * budget} labels, but "
+            f"the pool has {pool} unlabelled target samples ({cfg.data.manifest}); lower --rounds "
+            "or --budget")
+
+
+def check_resumable(run_id: str, store: StateStore) -> None:
+    if (store.dir(run_id) / "state.json").is_file():
+        return
+    known = sorted(store.root.glob("*/state.json"), key=lambda p: p.stat().st_mtime)[-5:]
+    hint = (f"runs that can be resumed here: {', '.join(p.parent.name for p in reversed(known))}"
+            if known else f"no run can be resumed here ({store.root} is empty)")
+    raise ConfigError(f"--resume {run_id}: no saved state for that run under {store.root}; "
+                      f"{hint}")

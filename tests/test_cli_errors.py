@@ -1,0 +1,91 @@
+"""Every mistake a user can make on the command line, typed as a user types it: one line that
+says what to change, exit code 2, no traceback, and nothing started or written (Prefect, MLflow
+and training never begin)."""
+from __future__ import annotations
+
+import glob
+import shutil
+import subprocess
+from pathlib import Path
+
+import pytest
+import yaml
+
+from tests.conftest import REPO
+
+
+@pytest.fixture
+def workdir(tmp_path) -> Path:
+    """A copy of the project's settings and manifest, so whatever a command writes shows."""
+    (tmp_path / "splits").mkdir()
+    shutil.copy(REPO / "splits" / "manifest.csv", tmp_path / "splits" / "manifest.csv")
+    raw = yaml.safe_load((REPO / "params.yaml").read_text())
+    raw["data"]["root"] = str(REPO / "data")
+    (tmp_path / "params.yaml").write_text(yaml.safe_dump(raw, allow_unicode=True))
+    return tmp_path
+
+
+def _typo_in_file(workdir: Path) -> None:
+    raw = yaml.safe_load((workdir / "params.yaml").read_text())
+    raw["train"]["learning_rate"] = 0.1
+    (workdir / "params.yaml").write_text(yaml.safe_dump(raw, allow_unicode=True))
+
+
+def _a_saved_run(workdir: Path) -> None:
+    """A run started with --budget 3, as the state store keeps it."""
+    from components.config import load_config
+    from components.state import RunState, StateStore
+
+    store = StateStore(workdir / ".sage-ada" / "runs")
+    cfg = load_config(workdir / "params.yaml", {"active.budget": 3})
+    store.save(RunState(run_id="r3", rounds_done=0))
+    store.save_settings("r3", cfg.model_dump())
+
+
+NO_GPU = not glob.glob("/dev/nvidia[0-9]*") and not Path("/dev/kfd").exists()
+
+CASES = [  # (arguments, what the one line must say, a change to the working folder first)
+    ("run --budget 0", "active.budget = 0: Input should be greater than 0", None),
+    ("run --budget -3", "active.budget = -3", None),
+    ("run --budget ten", "argument --budget: invalid int value: 'ten'", None),
+    ("run --strategy magic", "active.strategy = 'magic' is not a strategy; choose one of", None),
+    ("run --strategy aada", "needs the DANN domain discriminator: set train.adversarial: dann",
+     None),
+    ("run --regulariser mme --adversarial maybe", "argument --adversarial: invalid choice", None),
+    ("run --oracle people", "argument --oracle: invalid choice: 'people'", None),
+    ("run --rounds 0", "pass --pretrain-only if that is what you want", None),
+    ("run --rounds 3 --budget 400",
+     "active.rounds × active.budget = 3 × 400 = 1200 labels, but the pool has 899", None),
+    ("run --resume 0123456789abcdef", "--resume 0123456789abcdef: no saved state for that run",
+     None),
+    ("run --source optdigits", "data.source and data.target name the same domain", None),
+    ("run", "train.learning_rate is not a setting (misspelt?)", _typo_in_file),
+    ("--params nowhere.yaml run", "nowhere.yaml not found", None),
+    ("run --resume r3 --budget 5", "run r3 started with other settings than asked for now "
+     "(active.budget: 3 → 5)", _a_saved_run),
+    ("compare --strategies sage,magic", "active.strategy = 'magic' is not a strategy", None),
+    ("run --frobnicate", "unrecognized arguments: --frobnicate", None),
+] + ([("run --device cuda", "train.device = 'cuda', but this machine has no GPU", None),
+      ("run --device cuda:1", "train.device = 'cuda:1', but this machine has no GPU", None)]
+     if NO_GPU else [])
+
+
+@pytest.mark.parametrize("args, message, prepare", CASES, ids=[c[0] for c in CASES])
+def test_a_mistake_is_one_line_and_exit_2_before_anything_starts(workdir, args, message, prepare):
+    if prepare:
+        prepare(workdir)
+    before = sorted(p.name for p in workdir.iterdir())
+    out = subprocess.run(["sage-ada", *args.split()], cwd=workdir, capture_output=True,
+                         text=True, timeout=120)
+    assert out.returncode == 2, out.stderr
+    assert message in out.stderr
+    ours = [line for line in out.stderr.splitlines() if "error:" in line]
+    assert len(ours) == 1 and "Traceback" not in out.stderr
+    assert "prefect" not in (out.stdout + out.stderr).lower()          # nothing started
+    assert sorted(p.name for p in workdir.iterdir()) == before         # nothing written
+
+
+def test_debug_shows_the_traceback(workdir):
+    out = subprocess.run(["sage-ada", "--debug", "run", "--budget", "0"], cwd=workdir,
+                         capture_output=True, text=True, timeout=120)
+    assert out.returncode != 0 and "Traceback" in out.stderr and "ConfigError" in out.stderr
