@@ -16,6 +16,10 @@ from components.config import Config, ConfigError
 from components.state import StateStore
 
 
+class ServerDown(ConnectionError):
+    """A server the run needs does not answer; the message says how to start it."""
+
+
 def check_run(cfg: Config, *, resume: Optional[str] = None, pretrain_only: bool = False,
               store: StateStore | None = None) -> None:
     if resume:  # a resumed run keeps its own settings, rounds included
@@ -24,6 +28,7 @@ def check_run(cfg: Config, *, resume: Optional[str] = None, pretrain_only: bool 
         check_rounds(cfg, pretrain_only)
     check_device(cfg.train.device)
     check_budget(cfg)
+    check_servers(cfg)
 
 
 def check_rounds(cfg: Config, pretrain_only: bool) -> None:
@@ -83,3 +88,38 @@ def check_resumable(run_id: str, store: StateStore) -> None:
             if known else f"no run can be resumed here ({store.root} is empty)")
     raise ConfigError(f"--resume {run_id}: no saved state for that run under {store.root}; "
                       f"{hint}")
+
+
+def answers(url: str, timeout: float = 5.0) -> Optional[str]:
+    """None when ``url`` answers with a success, else why not (refused, timed out, status)."""
+    import urllib.error
+    import urllib.request
+
+    try:
+        with urllib.request.urlopen(url, timeout=timeout):
+            return None
+    except urllib.error.HTTPError as err:
+        return f"HTTP {err.code}"
+    except (urllib.error.URLError, OSError) as err:
+        return str(getattr(err, "reason", err))
+
+
+def check_servers(cfg: Config, timeout: float = 5.0) -> None:
+    """The tracking server (when ``MLFLOW_TRACKING_URI`` names one) and Label Studio (when
+    people annotate) must answer now: a closed port is one message in seconds, not minutes of
+    retries and a failed run."""
+    import os
+
+    uri = os.environ.get("MLFLOW_TRACKING_URI", "")
+    if uri.startswith(("http://", "https://")):
+        why = answers(uri.rstrip("/") + "/health", timeout)
+        if why:
+            raise ServerDown(f"the MLflow server at {uri} does not answer ({why}); start it with "
+                             "`infra/mlflow/server.sh start`, or unset MLFLOW_TRACKING_URI to use "
+                             "the local store under mlflow/")
+    if cfg.active.oracle == "label_studio":
+        why = answers(cfg.label_studio.url.rstrip("/") + "/health", timeout)
+        if why:
+            raise ServerDown(f"Label Studio at {cfg.label_studio.url} does not answer ({why}); "
+                             "start it with `infra/label-studio/server.sh start` (install it "
+                             "once with `infra/label-studio/install.sh`), or set label_studio.url")

@@ -204,7 +204,7 @@ USER_ERRORS = {  # mistakes a user can make and fix, each told in one line: modu
     "components.config": "ConfigError", "components.data.importers": "DataLayoutError",
     "components.data.validate": "ManifestInvalid",
     "components.data.versioning": "DataVersionMismatch", "components.oracle.base": "OracleError",
-    "components.state": "ResumeMismatch",
+    "components.state": "ResumeMismatch", "components.preflight": "ServerDown",
 }
 
 

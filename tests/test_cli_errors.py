@@ -4,6 +4,7 @@ and training never begin)."""
 from __future__ import annotations
 
 import glob
+import os
 import shutil
 import subprocess
 from pathlib import Path
@@ -70,13 +71,42 @@ CASES = [  # (arguments, what the one line must say, a change to the working fol
      if NO_GPU else [])
 
 
+def _closed_port() -> int:
+    from tests.conftest import free_port
+
+    return free_port()  # nothing listens there
+
+
+CASES += [
+    ("run", "the MLflow server at http://127.0.0.1:{port} does not answer",
+     {"MLFLOW_TRACKING_URI": "http://127.0.0.1:{port}"}),
+    ("run --oracle label-studio", "Label Studio at http://127.0.0.1:{port} does not answer",
+     lambda w: _set(w, "label_studio", "url", "http://127.0.0.1:{port}")),
+]
+
+
+def _set(workdir: Path, section: str, key: str, value) -> None:
+    raw = yaml.safe_load((workdir / "params.yaml").read_text())
+    raw[section][key] = value
+    (workdir / "params.yaml").write_text(yaml.safe_dump(raw, allow_unicode=True))
+
+
 @pytest.mark.parametrize("args, message, prepare", CASES, ids=[c[0] for c in CASES])
 def test_a_mistake_is_one_line_and_exit_2_before_anything_starts(workdir, args, message, prepare):
-    if prepare:
+    """``prepare``: a change to the working folder, or environment variables. ``{port}``: a
+    port where no server listens."""
+    port = _closed_port()
+    message = message.format(port=port)
+    env = {k: v for k, v in os.environ.items() if k != "MLFLOW_TRACKING_URI"}
+    if isinstance(prepare, dict):
+        env.update({k: v.format(port=port) for k, v in prepare.items()})
+    elif prepare:
         prepare(workdir)
+        text = (workdir / "params.yaml").read_text().replace("{port}", str(port))
+        (workdir / "params.yaml").write_text(text)
     before = sorted(p.name for p in workdir.iterdir())
     out = subprocess.run(["sage-ada", *args.split()], cwd=workdir, capture_output=True,
-                         text=True, timeout=120)
+                         text=True, timeout=120, env=env)
     assert out.returncode == 2, out.stderr
     assert message in out.stderr
     ours = [line for line in out.stderr.splitlines() if "error:" in line]
