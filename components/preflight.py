@@ -12,7 +12,7 @@ import glob
 from pathlib import Path
 from typing import Optional
 
-from components.config import Config, ConfigError
+from components.config import Config, ConfigError, DataConfig
 from components.state import StateStore
 
 
@@ -26,9 +26,22 @@ def check_run(cfg: Config, *, resume: Optional[str] = None, pretrain_only: bool 
         check_resumable(resume, store or StateStore())
     else:
         check_rounds(cfg, pretrain_only)
+    check_data_root(cfg)
     check_device(cfg.train.device)
     check_budget(cfg)
     check_servers(cfg)
+
+
+def check_data_root(cfg: Config) -> None:
+    """A missing data.root is a mistyped path, unless it is the shipped benchmark's own."""
+    from components.data.digits import DOMAINS
+
+    shipped = (cfg.data.layout == "folders" and {cfg.data.source, cfg.data.target} <= set(DOMAINS)
+               and cfg.data.root == DataConfig().root)
+    if not Path(cfg.data.root).is_dir() and not shipped:
+        raise ConfigError(f"data.root = {cfg.data.root!r} is not a folder; fix data.root, or "
+                          f"build the shipped digits benchmark there on purpose with `sage-ada "
+                          f"data digits --root {cfg.data.root}`")
 
 
 def check_rounds(cfg: Config, pretrain_only: bool) -> None:

@@ -244,7 +244,8 @@ def lineage(cfg: Config) -> dict[str, str]:
     """Where a run's results come from: data version, code version and the key choices."""
     import torch
 
-    return {"data_hash": data_hash(), "git_commit": git_commit(),
+    return {"data_hash": data_hash(root=cfg.data.root, manifest=cfg.data.manifest),
+            "git_commit": git_commit(),
             "strategy": cfg.active.strategy, "seed": str(cfg.active.seed),
             "regulariser": cfg.train.regulariser, "adversarial": cfg.train.adversarial,
             # the CPU kernels that computed it: numbers agree exactly only where these agree

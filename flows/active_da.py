@@ -33,7 +33,8 @@ def prepare(cfg: Config) -> dict:
     data_steps.ensure_data(cfg)
     if not os.path.exists(cfg.data.manifest):
         data_steps.split_and_validate(cfg)
-    return {"data_hash": data_hash(), "git_commit": git_commit()}
+    return {"data_hash": data_hash(root=cfg.data.root, manifest=cfg.data.manifest),
+            "git_commit": git_commit()}
 
 
 @task(name="validate", task_run_name="validate manifest", **PURE)

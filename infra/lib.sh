@@ -9,10 +9,15 @@ mkdir -p "$RUN_DIR"
 
 port_busy() { python3 -c "import socket,sys; s=socket.socket(); sys.exit(0 if s.connect_ex(('127.0.0.1', int(sys.argv[1])))==0 else 1)" "$1"; }
 
-wait_http() {  # url timeout_s
-  local url=$1 deadline=$((SECONDS + $2))
+wait_http() {  # url timeout_s [pid]: a line every 15 s while waiting; gives up if pid dies
+  local url=$1 timeout=$2 pid=${3:-} start=$SECONDS
   until python3 -c "import urllib.request,sys; urllib.request.urlopen(sys.argv[1], timeout=2)" "$url" 2>/dev/null; do
-    if [ $SECONDS -ge $deadline ]; then return 1; fi
+    local waited=$((SECONDS - start))
+    if [ $waited -ge "$timeout" ]; then return 1; fi
+    if [ -n "$pid" ] && ! kill -0 "$pid" 2>/dev/null; then return 1; fi
+    if [ $waited -gt 0 ] && [ $((waited % 15)) -eq 0 ]; then
+      echo "  waiting for $url (${waited} s of ${timeout} s)"
+    fi
     sleep 1
   done
 }
@@ -28,8 +33,8 @@ launch() {  # name port health_url timeout_s command...
   fi
   nohup "$@" >"$log" 2>&1 &
   echo $! >"$pidfile"
-  if ! wait_http "$url" "$timeout"; then
-    echo "error: $name did not answer at $url within ${timeout}s; last log lines:" >&2
+  if ! wait_http "$url" "$timeout" "$(cat "$pidfile")"; then
+    echo "error: $name did not answer at $url within ${timeout}s (or it exited; a busy machine may need a longer wait: see the script's *_START_TIMEOUT); last log lines:" >&2
     tail -20 "$log" >&2; stop_named "$name"; return 1
   fi
   echo "$name is up at $url (pid $(cat "$pidfile"), log $log)"

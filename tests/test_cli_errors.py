@@ -66,6 +66,9 @@ CASES = [  # (arguments, what the one line must say, a change to the working fol
      "(active.budget: 3 → 5)", _a_saved_run),
     ("compare --strategies sage,magic", "active.strategy = 'magic' is not a strategy", None),
     ("run --frobnicate", "unrecognized arguments: --frobnicate", None),
+    ("run", "data.root = 'dat' is not a folder; fix data.root, or build the shipped digits "
+     "benchmark there on purpose with `sage-ada data digits --root dat`",
+     lambda w: _set(w, "data", "root", "dat")),
 ] + ([("run --device cuda", "train.device = 'cuda', but this machine has no GPU", None),
       ("run --device cuda:1", "train.device = 'cuda:1', but this machine has no GPU", None)]
      if NO_GPU else [])

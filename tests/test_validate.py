@@ -50,6 +50,41 @@ def test_sample_leaked_into_both_target_splits(small):
     _fails(m, root, "sample in two splits", leak["path"])
 
 
+def test_image_content_replaced_after_the_split(small):
+    """The file still decodes at the right size, but it is another image than the manifest
+    recorded (by sha256)."""
+    m, root = small
+    a, b = m.path.iloc[0], m.path.iloc[1]
+    shutil.copy(root / b, root / a)
+    _fails(m, root, "image content differs from the manifest's sha256", a)
+
+
+def test_the_same_image_under_another_name_in_the_test_split(small):
+    """A train/test leak that ids and paths cannot show: a copy of a training image filed as
+    a test image."""
+    m, root = small
+    train = m[m.split == "target_train"].iloc[0]
+    test = m[(m.split == "target_test") & (m.label == train.label)].index[0]
+    shutil.copy(root / train.path, root / m.loc[test, "path"])
+    m.loc[test, "sha256"] = train.sha256           # a manifest rebuilt after the copy
+    _fails(m, root, "the same image content is listed more than once", train.path,
+           m.loc[test, "path"])
+
+
+def test_file_hashes_are_cached_by_size_and_time(small, tmp_path):
+    from components.data.checksums import ChecksumCache
+
+    m, root = small
+    cache = tmp_path / "sha256.json"
+    validate_manifest(m, root, class_list(m), expected_size=28, checksum_cache=cache)
+    assert len(ChecksumCache(cache).known) == len(m)
+    a, b = m.path.iloc[0], m.path.iloc[1]
+    shutil.copy(root / b, root / a)                # another size or time: hashed again
+    _fails_cached = pytest.raises(ManifestInvalid, match="differs from the manifest's sha256")
+    with _fails_cached:
+        validate_manifest(m, root, class_list(m), expected_size=28, checksum_cache=cache)
+
+
 def test_unknown_label(small):
     m, root = small
     m.loc[4, "label"] = "eleven"

@@ -13,6 +13,9 @@ from components.config import Config
 from components.data.digits import DOMAINS, build_digits
 from components.data.split import build_manifest, class_list, read_manifest, write_manifest
 from components.data.validate import validate_manifest
+from components.preflight import check_data_root
+
+CHECKSUM_CACHE = Path(".sage-ada/cache/sha256.json")  # file hashes by path, size and time
 
 
 def uses_shipped_digits(cfg: Config) -> bool:
@@ -20,10 +23,12 @@ def uses_shipped_digits(cfg: Config) -> bool:
 
 
 def ensure_data(cfg: Config) -> dict[str, int]:
-    """Build the digits domains when they are configured and missing (cheap if present)."""
-    root = Path(cfg.data.root)
+    """Build the digits domains when they are configured and missing (cheap if present), but
+    only at the shipped ``data.root``: elsewhere a missing folder is a mistyped path, not a
+    request to build the benchmark there."""
+    check_data_root(cfg)
     if uses_shipped_digits(cfg):
-        return build_digits(root)
+        return build_digits(Path(cfg.data.root))
     return {}
 
 
@@ -39,7 +44,8 @@ def split_and_validate(cfg: Config) -> pd.DataFrame:
 def validate(cfg: Config, manifest: pd.DataFrame | None = None) -> pd.DataFrame:
     manifest = read_manifest(cfg.data.manifest) if manifest is None else manifest
     size = cfg.data.image_size if uses_shipped_digits(cfg) else None
-    validate_manifest(manifest, cfg.data.root, class_list(manifest), expected_size=size)
+    validate_manifest(manifest, cfg.data.root, class_list(manifest), expected_size=size,
+                      checksum_cache=CHECKSUM_CACHE)
     return manifest
 
 

@@ -12,6 +12,7 @@ from pathlib import Path
 import pandas as pd
 from PIL import Image
 
+from components.data.checksums import ChecksumCache
 from components.data.split import SPLITS
 
 os.environ.setdefault("GX_ANALYTICS_ENABLED", "False")
@@ -30,13 +31,15 @@ class Check:
     split: str | None = None  # for per-split checks: which split
 
 
-def _file_facts(manifest: pd.DataFrame, root: Path) -> pd.DataFrame:
-    """Add what GX cannot see by itself: is the file there, readable, of which size."""
-    exists, readable, width, height = [], [], [], []
+def _file_facts(manifest: pd.DataFrame, root: Path, checksums: ChecksumCache) -> pd.DataFrame:
+    """Add what GX cannot see by itself: is the file there, readable, of which size, and its
+    content's hash (to compare with the manifest's, and across rows)."""
+    exists, readable, width, height, content = [], [], [], [], []
     for rel in manifest["path"]:
         path = root / rel
         ok_exists = path.is_file()
         ok_read, w, h = False, 0, 0
+        content.append(checksums.sha256(path) if ok_exists else None)
         if ok_exists:
             try:
                 with Image.open(path) as im:
@@ -52,6 +55,10 @@ def _file_facts(manifest: pd.DataFrame, root: Path) -> pd.DataFrame:
     facts = manifest.copy()
     facts["file_exists"], facts["decodable"] = exists, readable
     facts["width"], facts["height"] = width, height
+    facts["content_sha256"] = content
+    recorded = manifest["sha256"] if "sha256" in manifest else content
+    facts["content_matches"] = [c is None or r is None or pd.isna(r) or c == r
+                                for c, r in zip(content, recorded)]
     facts["row"] = range(2, len(facts) + 2)  # line number in the CSV (header is line 1)
     return facts
 
@@ -78,6 +85,16 @@ def _checks(classes: list[str], expected_size: int | None) -> list[Check]:
         Check(E.ExpectColumnValuesToBeInSet(column="decodable", value_set=[True]),
               "image cannot be decoded (corrupt or truncated)",
               "replace or delete the file and rebuild the manifest", "path"),
+        Check(E.ExpectColumnValuesToBeInSet(column="content_matches", value_set=[True]),
+              "image content differs from the manifest's sha256 (the file changed after the split)",
+              "restore it (`dvc checkout`), or if the change is meant, rebuild the manifest with "
+              "`dvc repro split`", "path"),
+        Check(E.ExpectColumnValuesToBeUnique(column="content_sha256",
+                                             row_condition="file_exists == True",
+                                             condition_parser="pandas"),
+              "the same image content is listed more than once (a copy under another name; "
+              "across splits it leaks test images into training)",
+              "delete the copies, then rebuild the manifest with `dvc repro split`", "path"),
     ]
     if expected_size:
         for axis in ("width", "height"):
@@ -100,11 +117,15 @@ def _checks(classes: list[str], expected_size: int | None) -> list[Check]:
 
 
 def validate_manifest(manifest: pd.DataFrame, root: str | Path, classes: list[str], *,
-                      expected_size: int | None = None) -> pd.DataFrame:
-    """Run the suite; return the manifest with file facts, or raise ``ManifestInvalid``."""
+                      expected_size: int | None = None,
+                      checksum_cache: str | Path | None = None) -> pd.DataFrame:
+    """Run the suite; return the manifest with file facts, or raise ``ManifestInvalid``.
+    ``checksum_cache``: where file hashes are kept between runs (none: hash every file)."""
     import great_expectations as gx
 
-    facts = _file_facts(manifest, Path(root))
+    checksums = ChecksumCache(checksum_cache)
+    facts = _file_facts(manifest, Path(root), checksums)
+    checksums.save()
     from great_expectations.data_context.types.base import ProgressBarsConfig
 
     context = gx.get_context(mode="ephemeral")

@@ -11,6 +11,7 @@
 from __future__ import annotations
 
 import csv
+import hashlib
 import json
 import os
 import subprocess
@@ -47,13 +48,25 @@ def configure_mlflow(root: Path | None = None) -> str:
     return uri
 
 
-def data_hash(dvc_file: str | Path = "data.dvc") -> str:
-    """The DVC hash of the raw data (``outs[0].md5`` of ``data.dvc``)."""
+def data_hash(dvc_file: str | Path = "data.dvc", *, root: str | Path | None = None,
+              manifest: str | Path | None = None) -> str:
+    """The version of the data a run used: DVC's hash (``outs[0].md5`` of ``dvc_file``) when
+    ``root`` is the folder it tracks (or no root is given), else ``sha256:<…>``, a hash of the
+    manifest's per-file sha256s (which validation checks against the files), so data elsewhere
+    is never tagged with the shipped benchmark's version."""
     path = Path(dvc_file)
-    if not path.exists():
-        return "untracked"
-    outs = (yaml.safe_load(path.read_text()) or {}).get("outs") or [{}]
-    return str(outs[0].get("md5", "unknown"))
+    if path.exists():
+        outs = ((yaml.safe_load(path.read_text()) or {}).get("outs") or [{}])[0]
+        tracked = (path.parent / str(outs.get("path", ""))).resolve()
+        if root is None or Path(root).resolve() == tracked:
+            return str(outs.get("md5", "unknown"))
+    if manifest is not None and Path(manifest).is_file():
+        import pandas as pd
+
+        files = pd.read_csv(manifest, usecols=["path", "sha256"]).sort_values("path")
+        listing = "\n".join(f"{p} {h}" for p, h in zip(files["path"], files["sha256"]))
+        return "sha256:" + hashlib.sha256(listing.encode()).hexdigest()[:32]
+    return "untracked"
 
 
 def git_commit() -> str:

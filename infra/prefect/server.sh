@@ -6,7 +6,7 @@ source "$(dirname "$0")/../lib.sh"
 PORT=${PREFECT_PORT:-4200}
 export PREFECT_SERVER_ANALYTICS_ENABLED=false PREFECT_HOME=${PREFECT_HOME:-$RUN_DIR/prefect-home}
 case "${1:-}" in
-  start) launch prefect-server "$PORT" "http://127.0.0.1:$PORT/api/health" 180 \
+  start) launch prefect-server "$PORT" "http://127.0.0.1:$PORT/api/health" "${PREFECT_START_TIMEOUT:-300}" \
            prefect server start --host 127.0.0.1 --port "$PORT"
          echo "export PREFECT_API_URL=http://127.0.0.1:$PORT/api" ;;
   stop) stop_named prefect-server ;;
