@@ -88,7 +88,9 @@ def test_file_hashes_are_cached_by_size_and_time(small, tmp_path):
 def test_unknown_label(small):
     m, root = small
     m.loc[4, "label"] = "eleven"
-    _fails(m, root, "label outside the class list", "eleven")
+    text = _fails(m, root, "label outside the class list", "eleven",
+                  "classes outside the class list ['eleven']")
+    assert "missing classes []" not in text                     # no empty, misleading list
 
 
 def test_unknown_split_value(small):

@@ -151,7 +151,9 @@ def _describe(check: Check, result, facts: pd.DataFrame, classes: list[str]) -> 
     rows = [i for i in indices if isinstance(i, int)]
     if check.split is not None:
         present = set(facts.loc[facts["split"] == check.split, "label"])
-        where = f"missing classes {sorted(set(classes) - present)}"
+        missing, unknown = sorted(set(classes) - present), sorted(present - set(classes))
+        where = "; ".join(([f"missing classes {missing}"] if missing else [])
+                          + ([f"classes outside the class list {unknown}"] if unknown else []))
     elif rows:
         shown = facts.loc[facts.index.isin(rows[:10])]
         listed = ", ".join(f"line {r.row} ({r.sample_id} in {r.split}: {getattr(r, check.show)})"
