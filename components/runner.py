@@ -64,9 +64,13 @@ class ActiveRun:
             store.save_settings(run_id, cfg.model_dump())
             tracker.set_tags(run_id, {STATE_TAG: str(store.dir(run_id).resolve())})
             store.save(state)
-        elif flow_run_id and state.flow_run_id != flow_run_id:
-            state.flow_run_id = flow_run_id
-            store.save(state)
+        else:
+            if tracker.client.get_run(state.run_id).info.status != "FINISHED":
+                tracker.client.update_run(state.run_id, status="RUNNING")  # KILLED if it died
+            if flow_run_id and state.flow_run_id != flow_run_id:
+                state.flow_run_id = flow_run_id
+                store.save(state)
+        store.claim(state.run_id)
         if hasattr(oracle, "bind"):  # e.g. one Label Studio project per pipeline run
             oracle.bind(state.run_id)
         return cls(cfg, session, tracker, store, oracle, state)

@@ -116,6 +116,45 @@ class StateStore:
                                  "keeps its own settings), or start a new run")
         return asked
 
+    def claim(self, run_id: str) -> None:
+        """Record which process works on the run now (a resume takes it over), so ``sage-ada
+        runs`` can tell a live run from one whose process died."""
+        import socket
+
+        import psutil
+
+        me = psutil.Process()
+        path = self.dir(run_id) / "owner.json"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(json.dumps({"pid": me.pid, "host": socket.gethostname(),
+                                    "created": me.create_time()}))
+
+    def alive(self, run_id: str) -> Optional[bool]:
+        """Whether the process that last claimed the run still runs (None: unknown, another
+        host or a run saved before owners were kept)."""
+        import socket
+
+        import psutil
+
+        path = self.dir(run_id) / "owner.json"
+        if not path.is_file():
+            return None
+        owner = json.loads(path.read_text())
+        if owner["host"] != socket.gethostname():
+            return None
+        try:  # the same pid with another start time is another process
+            return abs(psutil.Process(owner["pid"]).create_time() - owner["created"]) < 1
+        except psutil.NoSuchProcess:
+            return False
+
+    def run_ids(self) -> list[str]:
+        """Saved runs, newest first."""
+        if not self.root.is_dir():
+            return []
+        found = sorted(self.root.glob("*/state.json"), key=lambda p: p.stat().st_mtime,
+                       reverse=True)
+        return [p.parent.name for p in found]
+
     def load(self, run_id: str) -> RunState:
         path = self.dir(run_id) / "state.json"
         if not path.exists():

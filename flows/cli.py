@@ -96,6 +96,25 @@ def cmd_compare(args) -> int:
     return 0
 
 
+def cmd_runs(args) -> int:
+    """The runs started from this folder, with what became of them and how to continue."""
+    from mlflow.tracking import MlflowClient
+
+    from components.run_list import summarise
+    from components.state import StateStore
+    from components.tracking.lineage import configure_mlflow
+
+    rows = summarise(StateStore(), MlflowClient(configure_mlflow()))
+    if not rows:
+        print("no runs started from this folder yet (sage-ada run starts one)")
+        return 0
+    print(f"{'run id':<34}{'status':<36}{'rounds':<10}{'accuracy':>9}  next")
+    for r in rows:
+        accuracy = f"{100 * r.accuracy:.2f}%" if r.accuracy is not None else "-"
+        print(f"{r.run_id:<34}{r.status:<36}{r.rounds:<10}{accuracy:>9}  {r.next_step}")
+    return 0
+
+
 def cmd_ui(args) -> int:
     from components.tracking.lineage import default_tracking_uri
 
@@ -188,6 +207,10 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("--seeds", default="0,1,2")
     run_flags(c)
     c.set_defaults(fn=cmd_compare)
+
+    rl = sub.add_parser("runs", help="runs started here: live, waiting for annotators, stopped "
+                                     "(marked KILLED in MLflow) or finished, and how to resume")
+    rl.set_defaults(fn=cmd_runs)
 
     u = sub.add_parser("ui", help="open the MLflow UI on the local tracking store")
     u.add_argument("--port", type=int, default=5000)

@@ -47,6 +47,15 @@ def test_sigkill_mid_round_then_resume(project):
     proc.wait(timeout=30)
     killed = _state(project)
     assert killed["rounds_done"] == 1 and killed["pending"]["round"] == 2
+    client = MlflowClient()
+    assert client.get_run(killed["run_id"]).info.status == "RUNNING"   # nobody told MLflow
+    runs = [sys.executable, "-m", "flows.cli", "runs"]
+    listed = subprocess.run(runs, cwd=project, env=env, capture_output=True, text=True,
+                            timeout=120).stdout
+    (line,) = [l for l in listed.splitlines() if killed["run_id"] in l]
+    assert "stopped" in line and "1 of 3" in line
+    assert f"sage-ada run --resume {killed['run_id']}" in line
+    assert client.get_run(killed["run_id"]).info.status == "KILLED"
 
     out = subprocess.run(cli + ["--resume", killed["run_id"]], cwd=project, env=env,
                          capture_output=True, text=True, timeout=600)
@@ -58,8 +67,12 @@ def test_sigkill_mid_round_then_resume(project):
     assert set(killed["pending"]["labels"]) <= set(final["labelled"])
     assert set(killed["labelled"]) <= set(final["labelled"])
     assert [h["round"] for h in final["history"]] == [0, 1, 2, 3]
+    listed = subprocess.run(runs, cwd=project, env=env, capture_output=True, text=True,
+                            timeout=120).stdout
+    (line,) = [l for l in listed.splitlines() if killed["run_id"] in l]
+    assert "finished" in line and "3 of 3" in line and "--resume" not in line
+    assert client.get_run(killed["run_id"]).info.status == "FINISHED"
 
-    client = MlflowClient()
     exp = client.get_experiment_by_name("tests")
     children = client.search_runs([exp.experiment_id],
                                   f"tags.mlflow.parentRunId = '{final['run_id']}'")
