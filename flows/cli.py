@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import logging
 import os
 import sys
 from pathlib import Path
@@ -70,6 +71,9 @@ def _write_results(result: dict, folder: str) -> None:
 def cmd_run(args) -> int:
     from flows.active_da import active_domain_adaptation
 
+    if not args.debug:
+        quiet_user_errors()
+
     result = active_domain_adaptation(params=args.params, overrides=_overrides(args),
                                       resume=args.resume, progress=not args.no_progress,
                                       auto_annotate=args.auto_annotate)
@@ -87,6 +91,9 @@ def cmd_run(args) -> int:
 
 def cmd_compare(args) -> int:
     from flows.compare import compare
+
+    if not args.debug:
+        quiet_user_errors()
 
     summary = compare(params=args.params, strategies=args.strategies.split(","),
                       seeds=[int(s) for s in args.seeds.split(",")], overrides=_overrides(args),
@@ -238,6 +245,31 @@ def _is_user_error(err: BaseException) -> bool:
         return True
     return any(module in sys.modules and isinstance(err, getattr(sys.modules[module], name))
                for module, name in USER_ERRORS.items())
+
+
+class _QuietUserErrors(logging.Filter):
+    """Keeps a user's mistake from being printed as tracebacks by Prefect's console log on the
+    way out: the CLI says it once, in one line, at the end (``--debug`` keeps them)."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        error = record.exc_info[1] if record.exc_info else None
+        if error is not None:
+            return not _is_user_error(error)
+        message = record.getMessage()
+        return not any(f"{name}(" in message or f"{name}:" in message
+                       for name in USER_ERRORS.values())
+
+
+def quiet_user_errors() -> None:
+    """On every console handler Prefect set up (its logging is configured on import)."""
+    quiet = _QuietUserErrors()
+    loggers = [logging.getLogger()] + [logging.getLogger(name) for name in
+                                       list(logging.root.manager.loggerDict)
+                                       if name.startswith("prefect")]
+    for logger in loggers:
+        for handler in logger.handlers:
+            if isinstance(handler, logging.StreamHandler) and quiet not in handler.filters:
+                handler.addFilter(quiet)
 
 
 def main(argv: list[str] | None = None) -> int:

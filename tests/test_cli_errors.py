@@ -122,3 +122,20 @@ def test_debug_shows_the_traceback(workdir):
     out = subprocess.run(["sage-ada", "--debug", "run", "--budget", "0"], cwd=workdir,
                          capture_output=True, text=True, timeout=120)
     assert out.returncode != 0 and "Traceback" in out.stderr and "ConfigError" in out.stderr
+
+
+@pytest.mark.slow
+def test_a_corrupt_image_found_inside_the_flow_is_one_message_without_tracebacks(workdir):
+    """Errors found once the flow runs (here: an image replaced by text after the split) are
+    told once, by the CLI, not also as Prefect's tracebacks; nothing is trained."""
+    shutil.copytree(REPO / "data", workdir / "data")
+    _set(workdir, "data", "root", "data")
+    manifest = (workdir / "splits" / "manifest.csv").read_text().splitlines()
+    broken = manifest[-1].split(",")[4]
+    (workdir / "data" / broken).write_text("not an image")
+    out = subprocess.run(["sage-ada", "run", "--rounds", "1"], cwd=workdir, capture_output=True,
+                         text=True, timeout=600)
+    assert out.returncode == 2, out.stderr[-2000:]
+    assert "error: manifest validation failed" in out.stderr and broken in out.stderr
+    assert "Traceback" not in out.stderr + out.stdout
+    assert "accuracy" not in out.stdout                               # no round was trained
