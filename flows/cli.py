@@ -33,7 +33,6 @@ def cmd_data(args) -> int:
     from components.config import load_config
     from components.data import prepare
     from components.data.digits import build_digits
-    from components.tracking.lineage import data_hash
 
     cfg = load_config(args.params)
     if args.action == "digits":
@@ -45,9 +44,12 @@ def cmd_data(args) -> int:
             print(f"matches data.dvc (hash {verify_and_cache('data.dvc')}); cached by DVC")
         return 0
     if args.action == "split":
+        from components.tracking.lineage import data_hash
+
         manifest = prepare.split_and_validate(cfg)
         print(f"manifest {cfg.data.manifest}: {len(manifest)} samples, validated\n"
-              f"{prepare.summary(manifest)}\n  data hash (data.dvc): {data_hash()}")
+              f"{prepare.summary(manifest)}\n  data hash: "
+              f"{data_hash(root=cfg.data.root, manifest=cfg.data.manifest)}")
         return 0
     manifest = prepare.validate(cfg)
     print(f"manifest {cfg.data.manifest} is valid ({len(manifest)} samples)")

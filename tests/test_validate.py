@@ -141,3 +141,26 @@ def test_failed_split_keeps_the_previous_manifest(project, digits_root):
     with pytest.raises(ManifestInvalid, match="cannot be decoded"):
         prepare.split_and_validate(cfg)
     assert open(cfg.data.manifest).read() == before
+
+
+def test_a_proved_manifest_is_not_decoded_again_until_a_file_changes(project, digits_root,
+                                                                      monkeypatch):
+    from components.config import load_config
+    from components.data import prepare
+
+    root = project / "copy"
+    shutil.copytree(digits_root, root)
+    cfg = load_config("params.yaml").with_overrides({"data.root": str(root)})
+    prepare.validate(cfg)
+    calls = []
+    real = prepare.validate_manifest
+    monkeypatch.setattr(prepare, "validate_manifest",
+                        lambda *a, **k: calls.append(1) or real(*a, **k))
+    prepare.validate(cfg)
+    assert calls == []                                  # proved before: not decoded again
+    manifest = prepare.read_manifest(cfg.data.manifest)
+    a, b = manifest.path.iloc[0], manifest.path.iloc[1]
+    shutil.copy(root / b, root / a)                     # replaced after the proof
+    with pytest.raises(ManifestInvalid, match="differs from the manifest's sha256"):
+        prepare.validate(cfg)
+    assert calls == [1]

@@ -5,6 +5,7 @@ previous manifest in place (the new one is written only after it passes).
 """
 from __future__ import annotations
 
+import hashlib
 from pathlib import Path
 
 import pandas as pd
@@ -16,6 +17,8 @@ from components.data.validate import validate_manifest
 from components.preflight import check_data_root
 
 CHECKSUM_CACHE = Path(".sage-ada/cache/sha256.json")  # file hashes by path, size and time
+VALIDATED = Path(".sage-ada/cache/validated")          # keys of manifests proved valid
+SUITE_VERSION = 2  # raise when the checks change, so older proofs no longer count
 
 
 def uses_shipped_digits(cfg: Config) -> bool:
@@ -42,11 +45,34 @@ def split_and_validate(cfg: Config) -> pd.DataFrame:
 
 
 def validate(cfg: Config, manifest: pd.DataFrame | None = None) -> pd.DataFrame:
+    """The whole suite, once per content: a manifest already proved, over files whose size and
+    time have not changed since, is not decoded again (``dvc repro split``, ``data validate``
+    and each run's validate step used to prove the same files three times)."""
     manifest = read_manifest(cfg.data.manifest) if manifest is None else manifest
     size = cfg.data.image_size if uses_shipped_digits(cfg) else None
+    key = validation_key(manifest, Path(cfg.data.root), size)
+    proved = VALIDATED.read_text().split() if VALIDATED.is_file() else []
+    if key in proved:
+        return manifest
     validate_manifest(manifest, cfg.data.root, class_list(manifest), expected_size=size,
                       checksum_cache=CHECKSUM_CACHE)
+    VALIDATED.parent.mkdir(parents=True, exist_ok=True)
+    VALIDATED.write_text("\n".join(proved[-19:] + [key]) + "\n")
     return manifest
+
+
+def validation_key(manifest: pd.DataFrame, root: Path, expected_size: int | None) -> str:
+    """What a validation proved: the manifest's rows, the suite's settings, and each file's
+    size and modification time (a changed or replaced file changes the key)."""
+    digest = hashlib.sha256(pd.util.hash_pandas_object(manifest, index=False).values.tobytes())
+    digest.update(f"{root.resolve()}|{expected_size}|{SUITE_VERSION}".encode())
+    for rel in manifest["path"]:
+        try:
+            stat = (root / rel).stat()
+            digest.update(f"{rel}|{stat.st_size}|{stat.st_mtime_ns}\n".encode())
+        except OSError:
+            digest.update(f"{rel}|missing\n".encode())
+    return digest.hexdigest()
 
 
 def summary(manifest: pd.DataFrame) -> str:
