@@ -56,12 +56,15 @@ class ActiveRun:
                 "(MLFLOW_TRACKING_URI); point MLFLOW_TRACKING_URI at the run's store, or start a "
                 "new run")
         if state is None:
+            lineage_tags = lineage(cfg)
             run_id = tracker.start_parent(
                 params=cfg.model_dump(),
-                tags={f"sage_ada.{k}": v for k, v in lineage(cfg).items()},
+                tags={f"sage_ada.{k}": v for k, v in lineage_tags.items()},
                 run_name=run_name or f"{cfg.active.strategy} seed {cfg.active.seed}")
             state = RunState(run_id=run_id, flow_run_id=flow_run_id, config_hash=config_hash(cfg))
             store.save_settings(run_id, cfg.model_dump())
+            tracker.log_dataset(run_id, name=f"{cfg.experiment_name} manifest",
+                                digest=lineage_tags["data_hash"], source=cfg.data.root)
             tracker.set_tags(run_id, {STATE_TAG: str(store.dir(run_id).resolve())})
             store.save(state)
         else:

@@ -53,6 +53,10 @@ def test_flow_end_to_end_lineage_in_mlflow_and_prefect(project):
     assert tags["sage_ada.data_hash"].startswith("sha256:") and tags["sage_ada.git_commit"]
     assert tags["sage_ada.cpu_kernels"].startswith("native (")
     assert params["active.budget"] == "5" and params["train.regulariser"] == "sum"
+    (used,) = parent.inputs.dataset_inputs                      # the UI's Datasets column
+    assert used.dataset.digest == tags["sage_ada.data_hash"] and used.dataset.name.endswith("manifest")
+    exp = client.get_experiment(parent.info.experiment_id)      # opens on its training runs
+    assert exp.tags["mlflow.experimentKind"] == "custom_model_development"
 
     exp = client.get_experiment_by_name("tests")
     children = client.search_runs([exp.experiment_id],

@@ -65,7 +65,7 @@ def data_hash(dvc_file: str | Path = "data.dvc", *, root: str | Path | None = No
 
         files = pd.read_csv(manifest, usecols=["path", "sha256"]).sort_values("path")
         listing = "\n".join(f"{p} {h}" for p, h in zip(files["path"], files["sha256"]))
-        return "sha256:" + hashlib.sha256(listing.encode()).hexdigest()[:32]
+        return "sha256:" + hashlib.sha256(listing.encode()).hexdigest()[:29]  # MLflow keeps 36
     return "untracked"
 
 
@@ -89,6 +89,9 @@ def flatten(prefix: str, value: Any) -> dict[str, str]:
     return {prefix: str(value)}
 
 
+EXPERIMENT_KIND = "mlflow.experimentKind"
+
+
 class Tracker:
     """The MLflow run hierarchy of one pipeline run (client API: safe from any thread)."""
 
@@ -105,7 +108,23 @@ class Tracker:
             if found.lifecycle_stage == "deleted":
                 self.client.restore_experiment(found.experiment_id)
             self.experiment_id = found.experiment_id
+        if (found is None or found.tags.get(EXPERIMENT_KIND) != "custom_model_development"):
+            # the MLflow UI then opens the experiment on its training runs, not a GenAI overview
+            self.client.set_experiment_tag(self.experiment_id, EXPERIMENT_KIND,
+                                           "custom_model_development")
         self.experiment = experiment
+
+    def log_dataset(self, run_id: str, *, name: str, digest: str, source: str | Path) -> None:
+        """The data a run trained on as an MLflow dataset input: the UI's Datasets column then
+        shows its version (``digest``: the run's data hash)."""
+        from mlflow.data.meta_dataset import MetaDataset
+        from mlflow.data.sources import LocalArtifactDatasetSource
+        from mlflow.entities import DatasetInput, InputTag
+
+        dataset = MetaDataset(LocalArtifactDatasetSource(Path(source).resolve().as_uri()),
+                              name=name, digest=digest[:36])
+        self.client.log_inputs(run_id, datasets=[DatasetInput(
+            dataset._to_mlflow_entity(), tags=[InputTag("mlflow.data.context", "training")])])
 
     def has_run(self, run_id: str) -> bool:
         from mlflow.exceptions import MlflowException
