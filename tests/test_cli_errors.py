@@ -16,12 +16,14 @@ from tests.conftest import REPO
 
 
 @pytest.fixture
-def workdir(tmp_path) -> Path:
-    """A copy of the project's settings and manifest, so whatever a command writes shows."""
-    (tmp_path / "splits").mkdir()
-    shutil.copy(REPO / "splits" / "manifest.csv", tmp_path / "splits" / "manifest.csv")
+def workdir(tmp_path, digits_root, digits_manifest) -> Path:
+    """The project's settings over the digits benchmark, in a folder of its own, so whatever a
+    command writes shows."""
+    from components.data.split import write_manifest
+
+    write_manifest(digits_manifest, tmp_path / "splits" / "manifest.csv")
     raw = yaml.safe_load((REPO / "params.yaml").read_text())
-    raw["data"]["root"] = str(REPO / "data")
+    raw["data"]["root"] = str(digits_root)
     (tmp_path / "params.yaml").write_text(yaml.safe_dump(raw, allow_unicode=True))
     return tmp_path
 
@@ -125,10 +127,11 @@ def test_debug_shows_the_traceback(workdir):
 
 
 @pytest.mark.slow
-def test_a_corrupt_image_found_inside_the_flow_is_one_message_without_tracebacks(workdir):
+def test_a_corrupt_image_found_inside_the_flow_is_one_message_without_tracebacks(workdir,
+                                                                                digits_root):
     """Errors found once the flow runs (here: an image replaced by text after the split) are
     told once, by the CLI, not also as Prefect's tracebacks; nothing is trained."""
-    shutil.copytree(REPO / "data", workdir / "data")
+    shutil.copytree(digits_root, workdir / "data")
     _set(workdir, "data", "root", "data")
     manifest = (workdir / "splits" / "manifest.csv").read_text().splitlines()
     broken = manifest[-1].split(",")[4]
