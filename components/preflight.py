@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Optional
 
 from components.config import Config, ConfigError, DataConfig
-from components.state import StateStore
+from components.state import StateStore, config_hash
 
 
 class ServerDown(ConnectionError):
@@ -21,11 +21,14 @@ class ServerDown(ConnectionError):
 
 
 def check_run(cfg: Config, *, resume: Optional[str] = None, pretrain_only: bool = False,
-              store: StateStore | None = None) -> None:
+              allow_duplicate: bool = False, store: StateStore | None = None) -> None:
+    store = store or StateStore()
     if resume:  # a resumed run keeps its own settings, rounds included
-        check_resumable(resume, store or StateStore())
+        check_resumable(resume, store)
     else:
         check_rounds(cfg, pretrain_only)
+        if not allow_duplicate:
+            check_not_running(cfg, store)
     check_data_root(cfg)
     check_device(cfg.train.device)
     check_budget(cfg)
@@ -91,6 +94,19 @@ def check_budget(cfg: Config) -> None:
             f"active.rounds × active.budget = {rounds} × {budget} = {rounds * budget} labels, but "
             f"the pool has {pool} unlabelled target samples ({cfg.data.manifest}); lower --rounds "
             "or --budget")
+
+
+def check_not_running(cfg: Config, store: StateStore) -> None:
+    """Two runs of the same settings side by side would compute the same thing twice and
+    register two versions of it: refused while the first one's process lives."""
+    mine = config_hash(cfg)
+    for run_id in store.run_ids():
+        state = store.load(run_id)
+        if (state.config_hash == mine and state.rounds_done < cfg.active.rounds
+                and store.alive(run_id)):
+            raise ConfigError(f"a run with the same settings is in progress ({run_id}; see "
+                              "`sage-ada runs`); wait for it, or pass --allow-duplicate to start "
+                              "another anyway")
 
 
 def check_resumable(run_id: str, store: StateStore) -> None:

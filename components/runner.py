@@ -8,8 +8,6 @@ for the previous round's.
 """
 from __future__ import annotations
 
-import hashlib
-import json
 import logging
 from pathlib import Path
 from typing import Callable, Optional
@@ -17,7 +15,7 @@ from typing import Callable, Optional
 from components.config import Config
 from components.oracle import OracleError
 from components.session import ActiveSession
-from components.state import (WAITING, PendingRound, ResumeMismatch, RunState, StateStore,
+from components.state import (PendingRound, ResumeMismatch, RunState, StateStore, config_hash,
                               differing)
 from components.tracking.lineage import STATE_TAG, Tracker, data_hash, git_commit
 
@@ -258,12 +256,6 @@ def lineage(cfg: Config) -> dict[str, str]:
             # the CPU kernels that computed it: numbers agree exactly only where these agree
             "cpu_kernels": f"{cfg.train.cpu_kernels} ({torch.backends.cpu.get_cpu_capability()}, "
                            f"{torch.get_num_threads()} threads)"}
-
-
-def config_hash(cfg: Config) -> str:
-    """Settings that must not change within a run (everything but the oracle's waiting)."""
-    relevant = cfg.model_dump(exclude=WAITING)
-    return hashlib.sha256(json.dumps(relevant, sort_keys=True).encode()).hexdigest()[:16]
 
 
 def suggestion_columns(suggestion: Optional[list], label: Optional[str]) -> dict:

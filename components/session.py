@@ -6,6 +6,7 @@ the benchmark calls them in a plain loop; both get the same numbers for the same
 """
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import time
@@ -75,16 +76,17 @@ class ActiveSession:
         """UDA pretraining (round 0 model), cached by its inputs; returns (net, seconds, cached)."""
         net = self.new_network()
         path = self.cache_dir / f"pretrain-{self.pretrain_key()}.pt"
-        if path.exists():
-            load_checkpoint(net, path)
-            return net.to(self.device).eval(), 0.0, True
-        start = time.perf_counter()
-        train(net, Streams(self.source, None, self.pool), steps=self.cfg.train.pretrain_steps,
-              train_cfg=self.cfg.train, regulariser="source", seed=self.cfg.train.seed,
-              device=self.device, phase=f"pretrain ({self.cfg.train.adversarial})",
-              ramp_lambda=True, progress=self.progress)
-        seconds = time.perf_counter() - start
-        save_checkpoint(net, path)
+        with exclusive(path.with_suffix(".lock")):  # one run fills it; the others then load it
+            if path.exists():
+                load_checkpoint(net, path)
+                return net.to(self.device).eval(), 0.0, True
+            start = time.perf_counter()
+            train(net, Streams(self.source, None, self.pool), steps=self.cfg.train.pretrain_steps,
+                  train_cfg=self.cfg.train, regulariser="source", seed=self.cfg.train.seed,
+                  device=self.device, phase=f"pretrain ({self.cfg.train.adversarial})",
+                  ramp_lambda=True, progress=self.progress)
+            seconds = time.perf_counter() - start
+            save_checkpoint(net, path)
         return net, seconds, False
 
     def load(self, path: str | Path):
@@ -151,3 +153,22 @@ class ActiveSession:
 
     def save(self, net, path: str | Path) -> None:
         save_checkpoint(net, path)
+
+
+@contextlib.contextmanager
+def exclusive(lock: Path):
+    """An advisory lock on ``lock`` between processes on this machine (a second run waits,
+    and says so, while the first fills a cache entry both need)."""
+    import fcntl
+
+    lock.parent.mkdir(parents=True, exist_ok=True)
+    with open(lock, "w") as fh:
+        try:
+            fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            print(f"waiting for another run that is computing {lock.stem} …", flush=True)
+            fcntl.flock(fh, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(fh, fcntl.LOCK_UN)

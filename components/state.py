@@ -71,6 +71,14 @@ def differing(started: dict, asked: dict) -> list[str]:
             if key not in WAITING.get(section, ()) and asked.get(section, {}).get(key) != value]
 
 
+def config_hash(cfg) -> str:
+    """Settings that must not change within a run (everything but the oracle's waiting)."""
+    import hashlib
+
+    relevant = cfg.model_dump(exclude=WAITING)
+    return hashlib.sha256(json.dumps(relevant, sort_keys=True).encode()).hexdigest()[:16]
+
+
 class StateStore:
     """Run states on disk, looked up by MLflow run id or by Prefect flow-run id; beside each,
     the settings it started with (``settings.json``), which a resume uses."""

@@ -160,8 +160,8 @@ def check_settings(args):
     if args.command == "compare":
         for strategy in args.strategies.split(","):
             cfg.with_overrides({"active.strategy": strategy})
-    check_run(cfg, resume=getattr(args, "resume", None),
-              pretrain_only=getattr(args, "pretrain_only", False))
+    check_run(cfg, resume=resume, pretrain_only=getattr(args, "pretrain_only", False),
+              allow_duplicate=getattr(args, "allow_duplicate", False))
     numerics.pin_environment(cfg.train.cpu_kernels, cfg.train.cpu_threads)
     return cfg
 
@@ -204,6 +204,8 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--seed", type=int)
     run_flags(r)
     r.add_argument("--resume", metavar="MLFLOW_RUN_ID", help="continue a crashed run")
+    r.add_argument("--allow-duplicate", action="store_true",
+                   help="start even while a run with the same settings is in progress")
     r.add_argument("--pretrain-only", action="store_true",
                    help="round 0 only (UDA pretraining), evaluated and logged; registers nothing")
     r.add_argument("--auto-annotate", action="store_true",

@@ -45,6 +45,17 @@ def _a_saved_run(workdir: Path) -> None:
     store.save_settings("r3", cfg.model_dump())
 
 
+def _a_live_identical_run(workdir: Path) -> None:
+    """A run of the same settings whose process (this test's) still runs."""
+    from components.config import load_config
+    from components.state import RunState, StateStore, config_hash
+
+    store = StateStore(workdir / ".sage-ada" / "runs")
+    cfg = load_config(workdir / "params.yaml")
+    store.save(RunState(run_id="twin", rounds_done=0, config_hash=config_hash(cfg)))
+    store.claim("twin")
+
+
 NO_GPU = not glob.glob("/dev/nvidia[0-9]*") and not Path("/dev/kfd").exists()
 
 CASES = [  # (arguments, what the one line must say, a change to the working folder first)
@@ -64,6 +75,8 @@ CASES = [  # (arguments, what the one line must say, a change to the working fol
     ("run --source optdigits", "data.source and data.target name the same domain", None),
     ("run", "train.learning_rate is not a setting (misspelt?)", _typo_in_file),
     ("--params nowhere.yaml run", "nowhere.yaml not found", None),
+    ("run", "a run with the same settings is in progress (twin; see `sage-ada runs`); wait for "
+     "it, or pass --allow-duplicate", _a_live_identical_run),
     ("run --resume r3 --budget 5", "run r3 started with other settings than asked for now "
      "(active.budget: 3 → 5)", _a_saved_run),
     ("compare --strategies sage,magic", "active.strategy = 'magic' is not a strategy", None),

@@ -185,3 +185,32 @@ def test_a_resume_keeps_the_runs_own_settings_and_refuses_others(project, monkey
     mlflow.set_tracking_uri(f"sqlite:///{project / 'elsewhere.db'}")
     with pytest.raises(ResumeMismatch, match="not in the MLflow store"):
         _run(resume=result["run_id"])
+
+
+def test_a_cache_entry_is_filled_by_one_run_while_the_others_wait(tmp_path, capsys):
+    """Two runs that need the same pretraining: the second waits for the first to fill the
+    cache (then loads it) instead of computing it too."""
+    import threading
+    import time
+
+    from components.session import exclusive
+
+    lock, order = tmp_path / "pretrain-x.lock", []
+
+    def second():
+        with exclusive(lock):
+            order.append("second")
+
+    said = ""
+    with exclusive(lock):
+        other = threading.Thread(target=second)
+        other.start()
+        for _ in range(200):                 # until the second says it waits
+            said += capsys.readouterr().out
+            if "waiting for another run that is computing pretrain-x" in said:
+                break
+            time.sleep(0.05)
+        order.append("first")
+    other.join(timeout=30)
+    assert "waiting for another run that is computing pretrain-x" in said
+    assert order == ["first", "second"]
