@@ -112,8 +112,8 @@ def check_not_running(cfg: Config, store: StateStore) -> None:
 def check_resumable(run_id: str, store: StateStore) -> None:
     if (store.dir(run_id) / "state.json").is_file():
         return
-    known = sorted(store.root.glob("*/state.json"), key=lambda p: p.stat().st_mtime)[-5:]
-    hint = (f"runs that can be resumed here: {', '.join(p.parent.name for p in reversed(known))}"
+    known = store.run_ids()[:5]
+    hint = (f"runs that can be resumed here: {', '.join(known)} (`sage-ada runs` lists them)"
             if known else f"no run can be resumed here ({store.root} is empty)")
     raise ConfigError(f"--resume {run_id}: no saved state for that run under {store.root}; "
                       f"{hint}")
