@@ -37,10 +37,9 @@ def check_run(cfg: Config, *, resume: Optional[str] = None, pretrain_only: bool 
 
 def check_data_root(cfg: Config) -> None:
     """A missing data.root is a mistyped path, unless it is the shipped benchmark's own."""
-    from components.data.digits import DOMAINS
+    from components.data.digits import uses_shipped_digits
 
-    shipped = (cfg.data.layout == "folders" and {cfg.data.source, cfg.data.target} <= set(DOMAINS)
-               and cfg.data.root == DataConfig().root)
+    shipped = uses_shipped_digits(cfg) and cfg.data.root == DataConfig().root
     if not Path(cfg.data.root).is_dir() and not shipped:
         raise ConfigError(f"data.root = {cfg.data.root!r} is not a folder; fix data.root, or "
                           f"build the shipped digits benchmark there on purpose with `sage-ada "

@@ -6,6 +6,7 @@ finished step and never asks the oracle again for a sample it already has a labe
 """
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 from dataclasses import asdict, dataclass, field
@@ -73,8 +74,6 @@ def differing(started: dict, asked: dict) -> list[str]:
 
 def config_hash(cfg) -> str:
     """Settings that must not change within a run (everything but the oracle's waiting)."""
-    import hashlib
-
     relevant = cfg.model_dump(exclude=WAITING)
     return hashlib.sha256(json.dumps(relevant, sort_keys=True).encode()).hexdigest()[:16]
 

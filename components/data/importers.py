@@ -8,8 +8,9 @@ Two layouts are understood:
 """
 from __future__ import annotations
 
-import hashlib
 from pathlib import Path
+
+from components.data.checksums import ChecksumCache
 
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp", ".tif", ".tiff"}
 
@@ -18,19 +19,17 @@ class DataLayoutError(ValueError):
     """The data folder does not look like the configured layout."""
 
 
-def sha256_of(path: Path) -> str:
-    return hashlib.sha256(path.read_bytes()).hexdigest()
-
-
-def _row(root: Path, domain: str, label: str, path: Path) -> dict:
+def _row(root: Path, domain: str, label: str, path: Path, checksums: ChecksumCache) -> dict:
     rel = path.relative_to(root).as_posix()
     return {"sample_id": rel.rsplit(".", 1)[0], "domain": domain, "label": str(label),
-            "path": rel, "sha256": sha256_of(path)}
+            "path": rel, "sha256": checksums.sha256(path)}
 
 
-def scan_folders(root: str | Path, domain: str) -> list[dict]:
-    """Rows for ``<root>/<domain>/<class>/<image>``; sorted, so ids and order are stable."""
-    root = Path(root)
+def scan_folders(root: str | Path, domain: str,
+                 checksums: ChecksumCache | None = None) -> list[dict]:
+    """Rows for ``<root>/<domain>/<class>/<image>``; sorted, so ids and order are stable.
+    ``checksums``: where file hashes are kept (validation reads the same cache next)."""
+    root, checksums = Path(root), checksums or ChecksumCache()
     base = root / domain
     if not base.is_dir():
         raise DataLayoutError(
@@ -41,15 +40,16 @@ def scan_folders(root: str | Path, domain: str) -> list[dict]:
     for class_dir in sorted(p for p in base.iterdir() if p.is_dir()):
         for image in sorted(class_dir.iterdir()):
             if image.suffix.lower() in IMAGE_SUFFIXES:
-                rows.append(_row(root, domain, class_dir.name, image))
+                rows.append(_row(root, domain, class_dir.name, image, checksums))
     if not rows:
         raise DataLayoutError(f"no images under {base}/<class>/; supported: {sorted(IMAGE_SUFFIXES)}")
     return rows
 
 
-def scan_lists(root: str | Path, domain: str) -> list[dict]:
+def scan_lists(root: str | Path, domain: str,
+               checksums: ChecksumCache | None = None) -> list[dict]:
     """Rows from DomainNet-style list files ``<root>/<domain>*.txt`` (``path label`` lines)."""
-    root = Path(root)
+    root, checksums = Path(root), checksums or ChecksumCache()
     lists = sorted(root.glob(f"{domain}*.txt"))
     if not lists:
         raise DataLayoutError(f"no list file {root}/{domain}*.txt for domain {domain!r}")
@@ -69,7 +69,7 @@ def scan_lists(root: str | Path, domain: str) -> list[dict]:
             if rel in seen:
                 continue
             seen.add(rel)
-            rows.append(_row(root, domain, label, path))
+            rows.append(_row(root, domain, label, path, checksums))
     return rows
 
 

@@ -11,7 +11,8 @@ from pathlib import Path
 import pandas as pd
 
 from components.config import Config
-from components.data.digits import DOMAINS, build_digits
+from components.data.checksums import ChecksumCache
+from components.data.digits import build_digits, uses_shipped_digits
 from components.data.split import build_manifest, class_list, read_manifest, write_manifest
 from components.data.validate import validate_manifest
 from components.preflight import check_data_root
@@ -19,10 +20,6 @@ from components.preflight import check_data_root
 CHECKSUM_CACHE = Path(".sage-ada/cache/sha256.json")  # file hashes by path, size and time
 VALIDATED = Path(".sage-ada/cache/validated")          # keys of manifests proved valid
 SUITE_VERSION = 2  # raise when the checks change, so older proofs no longer count
-
-
-def uses_shipped_digits(cfg: Config) -> bool:
-    return cfg.data.layout == "folders" and {cfg.data.source, cfg.data.target} <= set(DOMAINS)
 
 
 def ensure_data(cfg: Config) -> dict[str, int]:
@@ -36,15 +33,17 @@ def ensure_data(cfg: Config) -> dict[str, int]:
 
 
 def split_and_validate(cfg: Config) -> pd.DataFrame:
+    checksums = ChecksumCache(CHECKSUM_CACHE)  # hashed once, for the manifest and its validation
     manifest = build_manifest(cfg.data.root, source=cfg.data.source, target=cfg.data.target,
                               layout=cfg.data.layout, test_fraction=cfg.split.target_test_fraction,
-                              seed=cfg.split.seed)
-    validate(cfg, manifest)
+                              seed=cfg.split.seed, checksums=checksums)
+    validate(cfg, manifest, checksums)
     write_manifest(manifest, cfg.data.manifest)
     return manifest
 
 
-def validate(cfg: Config, manifest: pd.DataFrame | None = None) -> pd.DataFrame:
+def validate(cfg: Config, manifest: pd.DataFrame | None = None,
+             checksums: ChecksumCache | None = None) -> pd.DataFrame:
     """The whole suite, once per content: a manifest already proved, over files whose size and
     time have not changed since, is not decoded again (``dvc repro split``, ``data validate``
     and each run's validate step used to prove the same files three times)."""
@@ -55,7 +54,7 @@ def validate(cfg: Config, manifest: pd.DataFrame | None = None) -> pd.DataFrame:
     if key in proved:
         return manifest
     validate_manifest(manifest, cfg.data.root, class_list(manifest), expected_size=size,
-                      checksum_cache=CHECKSUM_CACHE)
+                      checksum_cache=checksums or CHECKSUM_CACHE)
     VALIDATED.parent.mkdir(parents=True, exist_ok=True)
     VALIDATED.write_text("\n".join(proved[-19:] + [key]) + "\n")
     return manifest

@@ -24,10 +24,11 @@ def stratified_target_split(target: pd.DataFrame, *, test_fraction: float, seed:
 
 
 def build_manifest(root: str | Path, *, source: str, target: str, layout: str = "folders",
-                   test_fraction: float = 0.5, seed: int = 0) -> pd.DataFrame:
+                   test_fraction: float = 0.5, seed: int = 0, checksums=None) -> pd.DataFrame:
+    """``checksums``: a ``ChecksumCache`` for the files' sha256 (none: hash them all)."""
     scan = SCANNERS[layout]
-    src = pd.DataFrame(scan(root, source)).assign(split="source")
-    tgt = pd.DataFrame(scan(root, target))
+    src = pd.DataFrame(scan(root, source, checksums)).assign(split="source")
+    tgt = pd.DataFrame(scan(root, target, checksums))
     tgt["split"] = stratified_target_split(tgt, test_fraction=test_fraction, seed=seed)
     manifest = pd.concat([src, tgt], ignore_index=True)[COLUMNS]
     return manifest.sort_values(["split", "sample_id"], kind="stable").reset_index(drop=True)

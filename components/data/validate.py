@@ -118,12 +118,14 @@ def _checks(classes: list[str], expected_size: int | None) -> list[Check]:
 
 def validate_manifest(manifest: pd.DataFrame, root: str | Path, classes: list[str], *,
                       expected_size: int | None = None,
-                      checksum_cache: str | Path | None = None) -> pd.DataFrame:
+                      checksum_cache: ChecksumCache | str | Path | None = None) -> pd.DataFrame:
     """Run the suite; return the manifest with file facts, or raise ``ManifestInvalid``.
-    ``checksum_cache``: where file hashes are kept between runs (none: hash every file)."""
+    ``checksum_cache``: file hashes kept between runs, or the file that keeps them (none: hash
+    every file)."""
     import great_expectations as gx
 
-    checksums = ChecksumCache(checksum_cache)
+    checksums = (checksum_cache if isinstance(checksum_cache, ChecksumCache)
+                 else ChecksumCache(checksum_cache))
     facts = _file_facts(manifest, Path(root), checksums)
     checksums.save()
     from great_expectations.data_context.types.base import ProgressBarsConfig

@@ -320,14 +320,14 @@ class LabelStudioOracle:
                                             "result": choice_result(info["prediction"])}]
                 payload.append(task)
             self.client.projects.import_tasks(id=project, request=payload, return_task_ids=True)
+        update = {"description": (  # the notice annotators see on the project list
+            f"Round {round} is ready: {len(sample_ids)} image{'s' * (len(sample_ids) != 1)} to "
+            f"label (tab 'Round {round}'). sage-ada active domain adaptation, MLflow run "
+            f"{self.run_id}")}
         if self.show_guess and any(c.get("prediction") is not None for c in context.values()):
             # Label Studio pre-fills only the predictions of the project's model version.
-            self.client.projects.update(id=project, model_version=f"round {round - 1}")
-        # the notice annotators see on the project list
-        self.client.projects.update(id=project, description=(
-            f"Round {round} is ready: {len(sample_ids)} image{'s' * (len(sample_ids) != 1)} to "
-            f"label (tab 'Round {round}'). "
-            f"sage-ada active domain adaptation, MLflow run {self.run_id}"))
+            update["model_version"] = f"round {round - 1}"
+        self.client.projects.update(id=project, **update)
         url = f"{self.project_url(project)}?tab={self.round_view(project, round)}"
         log.info("round %d: %d tasks in Label Studio (%d new) at %s", round, len(sample_ids),
                  len(new), url)
