@@ -36,6 +36,19 @@ def streams_images(data_cfg, n_images: int) -> bool:
     return decoded > data_cfg.memory_limit_gb * 1e9
 
 
+# The code a pretrained model depends on: a change to any of it must not reuse a cached model.
+TRAINING_CODE = ("adaptation", "models", "data/tensors.py", "data/stream.py", "numerics.py")
+
+
+def training_code_digest(root: Path = Path(__file__).parent) -> str:
+    digest = hashlib.sha256()
+    for name in TRAINING_CODE:
+        path = root / name
+        for file in sorted(path.rglob("*.py")) if path.is_dir() else [path]:
+            digest.update(f"{file.relative_to(root)}\n".encode() + file.read_bytes())
+    return digest.hexdigest()
+
+
 class ActiveSession:
     def __init__(self, cfg: Config, *, progress: bool = True, cache_dir: str | Path = ".sage-ada/cache"):
         self.cfg, self.progress = cfg, progress
@@ -61,14 +74,16 @@ class ActiveSession:
         return build_network(self.cfg, len(self.classes))
 
     def pretrain_key(self) -> str:
-        """Pretraining depends on data, model and training settings only, not on the query."""
+        """Pretraining depends on data, model, training settings and training code only, not
+        on the query."""
         cfg = self.cfg
         blob = json.dumps({"data": cfg.data.model_dump(), "split": cfg.split.model_dump(),
                            "model": cfg.model.model_dump(), "classifier": cfg.classifier_kind,
                            "train": cfg.train.model_dump(exclude={"steps_per_round", "device",
                                                                   "regulariser", "lambda_entropy"}),
                            "manifest": hashlib.sha256(
-                               self.manifest.to_csv(index=False).encode()).hexdigest()},
+                               self.manifest.to_csv(index=False).encode()).hexdigest(),
+                           "code": training_code_digest()},
                           sort_keys=True)
         return hashlib.sha256(blob.encode()).hexdigest()[:16]
 

@@ -9,19 +9,16 @@ from __future__ import annotations
 import os
 from typing import Any, Optional
 
-os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
-os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "120")
+from prefect import flow, task
+from prefect.cache_policies import NO_CACHE
 
-from prefect import flow, task  # noqa: E402
-from prefect.cache_policies import NO_CACHE  # noqa: E402
-
-from components.config import Config, load_config  # noqa: E402
-from components.data import prepare as data_steps  # noqa: E402
-from components.oracle import OracleTimeout, make_oracle  # noqa: E402
-from components.runner import ActiveRun  # noqa: E402
-from components.session import ActiveSession  # noqa: E402
-from components.state import StateStore  # noqa: E402
-from components.tracking.lineage import data_hash, git_commit  # noqa: E402
+from components.config import Config, load_config
+from components.data import prepare as data_steps
+from components.oracle import OracleTimeout, make_oracle
+from components.runner import ActiveRun
+from components.session import ActiveSession
+from components.state import StateStore
+from components.tracking.lineage import data_hash, git_commit
 
 IO = dict(retries=2, retry_delay_seconds=2, cache_policy=NO_CACHE)
 PURE = dict(cache_policy=NO_CACHE)

@@ -38,7 +38,7 @@ if [ ! -f "$venv/.complete" ]; then
   "$venv/bin/python" -c "import torch, torchvision, prefect, mlflow, dvc, great_expectations, label_studio_sdk" \
     || { echo "error: the environment in $venv does not import; delete it and rerun" >&2; exit 1; }
   touch "$venv/.complete"
-else
+elif ! grep -qF "\"file://$(pwd)\"" "$venv"/lib/python3.11/site-packages/sage_ada-*.dist-info/direct_url.json 2>/dev/null; then
   # The editable install points at one clone; re-point it at this one (seconds, no downloads).
   pip_quiet --no-deps --no-build-isolation -e .
 fi

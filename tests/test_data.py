@@ -86,3 +86,50 @@ def test_list_importer_reads_domainnet_style_lists(tmp_path):
     (tmp_path / "real_train.txt").write_text("real/missing.png 0\n")
     with pytest.raises(DataLayoutError, match="not found"):
         scan_lists(tmp_path, "real")
+
+
+def test_data_digits_refuses_a_folder_that_differs_from_data_dvc(tmp_path, digits_root):
+    """On a fresh clone nothing is in DVC's cache, so ``dvc status`` cannot tell a changed folder
+    from a missing cache entry; the folder is hashed and compared before anything is recorded."""
+    import shutil
+    import subprocess
+
+    from tests.conftest import REPO
+
+    repo = tmp_path / "repo"
+    shutil.copytree(digits_root, repo / "data")
+    for name in ("data.dvc", "params.yaml"):
+        shutil.copy(REPO / name, repo / name)
+    subprocess.run(["git", "init", "--quiet"], cwd=repo, check=True)
+    subprocess.run(["dvc", "init", "--quiet"], cwd=repo, check=True)
+    shutil.copy(REPO / ".dvc" / "config", repo / ".dvc" / "config")
+    recorded = (repo / "data.dvc").read_bytes()
+    image = next((repo / "data" / "mnist" / "3").glob("*.png"))
+    original = image.read_bytes()
+    pixels = np.array(Image.open(image))
+    pixels[0, 0] = 255 - pixels[0, 0]
+    Image.fromarray(pixels).save(image)
+
+    def digits():
+        return subprocess.run(["sage-ada", "data", "digits"], cwd=repo, capture_output=True,
+                              text=True, timeout=300)
+
+    out = digits()
+    assert out.returncode == 2 and "Traceback" not in out.stderr
+    assert "error: the data differs from data.dvc (data hashes to " in out.stderr
+    assert (repo / "data.dvc").read_bytes() == recorded              # nothing recorded
+    assert not list((repo / ".dvc").glob("cache/files/md5/*"))      # nothing cached
+
+    image.write_bytes(original)
+    out = digits()
+    assert out.returncode == 0, out.stderr
+    assert f"matches data.dvc (hash {yaml_md5(recorded)})" in out.stdout
+    assert (repo / "data.dvc").read_bytes() == recorded
+    assert "up to date" in subprocess.run(["dvc", "status", "data.dvc"], cwd=repo, text=True,
+                                          capture_output=True).stdout
+
+
+def yaml_md5(dvc_file: bytes) -> str:
+    import yaml
+
+    return yaml.safe_load(dvc_file)["outs"][0]["md5"]

@@ -103,3 +103,24 @@ def test_compiled_update_trains_like_the_eager_one(digits_manifest, digits_root)
     assert not torch.equal(weights["none"],
                            torch.cat([p.detach().flatten() for p in untrained.parameters()]))
     torch.testing.assert_close(weights["default"], weights["none"], atol=1e-5, rtol=1e-4)
+
+
+def test_a_change_to_the_training_code_invalidates_cached_pretraining(tmp_path):
+    """The round-0 cache is keyed by the code that trains, so an edited loss is not answered
+    by a model the old loss trained; code that does not train (a query) keeps the key."""
+    import shutil
+    from pathlib import Path
+
+    import components
+    from components.session import training_code_digest
+
+    copy = tmp_path / "components"
+    shutil.copytree(Path(components.__file__).parent, copy,
+                    ignore=shutil.ignore_patterns("__pycache__"))
+    before = training_code_digest(copy)
+    assert before == training_code_digest()
+    (copy / "query" / "sage.py").write_text((copy / "query" / "sage.py").read_text() + "\n# a\n")
+    assert training_code_digest(copy) == before
+    losses = copy / "adaptation" / "losses.py"
+    losses.write_text(losses.read_text().replace("lambda_entropy", "lambda_ent"))
+    assert training_code_digest(copy) != before

