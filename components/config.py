@@ -76,6 +76,8 @@ class TrainConfig(_Section):
     # torch.compile the update's forward and backward: default (fused kernels) or reduce-overhead
     # (also CUDA graphs: the launch-bound digits update on a GPU 4.2 → 1.9 ms); a minute to start
     compile: Literal["none", "default", "reduce-overhead"] = "none"
+    # processes under torchrun (DDP), one per GPU; with device cpu, CPU processes (gloo)
+    gpus: int = Field(1, ge=1)
 
 
 class ActiveConfig(_Section):

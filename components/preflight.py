@@ -31,6 +31,7 @@ def check_run(cfg: Config, *, resume: Optional[str] = None, pretrain_only: bool 
             check_not_running(cfg, store)
     check_data_root(cfg)
     check_device(cfg.train.device)
+    check_gpus(cfg.train.gpus, cfg.train.device)
     check_budget(cfg)
     check_servers(cfg)
 
@@ -75,6 +76,20 @@ def check_device(device: str) -> None:
     if index >= count:
         raise ConfigError(f"train.device = {device!r}, but this machine has {count} GPU(s): "
                           f"cuda:0 to cuda:{count - 1}")
+
+
+def check_gpus(gpus: int, device: str) -> None:
+    """``train.gpus`` processes need that many GPUs, unless CPU processes are asked for."""
+    if gpus == 1 or device == "cpu":
+        return
+    if ":" in device:
+        raise ConfigError(f"train.device = {device!r} picks one GPU, but train.gpus = {gpus}; "
+                          "set train.device: cuda (choose the GPUs with CUDA_VISIBLE_DEVICES)")
+    count = visible_gpus()
+    if count is not None and count < gpus:
+        raise ConfigError(f"train.gpus = {gpus}, but this machine has {count} GPU(s); set "
+                          f"train.gpus to at most {max(count, 1)} (train.device: cpu runs that "
+                          "many CPU processes instead)")
 
 
 def pool_size(manifest: Path) -> Optional[int]:

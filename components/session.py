@@ -9,6 +9,8 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import json
+import os
+import shutil
 import time
 from functools import partial
 from pathlib import Path
@@ -16,6 +18,7 @@ from pathlib import Path
 import torch
 
 from components import numerics
+from components.adaptation.distributed import Shard, launch
 from components.adaptation.trainer import (Streams, evaluate, load_checkpoint, predict,
                                            resolve_device, save_checkpoint, seed_everything, train)
 from components.config import Config
@@ -50,11 +53,12 @@ def training_code_digest(root: Path = Path(__file__).parent) -> str:
 
 
 class ActiveSession:
-    def __init__(self, cfg: Config, *, progress: bool = True, cache_dir: str | Path = ".sage-ada/cache"):
+    def __init__(self, cfg: Config, *, progress: bool = True,
+                 cache_dir: str | Path = ".sage-ada/cache", device: torch.device | None = None):
         self.cfg, self.progress = cfg, progress
         self.cache_dir = Path(cache_dir)
         numerics.apply(cfg.train.cpu_kernels, cfg.train.cpu_threads)
-        self.device = resolve_device(cfg.train.device)
+        self.device = device or resolve_device(cfg.train.device)
         self.manifest = read_manifest(cfg.data.manifest)
         self.classes = class_list(self.manifest)
         self.streamed = streams_images(cfg.data, len(self.manifest))
@@ -96,10 +100,7 @@ class ActiveSession:
                 load_checkpoint(net, path)
                 return net.to(self.device).eval(), 0.0, True
             start = time.perf_counter()
-            train(net, Streams(self.source, None, self.pool), steps=self.cfg.train.pretrain_steps,
-                  train_cfg=self.cfg.train, regulariser="source", seed=self.cfg.train.seed,
-                  device=self.device, phase=f"pretrain ({self.cfg.train.adversarial})",
-                  ramp_lambda=True, progress=self.progress)
+            net = self.train_phase(net, 0, {})
             seconds = time.perf_counter() - start
             save_checkpoint(net, path)
         return net, seconds, False
@@ -152,11 +153,48 @@ class ActiveSession:
     def adapt(self, net, labelled: dict[str, str], round: int) -> float:
         """``steps_per_round`` updates of eq. 10 on L_S, L_T so far and the whole U_T."""
         start = time.perf_counter()
-        train(net, Streams(self.source, self.labelled_set(labelled), self.pool),
-              steps=self.cfg.train.steps_per_round, train_cfg=self.cfg.train,
-              regulariser=self.cfg.train.regulariser, seed=self.cfg.train.seed * 1000 + round,
-              device=self.device, phase=f"adapt round {round}", progress=self.progress)
+        trained = self.train_phase(net, round, labelled)
+        if trained is not net:
+            net.load_state_dict(trained.state_dict())
+            net.eval()
         return time.perf_counter() - start
+
+    def train_phase(self, net, round: int, labelled: dict[str, str], *,
+                    shard: Shard | None = None):
+        """Round 0: UDA pretraining (no labels); round N: its adaptation. Returns the trained
+        network (in eval mode).
+
+        With ``train.gpus > 1`` and no ``shard`` given, the phase runs as a ``torchrun`` job,
+        one process per GPU, and the weights come back from its rank 0."""
+        t = self.cfg.train
+        if shard is None and t.gpus > 1:
+            return self._train_distributed(net, round, labelled)
+        pretraining = round == 0
+        streams = Streams(self.source, self.labelled_set(labelled) if labelled else None,
+                          self.pool)
+        train(net, streams, steps=t.pretrain_steps if pretraining else t.steps_per_round,
+              train_cfg=t, regulariser="source" if pretraining else t.regulariser,
+              seed=t.seed if pretraining else t.seed * 1000 + round, device=self.device,
+              phase=f"pretrain ({t.adversarial})" if pretraining else f"adapt round {round}",
+              ramp_lambda=pretraining, progress=self.progress, shard=shard or Shard())
+        return net
+
+    def _train_distributed(self, net, round: int, labelled: dict[str, str]):
+        job = self.cache_dir / "jobs" / f"{os.getpid()}-round-{round}"
+        job.mkdir(parents=True, exist_ok=True)
+        save_checkpoint(net, job / "start.pt")
+        device = "cpu" if self.device.type == "cpu" else "cuda"
+        (job / "job.json").write_text(json.dumps({
+            "config": self.cfg.model_dump(), "round": round, "labelled": labelled,
+            "device": device, "progress": self.progress}))
+        if self.progress:
+            print(f"round {round}: training on {self.cfg.train.gpus} {device} processes "
+                  f"(torchrun; log: {job / 'log.txt'})", flush=True)
+        launch(job, self.cfg.train.gpus, log=job / "log.txt")
+        trained = self.new_network()
+        load_checkpoint(trained, job / "end.pt")
+        shutil.rmtree(job, ignore_errors=True)
+        return trained.to(self.device).eval()
 
     def evaluate(self, net) -> dict:
         return evaluate(net, self.test, self.classes, device=self.device)

@@ -9,6 +9,7 @@ from __future__ import annotations
 import os
 from typing import Any, Optional
 
+import mlflow
 from prefect import flow, task
 from prefect.cache_policies import NO_CACHE
 
@@ -18,7 +19,8 @@ from components.oracle import OracleTimeout, make_oracle
 from components.runner import ActiveRun
 from components.session import ActiveSession
 from components.state import StateStore
-from components.tracking.lineage import data_hash, git_commit
+from components.preflight import ServerDown
+from components.tracking.lineage import data_hash, git_commit, tracking_server_lost
 
 IO = dict(retries=2, retry_delay_seconds=2, cache_policy=NO_CACHE)
 PURE = dict(cache_policy=NO_CACHE)
@@ -119,6 +121,20 @@ def active_domain_adaptation(params: str = "params.yaml", overrides: Optional[di
     run = open_run(cfg, session, resume, auto_annotate)
     print(f"MLflow run {run.run_id} in experiment '{cfg.experiment_name}' "
           f"({cfg.active.strategy}, b={cfg.active.budget}, {cfg.active.rounds} rounds)", flush=True)
+    try:
+        return _rounds(cfg, run)
+    except Exception as err:
+        if not tracking_server_lost(err):
+            raise
+        raise ServerDown(
+            f"the MLflow server at {mlflow.get_tracking_uri()} stopped answering during run "
+            f"{run.run_id}; every finished step is saved: start the server again "
+            f"(`infra/mlflow/server.sh start`) and continue with `sage-ada run --resume "
+            f"{run.run_id}`") from None
+
+
+def _rounds(cfg: Config, run: ActiveRun) -> dict:
+    """Round 0, then select → annotate → adapt → evaluate per round, then register."""
     for row in run.state.history:
         print_row(row)
     if run.state.rounds_done < 0:

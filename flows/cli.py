@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import argparse
-import contextlib
 import json
 import logging
 import os
@@ -71,33 +70,9 @@ def _write_results(result: dict, folder: str) -> None:
     (out / "rounds.csv").write_text("\n".join(lines) + "\n")
 
 
-def start_prefect_api_early():
-    """Without ``PREFECT_API_URL`` Prefect starts a temporary API server (about 6 s here) when
-    the flow first calls it. Started now, it boots in its own process while this one imports
-    torch and MLflow; call the returned function before the flow runs, to wait for it."""
-    import threading
-
-    from prefect.settings import PREFECT_API_URL
-
-    if PREFECT_API_URL.value():
-        return lambda: None
-
-    def start():
-        from prefect.server.api.server import SubprocessASGIServer
-
-        with contextlib.suppress(Exception):  # the flow starts it again and reports the error
-            SubprocessASGIServer().start()  # one instance per process: the flow's client reuses it
-
-    thread = threading.Thread(target=start, name="prefect-api", daemon=True)
-    thread.start()
-    return thread.join
-
-
 def cmd_run(args) -> int:
-    api_ready = start_prefect_api_early()
     from flows.active_da import active_domain_adaptation
 
-    api_ready()
     if not args.debug:
         quiet_user_errors()
 
@@ -117,10 +92,8 @@ def cmd_run(args) -> int:
 
 
 def cmd_compare(args) -> int:
-    api_ready = start_prefect_api_early()
     from flows.compare import compare
 
-    api_ready()
 
     if not args.debug:
         quiet_user_errors()
@@ -274,6 +247,9 @@ def _is_user_error(err: BaseException) -> bool:
     """Looked up among the modules already loaded (one that never loaded raised nothing), so a
     settings error does not wait for torch and MLflow to import."""
     if isinstance(err, FileNotFoundError):
+        return True
+    lineage = sys.modules.get("components.tracking.lineage")
+    if lineage and lineage.tracking_server_lost(err):  # told once, by the flow, with the resume
         return True
     return any(module in sys.modules and isinstance(err, getattr(sys.modules[module], name))
                for module, name in USER_ERRORS.items())

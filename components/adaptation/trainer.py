@@ -15,6 +15,7 @@ import torch
 import torch.nn.functional as F
 from tqdm.auto import tqdm
 
+from components.adaptation.distributed import Shard, scale_grad, synchronise_batchnorm, wrap_for_ddp
 from components.adaptation.losses import ADVERSARIAL, REGULARISERS, Outputs
 from components.config import ConfigError
 from components.data.tensors import ImageSet
@@ -70,23 +71,30 @@ def _autocast(device: torch.device):
 
 
 def step_losses(net, xs, ys, xl, yl, xu, lambda_adv, *, adversarial: str, regulariser: str,
-                lambda_entropy: float, target_share: float | None = None) -> dict:
+                lambda_entropy: float, target_share: float | None = None,
+                group_scales: tuple[float, float, float] = (1.0, 1.0, 1.0)) -> dict:
     """The forward half of eq. 10 on one batch: ``Ω + λ L_adv`` and its parts (tensors).
 
     Kept apart from the update so ``train.compile`` can compile it whole (forward and, through
     AOTAutograd, its backward) into few fused kernels; ``lambda_adv`` may be a 0-d tensor then,
-    so its ramp does not recompile."""
+    so its ramp does not recompile. ``group_scales`` (source, labelled, unlabelled): in one of
+    several processes, what its share of each group weighs in the global batch (see
+    ``distributed.Shard.scale``); every loss term reads one group's rows, so scaling the
+    gradient where it reads them scales that term."""
     ns, nl = len(ys), len(yl)
+    cs, cl, cu = group_scales
     device = xs.device
     with _autocast(device):
         z = net.features(torch.cat([xs, xl, xu]))
         logits = net.classifier(z)
-        out = Outputs(logits[:ns], ys, logits[ns:ns + nl], yl, z[ns + nl:], target_share)
+        out = Outputs(scale_grad(logits[:ns], cs), ys, scale_grad(logits[ns:ns + nl], cl), yl,
+                      scale_grad(z[ns + nl:], cu), target_share)
         omega = REGULARISERS[regulariser](out, net.classifier, lambda_entropy)
         loss, adv = omega, torch.zeros((), device=device)
         if adversarial != "none":
             d_in = reverse_gradient(torch.cat([z[:ns], z[ns + nl:]]))
             a = net.discriminator(d_in).float()
+            a = torch.cat([scale_grad(a[:ns], cs), scale_grad(a[ns:], cu)])
             num_outputs = a.shape[1]
             y_onehot = F.one_hot(ys, num_outputs).float() if num_outputs > 1 else torch.ones(ns, 1, device=device)
             p_t = (F.softmax(logits[ns + nl:].float(), 1) if num_outputs > 1
@@ -99,14 +107,14 @@ def step_losses(net, xs, ys, xl, yl, xu, lambda_adv, *, adversarial: str, regula
 
 def update_step(net, optimizer, xs, ys, xl, yl, xu, *, adversarial: str, regulariser: str,
                 lambda_adv: float, lambda_entropy: float, target_share: float | None = None,
-                losses=step_losses) -> dict:
+                losses=step_losses, group_scales=(1.0, 1.0, 1.0)) -> dict:
     """``(f, phi, d) -= α ∇(Ω + λ L_adv)`` on one batch; returns the loss parts.
 
     ``target_share`` is ``|L_T| / (|L_S| + |L_T|)``, which Ω_{S∪T} needs (see ``omega_union``);
     ``losses``: ``step_losses`` or its compiled form."""
     parts = losses(net, xs, ys, xl, yl, xu, lambda_adv, adversarial=adversarial,
                    regulariser=regulariser, lambda_entropy=lambda_entropy,
-                   target_share=target_share)
+                   target_share=target_share, group_scales=group_scales)
     optimizer.zero_grad(set_to_none=True)
     parts["loss"].backward()
     optimizer.step()
@@ -163,18 +171,29 @@ def learning_rate(train_cfg, step: int, steps: int) -> float:
 
 def train(net, streams: Streams, *, steps: int, train_cfg, regulariser: str, seed: int,
           device: torch.device, phase: str, ramp_lambda: bool = False,
-          progress: bool = True, on_step=None) -> dict:
+          progress: bool = True, on_step=None, shard: Shard = Shard()) -> dict:
     """Run ``steps`` updates; batches are drawn with a seeded generator (reproducible).
 
-    ``on_step(step)``, if given, is called after each update (benchmarks time with it)."""
+    ``on_step(step)``, if given, is called after each update (benchmarks time with it).
+    ``shard``: in one of several DDP processes, which share of each global batch is this
+    process's (the plan is the one-process plan, whatever the number of processes)."""
+    distributed = shard.world > 1
+    if distributed:
+        synchronise_batchnorm(net, device)
     _to_device(net, device).train()
     optimizer = make_optimizer(net, train_cfg)
     src, unl = streams.source, streams.unlabelled
     lab = streams.labelled if streams.labelled is not None and len(streams.labelled) else None
     target_share = 0.0 if lab is None else len(lab) / (len(src) + len(lab))  # for Ω_{S∪T}
     plan, seeds = batch_plan(streams, steps=steps, batch_size=train_cfg.batch_size, seed=seed)
+    scales = tuple(shard.scale(len(p[0]) if p else 0) for p in
+                   (plan["source"], plan["labelled"], plan["unlabelled"]))
+    plan = {k: [shard.take(p) for p in v] for k, v in plan.items()}
+    seeds = {k: [shard.take(p) for p in v] for k, v in seeds.items()}
     compiled = train_cfg.compile != "none"
     losses = compiled_losses(train_cfg.compile) if compiled else step_losses
+    if distributed:
+        losses = wrap_for_ddp(net, losses, device, adversarial=train_cfg.adversarial)
     x_src = src.batches(plan["source"], seeds["source"], role="source")
     x_unl = unl.batches(plan["unlabelled"], seeds["unlabelled"], role="unlabelled")
     x_lab = lab.batches(plan["labelled"], seeds["labelled"], role="labelled") if lab else None
@@ -200,7 +219,8 @@ def train(net, streams: Streams, *, steps: int, train_cfg, regulariser: str, see
             src.labels[plan["source"][step]].to(device, non_blocking=True),
             _prepare(net, xl, device), yl.to(device, non_blocking=True), _prepare(net, xu, device),
             adversarial=train_cfg.adversarial, regulariser=regulariser, lambda_adv=lam,
-            lambda_entropy=train_cfg.lambda_entropy, target_share=target_share, losses=losses)
+            lambda_entropy=train_cfg.lambda_entropy, target_share=target_share, losses=losses,
+            group_scales=scales)
         if on_step is not None:
             on_step(step)
         if step % 20 == 0 and progress:

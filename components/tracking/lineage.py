@@ -21,6 +21,11 @@ from pathlib import Path
 from typing import Any, Optional
 
 os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")  # before mlflow is imported
+# A tracking server that stopped answering: MLflow's defaults retry each call 7 times with
+# doubling waits (minutes per call, times the task's retries); three quick tries ride out a
+# restart and then say so (set the variables to wait longer).
+os.environ.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "3")
+os.environ.setdefault("MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR", "1")
 
 import matplotlib.pyplot as plt  # noqa: E402
 import mlflow  # noqa: E402
@@ -33,6 +38,23 @@ from components.tracking.plots import accuracy_curve  # noqa: E402
 ROUND_TAG = "sage_ada.round"
 KIND_TAG = "sage_ada.kind"
 STATE_TAG = "sage_ada.state_dir"
+
+
+def tracking_server_lost(err: BaseException) -> bool:
+    """The error, or one it was raised from, is the MLflow tracking server not answering
+    (a refused or dropped connection to the tracking URI, after MLflow's own retries)."""
+    uri = mlflow.get_tracking_uri().rstrip("/")
+    if not uri.startswith(("http://", "https://")):
+        return False
+    seen = set()
+    while err is not None and id(err) not in seen:
+        seen.add(id(err))
+        text = str(err)
+        if uri in text and any(sign in text for sign in (
+                "Max retries exceeded", "Connection refused", "Connection aborted")):
+            return True
+        err = err.__cause__ or err.__context__
+    return False
 
 
 def default_tracking_uri(root: Path | None = None) -> str:
