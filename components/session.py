@@ -187,9 +187,8 @@ class ActiveSession:
         (job / "job.json").write_text(json.dumps({
             "config": self.cfg.model_dump(), "round": round, "labelled": labelled,
             "device": device, "progress": self.progress}))
-        if self.progress:
-            print(f"round {round}: training on {self.cfg.train.gpus} {device} processes "
-                  f"(torchrun; log: {job / 'log.txt'})", flush=True)
+        print(f"round {round}: training on {self.cfg.train.gpus} {device} processes "
+              f"(torchrun; log: {job / 'log.txt'})", flush=True)
         launch(job, self.cfg.train.gpus, log=job / "log.txt")
         trained = self.new_network()
         load_checkpoint(trained, job / "end.pt")

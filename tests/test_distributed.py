@@ -66,3 +66,22 @@ def test_a_failing_job_says_where_its_log_is(project):
     session.cfg.data.manifest = str(project / "nowhere.csv")   # each process fails to load it
     with pytest.raises(DistributedError, match=r"2-process training job failed .* log is .*log.txt"):
         session.train_phase(session.new_network(), 1, dict.fromkeys(session.pool.ids[:2], "0"))
+
+
+@pytest.mark.slow
+def test_the_flow_runs_its_training_as_a_torchrun_job(project):
+    """``sage-ada run`` with ``train.gpus: 2`` (CPU processes here): pretraining and the round's
+    adaptation run under torchrun, launched by the flow's tasks, and the run finishes."""
+    import os
+    import subprocess
+
+    raw = yaml.safe_load((project / "params.yaml").read_text())
+    raw["train"].update(device="cpu", gpus=2)
+    raw["active"].update(rounds=1)
+    (project / "params.yaml").write_text(yaml.safe_dump(raw))
+    out = subprocess.run(["sage-ada", "run", "--no-progress"], cwd=project, capture_output=True,
+                         text=True, timeout=600, env={**os.environ, "MLFLOW_TRACKING_URI": ""})
+    assert out.returncode == 0, out.stderr[-3000:]
+    assert "round 0: training on 2 cpu processes (torchrun" in out.stdout
+    assert "round 1: training on 2 cpu processes (torchrun" in out.stdout
+    assert "round  1 | labels     5" in out.stdout
