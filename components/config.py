@@ -107,7 +107,17 @@ class LabelStudioConfig(_Section):
 
 class TrackingConfig(_Section):
     experiment: Optional[str] = None
-    registered_model: str = "sage-ada"
+    # one registered model per task: {source} and {target} are filled in
+    registered_model: str = "sage-ada-{source}-to-{target}"
+
+    @model_validator(mode="after")
+    def _placeholders(self):
+        try:
+            self.registered_model.format(source="s", target="t")
+        except (KeyError, IndexError, ValueError) as err:
+            raise ValueError(f"{self.registered_model!r} may only use {{source}} and {{target}} "
+                             f"({type(err).__name__}: {err})") from None
+        return self
 
 
 class Config(_Section):
@@ -149,6 +159,13 @@ class Config(_Section):
         if self.model.classifier != "auto":
             return self.model.classifier
         return "cosine" if self.train.regulariser == "mme" else "linear"
+
+    @property
+    def registered_model_name(self) -> str:
+        """``tracking.registered_model`` for this task (models of other tasks are not
+        comparable: another target, another test set)."""
+        return self.tracking.registered_model.format(source=self.data.source,
+                                                     target=self.data.target)
 
     @property
     def experiment_name(self) -> str:

@@ -239,7 +239,7 @@ class ActiveRun:
                         "corrections_after_last_round.json of run %s)", len(late), self.run_id)
             self.tracker.log_corrections(self.run_id, correction_rows(
                 self.state.rounds_done, late), "corrections_after_last_round.json")
-        return self.tracker.finish(self.run_id, registered_model=self.cfg.tracking.registered_model,
+        return self.tracker.finish(self.run_id, registered_model=self.cfg.registered_model_name,
                                    lineage={**lineage(self.cfg),
                                             "experiment": self.cfg.experiment_name},
                                    register=self.cfg.active.rounds > 0)

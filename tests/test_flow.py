@@ -85,8 +85,9 @@ def test_flow_end_to_end_lineage_in_mlflow_and_prefect(project):
 
     curve = client.get_metric_history(result["run_id"], "suggestions_accepted")
     assert sorted(m.step for m in curve) == [1, 2]              # a chart per round in MLflow
-    versions = client.search_model_versions("name = 'sage-ada'")
+    versions = client.search_model_versions("name = 'sage-ada-mnist-to-optdigits'")
     latest = max(versions, key=lambda v: int(v.version))
+    assert client.get_model_version_by_alias(latest.name, "candidate").version == latest.version
     assert latest.tags["parent_run_id"] == result["run_id"] and latest.tags["round"] == "2"
     assert latest.tags["data_hash"] == tags["sage_ada.data_hash"]
     plot = client.list_artifacts(result["run_id"])

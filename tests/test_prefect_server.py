@@ -58,3 +58,65 @@ def test_cron_deployment_runs_unattended(project, tmp_path_factory):
         serve.wait(timeout=30)
         subprocess.run(["bash", script, "stop"], env=env, timeout=60)
     assert list((project / ".sage-ada" / "runs").glob("*/state.json"))
+
+
+def test_prefect_yaml_deploys_to_a_process_worker_that_runs_the_flow_in_its_clone(
+        project, tmp_path_factory):
+    """The shipped prefect.yaml, deployed with Prefect's CLI to a server from infra/, run by a
+    worker from infra/ in the clone it was deployed from (state, MLflow store and registry
+    there), with settings passed as deployment parameters."""
+    import json
+    import shutil
+
+    import mlflow
+
+    port, worker_port = free_port(), free_port()
+    home = tmp_path_factory.mktemp("prefect-pool")
+    for name in ("flows", "components"):
+        (project / name).symlink_to(REPO / name)
+    shutil.copy(REPO / "prefect.yaml", project / "prefect.yaml")
+    store = f"sqlite:///{project / 'mlflow.db'}"
+    env = {**os.environ, "PREFECT_PORT": str(port), "PREFECT_HOME": str(home),
+           "SAGE_ADA_RUN_DIR": str(home / "run"), "PYTHONPATH": os.pathsep.join(sys.path),
+           "PREFECT_WORKER_PORT": str(worker_port), "MLFLOW_TRACKING_URI": store,
+           "PWD": str(project)}
+    server, worker = str(REPO / "infra/prefect/server.sh"), str(REPO / "infra/prefect/worker.sh")
+    subprocess.run(["bash", server, "start"], check=True, env=env, timeout=300)
+    env["PREFECT_API_URL"] = f"http://127.0.0.1:{port}/api"
+    try:
+        subprocess.run(["bash", worker, "start"], check=True, env=env, timeout=300)
+        deployed = subprocess.run(["prefect", "--no-prompt", "deploy", "--all"], cwd=project,
+                                  env=env, capture_output=True, text=True, timeout=300)
+        assert deployed.returncode == 0, deployed.stdout[-3000:] + deployed.stderr[-3000:]
+        started = subprocess.run(
+            ["prefect", "deployment", "run", "active-domain-adaptation/manual", "--param",
+             "overrides=" + json.dumps({"active.rounds": 1, "active.strategy": "entropy"})],
+            cwd=project, env=env, capture_output=True, text=True, timeout=120)
+        assert started.returncode == 0, started.stdout[-3000:] + started.stderr[-3000:]
+
+        from prefect.settings import PREFECT_API_URL, temporary_settings
+
+        with temporary_settings({PREFECT_API_URL: env["PREFECT_API_URL"]}):
+            from prefect import get_client
+
+            with get_client(sync_client=True) as client:
+                nightly = client.read_deployment_by_name("active-domain-adaptation/nightly")
+                assert [s.schedule.cron for s in nightly.schedules] == ["0 2 * * *"]
+                assert not any(s.active for s in nightly.schedules)    # paused until resumed
+                deadline = time.time() + 480
+                while True:
+                    (run,) = client.read_flow_runs()
+                    if run.state.is_final():
+                        break
+                    assert time.time() < deadline, f"run still {run.state.name}"
+                    time.sleep(2)
+                assert run.state.is_completed(), run.state.message
+    finally:
+        subprocess.run(["bash", worker, "stop"], env=env, timeout=60)
+        subprocess.run(["bash", server, "stop"], env=env, timeout=60)
+    (state,) = list((project / ".sage-ada" / "runs").glob("*/state.json"))
+    mlflow.set_tracking_uri(store)
+    parent = mlflow.get_run(state.parent.name)
+    assert parent.data.params["active.strategy"] == "entropy"
+    versions = mlflow.MlflowClient().search_model_versions("name = 'sage-ada-mnist-to-optdigits'")
+    assert [v.tags["parent_run_id"] for v in versions] == [parent.info.run_id]

@@ -226,6 +226,21 @@ class Tracker:
         self.client.log_metric(parent_id, "n_corrected_after_last_round", len(rows))
 
     # ------------------------------------------------------------------ end
+    def set_aliases(self, name: str, version) -> bool:
+        """``candidate``: the newest version; ``champion``: by ``promotes``. Returns whether
+        the new version became the champion."""
+        from mlflow.exceptions import MlflowException
+
+        self.client.set_registered_model_alias(name, CANDIDATE, version.version)
+        try:
+            champion = self.client.get_model_version_by_alias(name, CHAMPION)
+        except MlflowException:
+            champion = None
+        if promotes(version.tags, champion.tags if champion else None):
+            self.client.set_registered_model_alias(name, CHAMPION, version.version)
+            return True
+        return False
+
     def finish(self, parent_id: str, *, registered_model: str, lineage: dict[str, str],
                register: bool = True) -> Optional[str]:
         """Register the last round's model with the lineage in its tags (unless ``register``
@@ -239,14 +254,29 @@ class Tracker:
             last = rounds[max(rounds)]
             uri = last.data.tags.get("sage_ada.model_uri")
             if uri:
+                accuracy = last.data.metrics.get("accuracy")
                 mv = mlflow.register_model(uri, registered_model,
                                            tags={**lineage, "parent_run_id": parent_id,
-                                                 "round": str(max(rounds))})
+                                                 "round": str(max(rounds)),
+                                                 "accuracy": f"{accuracy:.6f}"})
                 version = mv.version
+                self.set_aliases(registered_model, mv)
                 self.client.set_tag(parent_id, "sage_ada.registered_version",
                                     f"{registered_model}/{version}")
         self.client.set_terminated(parent_id)
         return version
+
+
+CANDIDATE, CHAMPION = "candidate", "champion"
+
+
+def promotes(new: dict[str, str], champion: Optional[dict[str, str]]) -> bool:
+    """The rule for ``champion``: the new version takes it when there is none, when the
+    champion was evaluated on another data version (accuracies on other test sets do not
+    compare), or when its target-test accuracy is at least the champion's."""
+    if champion is None or champion.get("data_hash") != new.get("data_hash"):
+        return True
+    return float(new.get("accuracy", "nan")) >= float(champion.get("accuracy", "nan"))
 
 
 def write_selection(rows: list[dict], folder: Path) -> None:

@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# Prefect server (and a process worker) on 127.0.0.1, for scheduled runs and the Prefect UI.
+# Prefect server on 127.0.0.1, for deployments, scheduled runs and the Prefect UI (the worker
+# that runs them: infra/prefect/worker.sh).
 #   infra/prefect/server.sh start|stop|status      (PREFECT_PORT, default 4200)
 # Then: export PREFECT_API_URL=http://127.0.0.1:4200/api ; sage-ada serve --cron "0 2 * * *"
 source "$(dirname "$0")/../lib.sh"

@@ -1,0 +1,26 @@
+#!/usr/bin/env bash
+# A Prefect process worker for the project's deployments (prefect.yaml), on 127.0.0.1.
+#   infra/prefect/worker.sh start|stop|status
+# Needs PREFECT_API_URL (infra/prefect/server.sh start prints it). Creates the process work pool
+# PREFECT_WORK_POOL (default sage-ada) when missing. The worker answers health checks on
+# PREFECT_WORKER_PORT (default 8091; Label Studio has 8080); PREFECT_WORKER_START_TIMEOUT
+# (default 300) is how long to wait for it. Start one per machine that should run flows.
+source "$(dirname "$0")/../lib.sh"
+POOL=${PREFECT_WORK_POOL:-sage-ada}
+PORT=${PREFECT_WORKER_PORT:-8091}
+export PREFECT_SERVER_ANALYTICS_ENABLED=false PREFECT_WORKER_WEBSERVER_PORT=$PORT
+case "${1:-}" in
+  start)
+    if [ -z "${PREFECT_API_URL:-}" ]; then
+      echo "error: PREFECT_API_URL is not set; start the server (infra/prefect/server.sh start) and export what it prints" >&2
+      exit 2
+    fi
+    prefect work-pool inspect "$POOL" >/dev/null 2>&1 \
+      || prefect work-pool create "$POOL" --type process >/dev/null
+    launch "prefect-worker-$POOL" "$PORT" "http://127.0.0.1:$PORT/health" \
+      "${PREFECT_WORKER_START_TIMEOUT:-300}" \
+      prefect worker start --pool "$POOL" --type process --with-healthcheck ;;
+  stop) stop_named "prefect-worker-$POOL" ;;
+  status) status_named "prefect-worker-$POOL" ;;
+  *) echo "usage: $0 start|stop|status" >&2; exit 2 ;;
+esac
