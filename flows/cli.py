@@ -240,6 +240,7 @@ USER_ERRORS = {  # mistakes a user can make and fix, each told in one line: modu
     "components.data.validate": "ManifestInvalid",
     "components.data.versioning": "DataVersionMismatch", "components.oracle.base": "OracleError",
     "components.state": "ResumeMismatch", "components.preflight": "ServerDown",
+    "components.adaptation.distributed": "DistributedError",
 }
 
 

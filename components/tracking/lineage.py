@@ -114,6 +114,27 @@ def flatten(prefix: str, value: Any) -> dict[str, str]:
 EXPERIMENT_KIND = "mlflow.experimentKind"
 
 
+def check_artifacts_reachable(uri: str, experiment) -> None:
+    """An experiment made on a local store keeps a ``file://`` artifact location. Through a
+    tracking server, MLflow clients write such artifacts to that path on their own machine:
+    on the server's machine it is the server's folder, anywhere else models and selections
+    would land on the client's disk, out of everyone else's reach."""
+    from urllib.parse import unquote, urlparse
+
+    from components.config import ConfigError
+
+    location = experiment.artifact_location or ""
+    if not uri.startswith(("http://", "https://")) or not location.startswith("file:"):
+        return
+    folder = Path(unquote(urlparse(location).path))
+    if not folder.is_dir():
+        raise ConfigError(
+            f"experiment '{experiment.name}' keeps its artifacts in {folder}, a folder of the "
+            f"machine that created it (it is not on this one), so the server at {uri} would not "
+            "get this run's models; set tracking.experiment to a new name (the server then "
+            "stores its artifacts), or run where that folder is")
+
+
 class Tracker:
     """The MLflow run hierarchy of one pipeline run (client API: safe from any thread)."""
 
@@ -127,6 +148,7 @@ class Tracker:
                 location = (Path(self.uri[len("sqlite:///"):]).parent / "artifacts").as_uri()
             self.experiment_id = self.client.create_experiment(experiment, artifact_location=location)
         else:
+            check_artifacts_reachable(self.uri, found)
             if found.lifecycle_stage == "deleted":
                 self.client.restore_experiment(found.experiment_id)
             self.experiment_id = found.experiment_id
