@@ -6,7 +6,6 @@ the benchmark calls them in a plain loop; both get the same numbers for the same
 """
 from __future__ import annotations
 
-import contextlib
 import hashlib
 import json
 import os
@@ -22,6 +21,7 @@ from components.adaptation.distributed import Shard, launch
 from components.adaptation.trainer import (Streams, evaluate, load_checkpoint, predict,
                                            resolve_device, save_checkpoint, seed_everything, train)
 from components.config import Config
+from components.locks import exclusive
 from components.data.split import class_list, read_manifest
 from components.data.stream import stream_images
 from components.data.tensors import ImageSet, load_images
@@ -205,22 +205,3 @@ class ActiveSession:
 
     def save(self, net, path: str | Path) -> None:
         save_checkpoint(net, path)
-
-
-@contextlib.contextmanager
-def exclusive(lock: Path):
-    """An advisory lock on ``lock`` between processes on this machine (a second run waits,
-    and says so, while the first fills a cache entry both need)."""
-    import fcntl
-
-    lock.parent.mkdir(parents=True, exist_ok=True)
-    with open(lock, "w") as fh:
-        try:
-            fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            print(f"waiting for another run that is computing {lock.stem} …", flush=True)
-            fcntl.flock(fh, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(fh, fcntl.LOCK_UN)

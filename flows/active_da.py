@@ -7,6 +7,7 @@ a timeout on annotation, readable task-run names, and resume after a crash.
 from __future__ import annotations
 
 import os
+import socket
 from typing import Any, Optional
 
 import mlflow
@@ -54,6 +55,23 @@ def open_run(cfg: Config, session: ActiveSession, resume: Optional[str],
     oracle = make_oracle(cfg, session.manifest, session.classes, auto_annotate=auto_annotate,
                          progress=session.progress)
     return ActiveRun.open(cfg, session, oracle, resume=resume, flow_run_id=str(flow_run.id or ""))
+
+
+def training_slots(device, gpus: int) -> list[str]:
+    """The tags of a training task, one per GPU it uses (physical ids, through
+    ``CUDA_VISIBLE_DEVICES``) or this machine's CPU. A tag with a Prefect concurrency limit
+    makes the task wait for a slot before it runs; ``infra/prefect/worker.sh`` creates the
+    limits (one training per device); without them nothing waits."""
+    host = socket.gethostname()
+    if device.type != "cuda":
+        return [f"sage-ada-cpu-{host}"]
+    first = device.index or 0
+    ids = [str(first + i) for i in range(gpus)]
+    visible = os.environ.get("CUDA_VISIBLE_DEVICES")
+    if visible:
+        physical = [v.strip() for v in visible.split(",")]
+        ids = [physical[int(i)] if int(i) < len(physical) else i for i in ids]
+    return [f"sage-ada-gpu-{host}-{i}" for i in ids]
 
 
 @task(name="pretrain", task_run_name="pretrain round 0", **IO)
@@ -137,10 +155,13 @@ def _rounds(cfg: Config, run: ActiveRun) -> dict:
     """Round 0, then select → annotate → adapt → evaluate per round, then register."""
     for row in run.state.history:
         print_row(row)
+    slots = training_slots(run.session.device, cfg.train.gpus)
+    pretraining = pretrain.with_options(tags=slots)
+    training = adapt.with_options(tags=slots)
     if run.state.rounds_done < 0:
-        print_row(pretrain(run))
+        print_row(pretraining(run))
     else:
-        pretrain(run)  # reloads the last finished round's checkpoint
+        pretraining(run)  # reloads the last finished round's checkpoint
     timeout = cfg.active.annotate_timeout_s
     # A hard Prefect timeout backs the oracle's own, except when the policy is to keep waiting.
     hard = None if (cfg.active.oracle == "label_studio"
@@ -148,7 +169,7 @@ def _rounds(cfg: Config, run: ActiveRun) -> dict:
     for r in range(run.state.rounds_done + 1, cfg.active.rounds + 1):
         select(run, r)
         annotate.with_options(timeout_seconds=hard)(run, r, timeout)
-        adapt(run, r)
+        training(run, r)
         print_row(evaluate(run, r))
     version = register(run)
     return {"run_id": run.run_id, "history": run.state.history,

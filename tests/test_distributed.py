@@ -85,3 +85,17 @@ def test_the_flow_runs_its_training_as_a_torchrun_job(project):
     assert "round 0: training on 2 cpu processes (torchrun" in out.stdout
     assert "round 1: training on 2 cpu processes (torchrun" in out.stdout
     assert "round  1 | labels     5" in out.stdout
+
+
+def test_training_holds_a_slot_per_physical_gpu(monkeypatch):
+    import socket
+
+    from flows.active_da import training_slots
+
+    host = socket.gethostname()
+    monkeypatch.delenv("CUDA_VISIBLE_DEVICES", raising=False)
+    assert training_slots(torch.device("cpu"), 1) == [f"sage-ada-cpu-{host}"]
+    assert training_slots(torch.device("cuda:1"), 1) == [f"sage-ada-gpu-{host}-1"]
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "2,3")
+    assert training_slots(torch.device("cuda"), 2) == [f"sage-ada-gpu-{host}-2",
+                                                      f"sage-ada-gpu-{host}-3"]

@@ -194,7 +194,7 @@ def test_a_cache_entry_is_filled_by_one_run_while_the_others_wait(tmp_path, caps
     import threading
     import time
 
-    from components.session import exclusive
+    from components.locks import exclusive
 
     lock, order = tmp_path / "pretrain-x.lock", []
 
@@ -208,10 +208,10 @@ def test_a_cache_entry_is_filled_by_one_run_while_the_others_wait(tmp_path, caps
         other.start()
         for _ in range(200):                 # until the second says it waits
             said += capsys.readouterr().out
-            if "waiting for another run that is computing pretrain-x" in said:
+            if "waiting for another run that is preparing pretrain-x" in said:
                 break
             time.sleep(0.05)
         order.append("first")
     other.join(timeout=30)
-    assert "waiting for another run that is computing pretrain-x" in said
+    assert "waiting for another run that is preparing pretrain-x" in said
     assert order == ["first", "second"]

@@ -120,3 +120,48 @@ def test_prefect_yaml_deploys_to_a_process_worker_that_runs_the_flow_in_its_clon
     assert parent.data.params["active.strategy"] == "entropy"
     versions = mlflow.MlflowClient().search_model_versions("name = 'sage-ada-mnist-to-optdigits'")
     assert [v.tags["parent_run_id"] for v in versions] == [parent.info.run_id]
+
+
+def test_two_runs_take_turns_on_the_machines_training_slot(project, tmp_path_factory):
+    """The worker script creates this machine's training slot (the CPU's here; one per GPU on a
+    GPU machine); two runs started together then never train at the same time, and both
+    finish."""
+    import socket
+
+    port, worker_port = free_port(), free_port()
+    home = tmp_path_factory.mktemp("prefect-slots")
+    env = {**os.environ, "PREFECT_PORT": str(port), "PREFECT_HOME": str(home),
+           "SAGE_ADA_RUN_DIR": str(home / "run"), "PYTHONPATH": os.pathsep.join(sys.path),
+           "PREFECT_WORKER_PORT": str(worker_port), "OMP_NUM_THREADS": "1",
+           "MLFLOW_TRACKING_URI": f"sqlite:///{project / 'mlflow.db'}"}
+    server, worker = str(REPO / "infra/prefect/server.sh"), str(REPO / "infra/prefect/worker.sh")
+    subprocess.run(["bash", server, "start"], check=True, env=env, timeout=300)
+    env["PREFECT_API_URL"] = f"http://127.0.0.1:{port}/api"
+    try:
+        subprocess.run(["bash", worker, "start"], check=True, env=env, timeout=300)
+        runs = [subprocess.Popen([sys.executable, "-m", "flows.cli", "run", "--no-progress",
+                                  "--strategy", strategy], cwd=project, env=env,
+                                 stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+                for strategy in ("entropy", "random")]
+        for run in runs:
+            out, _ = run.communicate(timeout=600)
+            assert run.returncode == 0, out[-3000:]
+        from prefect.settings import PREFECT_API_URL, temporary_settings
+
+        with temporary_settings({PREFECT_API_URL: env["PREFECT_API_URL"]}):
+            from prefect import get_client
+
+            with get_client(sync_client=True) as client:
+                limit = client.read_concurrency_limit_by_tag(
+                    f"sage-ada-cpu-{socket.gethostname()}")
+                assert limit.concurrency_limit == 1
+                training = [(t.start_time, t.end_time, t.flow_run_id)
+                            for t in client.read_task_runs()
+                            if t.name.startswith(("pretrain", "adapt")) and t.state.is_completed()]
+    finally:
+        subprocess.run(["bash", worker, "stop"], env=env, timeout=60)
+        subprocess.run(["bash", server, "stop"], env=env, timeout=60)
+    assert len({flow for _, _, flow in training}) == 2 and len(training) == 6
+    training.sort()
+    for (_, end, a), (start, _, b) in zip(training, training[1:]):
+        assert end <= start, f"two trainings at once ({a} and {b})"

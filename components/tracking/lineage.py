@@ -10,6 +10,7 @@
 """
 from __future__ import annotations
 
+import contextlib
 import csv
 import hashlib
 import json
@@ -33,6 +34,7 @@ import yaml  # noqa: E402
 from mlflow.entities import Metric, Param  # noqa: E402
 from mlflow.tracking import MlflowClient  # noqa: E402
 
+from components.locks import exclusive  # noqa: E402
 from components.tracking.plots import accuracy_curve  # noqa: E402
 
 ROUND_TAG = "sage_ada.round"
@@ -140,14 +142,17 @@ class Tracker:
 
     def __init__(self, experiment: str, *, root: Path | None = None):
         self.uri = configure_mlflow(root)
-        self.client = MlflowClient(self.uri)
-        found = self.client.get_experiment_by_name(experiment)
-        if found is None:
-            location = None
-            if self.uri.startswith("sqlite:///"):  # a local store keeps artifacts beside it
-                location = (Path(self.uri[len("sqlite:///"):]).parent / "artifacts").as_uri()
-            self.experiment_id = self.client.create_experiment(experiment, artifact_location=location)
-        else:
+        local = Path(self.uri[len("sqlite:///"):]) if self.uri.startswith("sqlite:///") else None
+        # Two runs started together on a fresh local store would both create its tables (and
+        # the experiment): the second would fail half-way through MLflow's migrations.
+        with exclusive(local.with_suffix(".lock")) if local else contextlib.nullcontext():
+            self.client = MlflowClient(self.uri)
+            found = self.client.get_experiment_by_name(experiment)
+            if found is None:
+                location = (local.parent / "artifacts").as_uri() if local else None  # beside it
+                self.experiment_id = self.client.create_experiment(experiment,
+                                                                   artifact_location=location)
+        if found is not None:
             check_artifacts_reachable(self.uri, found)
             if found.lifecycle_stage == "deleted":
                 self.client.restore_experiment(found.experiment_id)

@@ -4,7 +4,8 @@
 # Needs PREFECT_API_URL (infra/prefect/server.sh start prints it). Creates the process work pool
 # PREFECT_WORK_POOL (default sage-ada) when missing. The worker answers health checks on
 # PREFECT_WORKER_PORT (default 8091; Label Studio has 8080); PREFECT_WORKER_START_TIMEOUT
-# (default 300) is how long to wait for it. Start one per machine that should run flows.
+# (default 300) is how long to wait for it. Start one per machine that should run flows; it also
+# creates that machine's training slots (one Prefect concurrency limit per GPU, one for the CPU).
 source "$(dirname "$0")/../lib.sh"
 POOL=${PREFECT_WORK_POOL:-sage-ada}
 PORT=${PREFECT_WORKER_PORT:-8091}
@@ -17,6 +18,15 @@ case "${1:-}" in
     fi
     prefect work-pool inspect "$POOL" >/dev/null 2>&1 \
       || prefect work-pool create "$POOL" --type process >/dev/null
+    # A task concurrency limit per GPU of this machine, and one for its CPU: training tasks are
+    # tagged with the devices they train on (flows/active_da.py: training_slots), so runs on
+    # several workers share a GPU one training at a time (SAGE_ADA_TRAININGS_PER_DEVICE: more).
+    host=$(python3 -c 'import socket; print(socket.gethostname())')
+    gpus=$(python3 -c 'import glob; print(len(glob.glob("/dev/nvidia[0-9]*")))')
+    for slot in "sage-ada-cpu-$host" $(for i in $(seq 0 $((gpus - 1))); do echo "sage-ada-gpu-$host-$i"; done); do
+      prefect concurrency-limit inspect "$slot" >/dev/null 2>&1 \
+        || prefect concurrency-limit create "$slot" "${SAGE_ADA_TRAININGS_PER_DEVICE:-1}" >/dev/null
+    done
     launch "prefect-worker-$POOL" "$PORT" "http://127.0.0.1:$PORT/health" \
       "${PREFECT_WORKER_START_TIMEOUT:-300}" \
       prefect worker start --pool "$POOL" --type process --with-healthcheck ;;
