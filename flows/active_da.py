@@ -8,13 +8,13 @@ from __future__ import annotations
 
 import os
 import socket
-from typing import Any, Optional
+from typing import Any, Literal, Optional
 
 import mlflow
 from prefect import flow, task
 from prefect.cache_policies import NO_CACHE
 
-from components.config import Config, load_config
+from components.config import Config, declared_strategies, load_config
 from components.data import prepare as data_steps
 from components.oracle import OracleTimeout, make_oracle
 from components.runner import ActiveRun
@@ -125,12 +125,37 @@ def print_row(row: dict) -> None:
           f"train {row['train_seconds']:7.2f}s", flush=True)
 
 
+# The settings people change most, as typed parameters: the Prefect UI shows them as a form
+# (a strategy menu, numbers) on a deployment's run page; None keeps params.yaml's value.
+Strategy = Literal[tuple(declared_strategies())]  # type: ignore[valid-type]
+TYPED = {"strategy": "active.strategy", "rounds": "active.rounds", "budget": "active.budget",
+         "seed": "active.seed", "oracle": "active.oracle"}
+
+
 @flow(name="active-domain-adaptation", log_prints=False)
 def active_domain_adaptation(params: str = "params.yaml", overrides: Optional[dict[str, Any]] = None,
                              resume: Optional[str] = None, progress: bool = True,
-                             auto_annotate: bool = False) -> dict:
+                             auto_annotate: bool = False, strategy: Optional[Strategy] = None,
+                             rounds: Optional[int] = None, budget: Optional[int] = None,
+                             seed: Optional[int] = None,
+                             oracle: Optional[Literal["simulated", "label_studio"]] = None) -> dict:
     """Run (or resume) one active domain adaptation run; returns its run id and history. A
-    resumed run keeps the settings it started with (flags given again must agree)."""
+    resumed run keeps the settings it started with (flags given again must agree).
+
+    Args:
+        params: the settings file, relative to the working directory.
+        overrides: any other settings, by dotted key: {"train.regulariser": "mme"} (the typed
+            parameters below win over the same key here).
+        resume: an MLflow run id to continue.
+        strategy: the query strategy (default: params.yaml's).
+        rounds: labelling rounds.
+        budget: labels asked for per round.
+        seed: the seed of the query strategy.
+        oracle: simulated (held-back labels) or label_studio (people).
+    """
+    given = dict(strategy=strategy, rounds=rounds, budget=budget, seed=seed, oracle=oracle)
+    overrides = {**(overrides or {}), **{TYPED[name]: value for name, value in given.items()
+                                         if value is not None}}
     cfg = (resume and StateStore().resume_config(resume, overrides)) or load_config(params,
                                                                                   overrides)
     prepare(cfg)

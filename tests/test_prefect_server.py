@@ -64,7 +64,8 @@ def test_prefect_yaml_deploys_to_a_process_worker_that_runs_the_flow_in_its_clon
         project, tmp_path_factory):
     """The shipped prefect.yaml, deployed with Prefect's CLI to a server from infra/, run by a
     worker from infra/ in the clone it was deployed from (state, MLflow store and registry
-    there), with settings passed as deployment parameters."""
+    there), with settings passed as deployment parameters (typed ones the UI shows as a form, and any
+    other by dotted key)."""
     import json
     import shutil
 
@@ -89,8 +90,9 @@ def test_prefect_yaml_deploys_to_a_process_worker_that_runs_the_flow_in_its_clon
                                   env=env, capture_output=True, text=True, timeout=300)
         assert deployed.returncode == 0, deployed.stdout[-3000:] + deployed.stderr[-3000:]
         started = subprocess.run(
-            ["prefect", "deployment", "run", "active-domain-adaptation/manual", "--param",
-             "overrides=" + json.dumps({"active.rounds": 1, "active.strategy": "entropy"})],
+            ["prefect", "deployment", "run", "active-domain-adaptation/manual",
+             "--param", "strategy=entropy", "--param", "overrides=" + json.dumps(
+                 {"active.rounds": 1})],
             cwd=project, env=env, capture_output=True, text=True, timeout=120)
         assert started.returncode == 0, started.stdout[-3000:] + started.stderr[-3000:]
 
@@ -101,6 +103,9 @@ def test_prefect_yaml_deploys_to_a_process_worker_that_runs_the_flow_in_its_clon
 
             with get_client(sync_client=True) as client:
                 nightly = client.read_deployment_by_name("active-domain-adaptation/nightly")
+                form = nightly.parameter_openapi_schema["properties"]   # what the UI shows
+                assert "badge" in form["strategy"]["anyOf"][0]["enum"]
+                assert form["budget"]["anyOf"][0]["type"] == "integer"
                 assert [s.schedule.cron for s in nightly.schedules] == ["0 2 * * *"]
                 assert not any(s.active for s in nightly.schedules)    # paused until resumed
                 deadline = time.time() + 480
