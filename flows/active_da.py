@@ -19,8 +19,8 @@ from components.data import prepare as data_steps
 from components.oracle import OracleTimeout, make_oracle
 from components.runner import ActiveRun
 from components.session import ActiveSession
-from components.state import StateStore
 from components.preflight import ServerDown
+from components.state import StateStore
 from components.tracking.lineage import data_hash, git_commit, tracking_server_lost
 
 IO = dict(retries=2, retry_delay_seconds=2, cache_policy=NO_CACHE)

@@ -94,7 +94,6 @@ def cmd_run(args) -> int:
 def cmd_compare(args) -> int:
     from flows.compare import compare
 
-
     if not args.debug:
         quiet_user_errors()
 
