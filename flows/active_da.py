@@ -4,8 +4,8 @@ prepare/split → validate → pretrain (round 0) → for each round: select →
 evaluate. The science lives in ``components``; this file only orchestrates: retries on I/O,
 a timeout on annotation, readable task-run names, and resume after a crash.
 """
-from __future__ import annotations
-
+# No ``from __future__ import annotations``: a served flow's parameters are validated against
+# its annotations, and the string ``Optional[Strategy]`` could not be resolved there.
 import os
 import socket
 from typing import Any, Literal, Optional
