@@ -9,6 +9,7 @@ Writes ``benchmarks/results/quickstart_time.json``. Phases are read from the scr
 from __future__ import annotations
 
 import json
+import os
 import platform
 import re
 import subprocess
@@ -54,8 +55,8 @@ def main() -> None:
         print(f"run again:   {again['total_s']} s (training {again['training_s']} s) "
               f"{again['phases_s']}", flush=True)
     result = {"command": "bash scripts/quickstart.sh --no-progress", "fresh_clone": fresh,
-              "run_again": again, "target_s": 90, "machine": platform.processor() or
-              platform.machine(), "cores": __import__("os").cpu_count()}
+              "run_again": again, "target_s": 90, "machine": platform.machine(),
+              "cores": os.cpu_count()}
     out = REPO / "benchmarks" / "results" / "quickstart_time.json"
     out.write_text(json.dumps(result, indent=2) + "\n")
     print(f"wrote {out.relative_to(REPO)}")

@@ -100,7 +100,7 @@ class ActiveSession:
                 load_checkpoint(net, path)
                 return net.to(self.device).eval(), 0.0, True
             start = time.perf_counter()
-            net = self.train_phase(net, 0, {})
+            self.train_phase(net, 0, {})
             seconds = time.perf_counter() - start
             save_checkpoint(net, path)
         return net, seconds, False
@@ -153,16 +153,13 @@ class ActiveSession:
     def adapt(self, net, labelled: dict[str, str], round: int) -> float:
         """``steps_per_round`` updates of eq. 10 on L_S, L_T so far and the whole U_T."""
         start = time.perf_counter()
-        trained = self.train_phase(net, round, labelled)
-        if trained is not net:
-            net.load_state_dict(trained.state_dict())
-            net.eval()
+        self.train_phase(net, round, labelled)
         return time.perf_counter() - start
 
     def train_phase(self, net, round: int, labelled: dict[str, str], *,
                     shard: Shard | None = None):
-        """Round 0: UDA pretraining (no labels); round N: its adaptation. Returns the trained
-        network (in eval mode).
+        """Round 0: UDA pretraining (no labels); round N: its adaptation. Trains ``net`` in
+        place (and returns it, in eval mode).
 
         With ``train.gpus > 1`` and no ``shard`` given, the phase runs as a ``torchrun`` job,
         one process per GPU, and the weights come back from its rank 0."""
@@ -190,10 +187,9 @@ class ActiveSession:
         print(f"round {round}: training on {self.cfg.train.gpus} {device} processes "
               f"(torchrun; log: {job / 'log.txt'})", flush=True)
         launch(job, self.cfg.train.gpus, log=job / "log.txt")
-        trained = self.new_network()
-        load_checkpoint(trained, job / "end.pt")
+        load_checkpoint(net, job / "end.pt")
         shutil.rmtree(job, ignore_errors=True)
-        return trained.to(self.device).eval()
+        return net.to(self.device).eval()
 
     def evaluate(self, net) -> dict:
         return evaluate(net, self.test, self.classes, device=self.device)

@@ -4,6 +4,7 @@ from __future__ import annotations
 import os
 import shutil
 import socket
+import subprocess
 from pathlib import Path
 
 import pytest
@@ -23,6 +24,37 @@ def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
+
+
+class MlflowServer:
+    """The MLflow server from infra/ over a store in ``folder``: ``env`` reaches it (and is
+    what its script needs); ``start`` and ``stop`` it, as often as a test needs."""
+
+    def __init__(self, folder: Path):
+        self.port = free_port()
+        self.uri = f"http://127.0.0.1:{self.port}"
+        self.env = {**os.environ, "MLFLOW_PORT": str(self.port), "MLFLOW_TRACKING_URI": self.uri,
+                    "MLFLOW_STORE": str(folder / "store"),
+                    "SAGE_ADA_RUN_DIR": str(folder / "servers")}
+
+    def _script(self, action: str, check: bool = True) -> None:
+        subprocess.run(["bash", str(REPO / "infra" / "mlflow" / "server.sh"), action],
+                       env=self.env, check=check, capture_output=True, timeout=400)
+
+    def start(self) -> None:
+        self._script("start")
+
+    def stop(self) -> None:
+        self._script("stop", check=False)
+
+
+@pytest.fixture
+def mlflow_server(tmp_path):
+    """Started; stopped after the test."""
+    server = MlflowServer(tmp_path)
+    server.start()
+    yield server
+    server.stop()
 
 
 @pytest.fixture(scope="session")

@@ -161,51 +161,38 @@ def test_a_corrupt_image_found_inside_the_flow_is_one_message_without_tracebacks
 
 
 @pytest.mark.slow
-def test_an_mlflow_server_lost_mid_run_is_one_message_and_the_run_resumes(workdir, tmp_path):
+def test_an_mlflow_server_lost_mid_run_is_one_message_and_the_run_resumes(workdir,
+                                                                        mlflow_server):
     """The tracking server dies after round 0: the run stops within a minute (not MLflow's
     minutes of retries per call), says so in one line with the command that continues it, and
     that command finishes the run once the server is back."""
     import re
     import time
 
-    from tests.conftest import free_port
-
     raw = yaml.safe_load((workdir / "params.yaml").read_text())
     raw["train"].update(pretrain_steps=30, steps_per_round=10)
     raw["active"].update(rounds=2, budget=5)
     (workdir / "params.yaml").write_text(yaml.safe_dump(raw, allow_unicode=True))
-    port = free_port()
-    env = {**os.environ, "MLFLOW_PORT": str(port), "MLFLOW_STORE": str(tmp_path / "store"),
-           "SAGE_ADA_RUN_DIR": str(tmp_path / "servers"),
-           "MLFLOW_TRACKING_URI": f"http://127.0.0.1:{port}"}
-    server = [str(REPO / "infra" / "mlflow" / "server.sh")]
+    env = mlflow_server.env
+    run = subprocess.Popen(["sage-ada", "run", "--no-progress"], cwd=workdir, env=env,
+                           stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    for line in run.stdout:
+        if line.startswith("  round  0"):
+            mlflow_server.stop()
+            stopped = time.monotonic()
+            break
+    out, err = run.communicate(timeout=300)
+    waited = time.monotonic() - stopped
+    print(f"the run gave up {waited:.1f} s after the tracking server stopped")
+    assert run.returncode == 2, err[-3000:]
+    assert waited < 90, f"{waited:.0f} s before the run gave up"
+    ours = [line for line in err.splitlines() if line.startswith("error:")]
+    assert len(ours) == 1 and "Traceback" not in err, err[-3000:]
+    assert f"the MLflow server at {mlflow_server.uri} stopped answering" in ours[0]
+    run_id = re.search(r"--resume (\w+)`", ours[0]).group(1)
 
-    def mlflow_server(action):
-        subprocess.run(server + [action], env=env, check=True, capture_output=True, timeout=400)
-
-    mlflow_server("start")
-    try:
-        run = subprocess.Popen(["sage-ada", "run", "--no-progress"], cwd=workdir, env=env,
-                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-        for line in run.stdout:
-            if line.startswith("  round  0"):
-                mlflow_server("stop")
-                stopped = time.monotonic()
-                break
-        out, err = run.communicate(timeout=300)
-        waited = time.monotonic() - stopped
-        print(f"the run gave up {waited:.1f} s after the tracking server stopped")
-        assert run.returncode == 2, err[-3000:]
-        assert waited < 90, f"{waited:.0f} s before the run gave up"
-        ours = [line for line in err.splitlines() if line.startswith("error:")]
-        assert len(ours) == 1 and "Traceback" not in err, err[-3000:]
-        assert f"the MLflow server at http://127.0.0.1:{port} stopped answering" in ours[0]
-        run_id = re.search(r"--resume (\w+)`", ours[0]).group(1)
-
-        mlflow_server("start")
-        again = subprocess.run(["sage-ada", "run", "--no-progress", "--resume", run_id],
-                               cwd=workdir, env=env, capture_output=True, text=True, timeout=600)
-        assert again.returncode == 0, again.stderr[-3000:]
-        assert "round  2 | labels    10" in again.stdout
-    finally:
-        subprocess.run(server + ["stop"], env=env, capture_output=True, timeout=60)
+    mlflow_server.start()
+    again = subprocess.run(["sage-ada", "run", "--no-progress", "--resume", run_id],
+                           cwd=workdir, env=env, capture_output=True, text=True, timeout=600)
+    assert again.returncode == 0, again.stderr[-3000:]
+    assert "round  2 | labels    10" in again.stdout

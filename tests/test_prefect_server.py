@@ -1,6 +1,8 @@
-"""A Prefect server from infra/, a cron deployment served by `sage-ada serve`, and a run of it."""
+"""Prefect servers and workers from infra/: a cron deployment served by `sage-ada serve`, the
+shipped prefect.yaml run by a worker, and training slots shared by two runs."""
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import subprocess
@@ -12,27 +14,46 @@ import pytest
 from tests.conftest import REPO, free_port
 
 pytestmark = pytest.mark.slow
+SERVER, WORKER = str(REPO / "infra/prefect/server.sh"), str(REPO / "infra/prefect/worker.sh")
+
+
+@contextlib.contextmanager
+def prefect_servers(home, *, worker: bool = False, **env):
+    """A Prefect server (and a process worker) from infra/, private to ``home``; yields the
+    environment that reaches them, and stops them on the way out."""
+    env = {**os.environ, "PREFECT_PORT": str(free_port()), "PREFECT_HOME": str(home),
+           "SAGE_ADA_RUN_DIR": str(home / "run"), "PYTHONPATH": os.pathsep.join(sys.path),
+           "PREFECT_WORKER_PORT": str(free_port()), **env}
+    subprocess.run(["bash", SERVER, "start"], check=True, env=env, timeout=300)
+    env["PREFECT_API_URL"] = f"http://127.0.0.1:{env['PREFECT_PORT']}/api"
+    try:
+        if worker:
+            subprocess.run(["bash", WORKER, "start"], check=True, env=env, timeout=300)
+        yield env
+    finally:
+        if worker:
+            subprocess.run(["bash", WORKER, "stop"], env=env, timeout=60)
+        subprocess.run(["bash", SERVER, "stop"], env=env, timeout=60)
+
+
+@contextlib.contextmanager
+def api_client(env):
+    from prefect import get_client
+    from prefect.settings import PREFECT_API_URL, temporary_settings
+
+    with temporary_settings({PREFECT_API_URL: env["PREFECT_API_URL"]}):
+        with get_client(sync_client=True) as client:
+            yield client
 
 
 def test_cron_deployment_runs_unattended(project, tmp_path_factory):
-    port = free_port()
-    home = tmp_path_factory.mktemp("prefect")
-    env = {**os.environ, "PREFECT_PORT": str(port), "PREFECT_HOME": str(home),
-           "SAGE_ADA_RUN_DIR": str(home / "run"), "PYTHONPATH": os.pathsep.join(sys.path)}
-    script = str(REPO / "infra/prefect/server.sh")
-    subprocess.run(["bash", script, "start"], check=True, env=env, timeout=300)
-    api = f"http://127.0.0.1:{port}/api"
-    env["PREFECT_API_URL"] = api
-    serve = subprocess.Popen([sys.executable, "-m", "flows.cli", "serve", "--name", "nightly",
-                              "--cron", "0 3 * * *"], cwd=project, env=env,
-                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, start_new_session=True)
-    try:
-        from prefect.settings import PREFECT_API_URL, temporary_settings
-
-        with temporary_settings({PREFECT_API_URL: api}):
-            from prefect import get_client
-
-            with get_client(sync_client=True) as client:
+    with prefect_servers(tmp_path_factory.mktemp("prefect")) as env:
+        serve = subprocess.Popen([sys.executable, "-m", "flows.cli", "serve", "--name", "nightly",
+                                  "--cron", "0 3 * * *"], cwd=project, env=env,
+                                 stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                                 start_new_session=True)
+        try:
+            with api_client(env) as client:
                 deadline = time.time() + 180
                 while True:
                     try:
@@ -53,10 +74,9 @@ def test_cron_deployment_runs_unattended(project, tmp_path_factory):
                     assert time.time() < deadline, f"run still {state.name}"
                     time.sleep(2)
                 assert state.is_completed(), state.message
-    finally:
-        os.killpg(serve.pid, signal.SIGTERM)
-        serve.wait(timeout=30)
-        subprocess.run(["bash", script, "stop"], env=env, timeout=60)
+        finally:
+            os.killpg(serve.pid, signal.SIGTERM)
+            serve.wait(timeout=30)
     assert list((project / ".sage-ada" / "runs").glob("*/state.json"))
 
 
@@ -64,28 +84,19 @@ def test_prefect_yaml_deploys_to_a_process_worker_that_runs_the_flow_in_its_clon
         project, tmp_path_factory):
     """The shipped prefect.yaml, deployed with Prefect's CLI to a server from infra/, run by a
     worker from infra/ in the clone it was deployed from (state, MLflow store and registry
-    there), with settings passed as deployment parameters (typed ones the UI shows as a form, and any
-    other by dotted key)."""
+    there), with settings passed as deployment parameters (typed ones the UI shows as a form,
+    any other by dotted key)."""
     import json
     import shutil
 
     import mlflow
 
-    port, worker_port = free_port(), free_port()
-    home = tmp_path_factory.mktemp("prefect-pool")
     for name in ("flows", "components"):
         (project / name).symlink_to(REPO / name)
     shutil.copy(REPO / "prefect.yaml", project / "prefect.yaml")
     store = f"sqlite:///{project / 'mlflow.db'}"
-    env = {**os.environ, "PREFECT_PORT": str(port), "PREFECT_HOME": str(home),
-           "SAGE_ADA_RUN_DIR": str(home / "run"), "PYTHONPATH": os.pathsep.join(sys.path),
-           "PREFECT_WORKER_PORT": str(worker_port), "MLFLOW_TRACKING_URI": store,
-           "PWD": str(project)}
-    server, worker = str(REPO / "infra/prefect/server.sh"), str(REPO / "infra/prefect/worker.sh")
-    subprocess.run(["bash", server, "start"], check=True, env=env, timeout=300)
-    env["PREFECT_API_URL"] = f"http://127.0.0.1:{port}/api"
-    try:
-        subprocess.run(["bash", worker, "start"], check=True, env=env, timeout=300)
+    with prefect_servers(tmp_path_factory.mktemp("prefect-pool"), worker=True,
+                         MLFLOW_TRACKING_URI=store, PWD=str(project)) as env:
         deployed = subprocess.run(["prefect", "--no-prompt", "deploy", "--all"], cwd=project,
                                   env=env, capture_output=True, text=True, timeout=300)
         assert deployed.returncode == 0, deployed.stdout[-3000:] + deployed.stderr[-3000:]
@@ -95,30 +106,21 @@ def test_prefect_yaml_deploys_to_a_process_worker_that_runs_the_flow_in_its_clon
                  {"active.rounds": 1})],
             cwd=project, env=env, capture_output=True, text=True, timeout=120)
         assert started.returncode == 0, started.stdout[-3000:] + started.stderr[-3000:]
-
-        from prefect.settings import PREFECT_API_URL, temporary_settings
-
-        with temporary_settings({PREFECT_API_URL: env["PREFECT_API_URL"]}):
-            from prefect import get_client
-
-            with get_client(sync_client=True) as client:
-                nightly = client.read_deployment_by_name("active-domain-adaptation/nightly")
-                form = nightly.parameter_openapi_schema["properties"]   # what the UI shows
-                assert "badge" in form["strategy"]["anyOf"][0]["enum"]
-                assert form["budget"]["anyOf"][0]["type"] == "integer"
-                assert [s.schedule.cron for s in nightly.schedules] == ["0 2 * * *"]
-                assert not any(s.active for s in nightly.schedules)    # paused until resumed
-                deadline = time.time() + 480
-                while True:
-                    (run,) = client.read_flow_runs()
-                    if run.state.is_final():
-                        break
-                    assert time.time() < deadline, f"run still {run.state.name}"
-                    time.sleep(2)
-                assert run.state.is_completed(), run.state.message
-    finally:
-        subprocess.run(["bash", worker, "stop"], env=env, timeout=60)
-        subprocess.run(["bash", server, "stop"], env=env, timeout=60)
+        with api_client(env) as client:
+            nightly = client.read_deployment_by_name("active-domain-adaptation/nightly")
+            form = nightly.parameter_openapi_schema["properties"]   # what the UI shows
+            assert "badge" in form["strategy"]["anyOf"][0]["enum"]
+            assert form["budget"]["anyOf"][0]["type"] == "integer"
+            assert [s.schedule.cron for s in nightly.schedules] == ["0 2 * * *"]
+            assert not any(s.active for s in nightly.schedules)    # paused until resumed
+            deadline = time.time() + 480
+            while True:
+                (run,) = client.read_flow_runs()
+                if run.state.is_final():
+                    break
+                assert time.time() < deadline, f"run still {run.state.name}"
+                time.sleep(2)
+            assert run.state.is_completed(), run.state.message
     (state,) = list((project / ".sage-ada" / "runs").glob("*/state.json"))
     mlflow.set_tracking_uri(store)
     parent = mlflow.get_run(state.parent.name)
@@ -133,17 +135,9 @@ def test_two_runs_take_turns_on_the_machines_training_slot(project, tmp_path_fac
     finish."""
     import socket
 
-    port, worker_port = free_port(), free_port()
-    home = tmp_path_factory.mktemp("prefect-slots")
-    env = {**os.environ, "PREFECT_PORT": str(port), "PREFECT_HOME": str(home),
-           "SAGE_ADA_RUN_DIR": str(home / "run"), "PYTHONPATH": os.pathsep.join(sys.path),
-           "PREFECT_WORKER_PORT": str(worker_port), "OMP_NUM_THREADS": "1",
-           "MLFLOW_TRACKING_URI": f"sqlite:///{project / 'mlflow.db'}"}
-    server, worker = str(REPO / "infra/prefect/server.sh"), str(REPO / "infra/prefect/worker.sh")
-    subprocess.run(["bash", server, "start"], check=True, env=env, timeout=300)
-    env["PREFECT_API_URL"] = f"http://127.0.0.1:{port}/api"
-    try:
-        subprocess.run(["bash", worker, "start"], check=True, env=env, timeout=300)
+    with prefect_servers(tmp_path_factory.mktemp("prefect-slots"), worker=True,
+                         OMP_NUM_THREADS="1",
+                         MLFLOW_TRACKING_URI=f"sqlite:///{project / 'mlflow.db'}") as env:
         runs = [subprocess.Popen([sys.executable, "-m", "flows.cli", "run", "--no-progress",
                                   "--strategy", strategy], cwd=project, env=env,
                                  stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
@@ -151,21 +145,12 @@ def test_two_runs_take_turns_on_the_machines_training_slot(project, tmp_path_fac
         for run in runs:
             out, _ = run.communicate(timeout=600)
             assert run.returncode == 0, out[-3000:]
-        from prefect.settings import PREFECT_API_URL, temporary_settings
-
-        with temporary_settings({PREFECT_API_URL: env["PREFECT_API_URL"]}):
-            from prefect import get_client
-
-            with get_client(sync_client=True) as client:
-                limit = client.read_concurrency_limit_by_tag(
-                    f"sage-ada-cpu-{socket.gethostname()}")
-                assert limit.concurrency_limit == 1
-                training = [(t.start_time, t.end_time, t.flow_run_id)
-                            for t in client.read_task_runs()
-                            if t.name.startswith(("pretrain", "adapt")) and t.state.is_completed()]
-    finally:
-        subprocess.run(["bash", worker, "stop"], env=env, timeout=60)
-        subprocess.run(["bash", server, "stop"], env=env, timeout=60)
+        with api_client(env) as client:
+            limit = client.read_concurrency_limit_by_tag(f"sage-ada-cpu-{socket.gethostname()}")
+            assert limit.concurrency_limit == 1
+            training = [(t.start_time, t.end_time, t.flow_run_id)
+                        for t in client.read_task_runs()
+                        if t.name.startswith(("pretrain", "adapt")) and t.state.is_completed()]
     assert len({flow for _, _, flow in training}) == 2 and len(training) == 6
     training.sort()
     for (_, end, a), (start, _, b) in zip(training, training[1:]):

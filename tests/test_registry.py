@@ -48,37 +48,24 @@ def test_each_task_registers_under_its_own_name():
 
 @pytest.mark.slow
 def test_an_experiment_pinned_to_another_machines_folder_is_refused_through_a_server(
-        tmp_path, monkeypatch):
+        tmp_path, monkeypatch, mlflow_server):
     """Made on a local store elsewhere, an experiment keeps a file:// artifact location; through
     a tracking server this machine's client would write the run's models into that path on its
     own disk. The run stops with one message instead (the server's own machine may go on)."""
-    import os
-    import subprocess
-
     import mlflow
 
     from components.config import ConfigError
     from components.tracking.lineage import Tracker
-    from tests.conftest import REPO, free_port
 
-    port = free_port()
-    env = {**os.environ, "MLFLOW_PORT": str(port), "MLFLOW_STORE": str(tmp_path / "store"),
-           "SAGE_ADA_RUN_DIR": str(tmp_path / "servers")}
-    server = ["bash", str(REPO / "infra" / "mlflow" / "server.sh")]
-    subprocess.run(server + ["start"], env=env, check=True, capture_output=True, timeout=400)
-    try:
-        uri = f"http://127.0.0.1:{port}"
-        monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
-        mlflow.set_tracking_uri(uri)
-        client = mlflow.MlflowClient(uri)
-        client.create_experiment("elsewhere", artifact_location="file:///nowhere/artifacts")
-        here = tmp_path / "artifacts"
-        here.mkdir()
-        client.create_experiment("this machine", artifact_location=here.as_uri())
-        with pytest.raises(ConfigError, match="experiment 'elsewhere' keeps its artifacts in "
-                                              "/nowhere/artifacts, a folder of the machine"):
-            Tracker("elsewhere")
-        assert Tracker("this machine").experiment_id
-        assert Tracker("made by the server").experiment_id   # proxied: mlflow-artifacts:/
-    finally:
-        subprocess.run(server + ["stop"], env=env, capture_output=True, timeout=60)
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", mlflow_server.uri)
+    mlflow.set_tracking_uri(mlflow_server.uri)
+    client = mlflow.MlflowClient(mlflow_server.uri)
+    client.create_experiment("elsewhere", artifact_location="file:///nowhere/artifacts")
+    here = tmp_path / "artifacts"
+    here.mkdir()
+    client.create_experiment("this machine", artifact_location=here.as_uri())
+    with pytest.raises(ConfigError, match="experiment 'elsewhere' keeps its artifacts in "
+                                          "/nowhere/artifacts, a folder of the machine"):
+        Tracker("elsewhere")
+    assert Tracker("this machine").experiment_id
+    assert Tracker("made by the server").experiment_id   # proxied: mlflow-artifacts:/

@@ -15,12 +15,12 @@ import numpy as np
 from PIL import Image
 
 DOMAINS = ("mnist", "optdigits")
+EXPECTED = {"mnist": 5000, "optdigits": 1797}
 
 
 def uses_shipped_digits(cfg) -> bool:
     """The settings name the benchmark this project ships (built on demand, size known)."""
     return cfg.data.layout == "folders" and {cfg.data.source, cfg.data.target} <= set(DOMAINS)
-EXPECTED = {"mnist": 5000, "optdigits": 1797}
 
 
 def _mnist() -> tuple[np.ndarray, np.ndarray]:

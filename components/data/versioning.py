@@ -38,7 +38,8 @@ def verify_and_cache(dvc_file: str | Path = "data.dvc") -> str:
             raise DataVersionMismatch(
                 f"the data differs from {dvc_file} ({'; '.join(problems)}). If you changed it on "
                 f"purpose, record it with `dvc add data && git add {dvc_file}`; otherwise restore it "
-                "(`dvc checkout` or rebuild it).")
+                f"(`dvc checkout {dvc_file}` when DVC has cached it, or delete the folder and build "
+                "it again)")
         repo.commit(str(dvc_file), force=True)
     finally:
         repo.close()
