@@ -103,6 +103,10 @@ class LabelStudioConfig(_Section):
     instructions: str = ""         # shown to annotators above each task
     show_guess: bool = True        # pre-fill the model's guess (faster, but it anchors annotators)
     pixelated_below: int = Field(64, ge=0)  # images of data.image_size ≤ this: enlarged without blur
+    # how a deployed run waits for a round: block (its process polls) or suspend (the flow run
+    # stops, holding nothing, and infra/webhooks/ resumes it when the round is complete)
+    wait: Literal["block", "suspend"] = "block"
+    webhook_url: str = ""          # the receiver of infra/webhooks/, as Label Studio reaches it
 
 
 class TrackingConfig(_Section):
@@ -152,6 +156,10 @@ class Config(_Section):
         if self.model.classifier == "linear" and self.train.regulariser == "mme":
             raise ValueError("train.regulariser = 'mme' needs the cosine classifier: "
                              "set model.classifier: cosine (or auto)")
+        if self.label_studio.wait == "suspend" and not self.label_studio.webhook_url:
+            raise ValueError("label_studio.wait = 'suspend' needs label_studio.webhook_url: the "
+                             "receiver that resumes the run (infra/webhooks/server.sh start "
+                             "prints it)")
         return self
 
     @property

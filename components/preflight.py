@@ -126,6 +126,8 @@ def check_not_running(cfg: Config, store: StateStore) -> None:
 def check_resumable(run_id: str, store: StateStore) -> None:
     if (store.dir(run_id) / "state.json").is_file():
         return
+    if store.mirror is not None and store.file(run_id, "state.json").is_file():
+        return  # kept by the tracking server: started by another worker or clone
     known = store.run_ids()[:5]
     hint = (f"runs that can be resumed here: {', '.join(known)} (`sage-ada runs` lists them)"
             if known else f"no run can be resumed here ({store.root} is empty)")

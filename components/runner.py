@@ -9,15 +9,17 @@ for the previous round's.
 from __future__ import annotations
 
 import logging
+import time
 from pathlib import Path
 from typing import Callable, Optional
 
 from components.config import Config
-from components.oracle import OracleError
+from components.oracle import OracleError, OracleTimeout
 from components.session import ActiveSession
 from components.state import (PendingRound, ResumeMismatch, RunState, StateStore, config_hash,
                               differing)
 from components.tracking.lineage import STATE_TAG, Tracker, data_hash, git_commit
+from components.tracking.run_files import FLOW_RUN_TAG
 
 
 log = logging.getLogger("sage_ada.run")
@@ -63,13 +65,15 @@ class ActiveRun:
             store.save_settings(run_id, cfg.model_dump())
             tracker.log_dataset(run_id, name=f"{cfg.experiment_name} manifest",
                                 digest=lineage_tags["data_hash"], source=cfg.data.root)
-            tracker.set_tags(run_id, {STATE_TAG: str(store.dir(run_id).resolve())})
+            tracker.set_tags(run_id, {STATE_TAG: str(store.dir(run_id).resolve()),
+                                      **({FLOW_RUN_TAG: flow_run_id} if flow_run_id else {})})
             store.save(state)
         else:
             if tracker.client.get_run(state.run_id).info.status != "FINISHED":
                 tracker.client.update_run(state.run_id, status="RUNNING")  # KILLED if it died
             if flow_run_id and state.flow_run_id != flow_run_id:
                 state.flow_run_id = flow_run_id
+                tracker.set_tags(state.run_id, {FLOW_RUN_TAG: flow_run_id})
                 store.save(state)
         store.claim(state.run_id)
         if hasattr(oracle, "bind"):  # e.g. one Label Studio project per pipeline run
@@ -83,6 +87,10 @@ class ActiveRun:
     def _checkpoint(self, round: int) -> Path:
         return self.store.dir(self.run_id) / f"checkpoint-r{round}.pt"
 
+    def _load_checkpoint(self, round: int):
+        """The network after ``round``, from this worker's copy or the run's artifacts."""
+        return self.session.load(self.store.file(self.run_id, self._checkpoint(round).name))
+
     def _save_state(self) -> None:
         self.store.save(self.state)
 
@@ -90,7 +98,7 @@ class ActiveRun:
     def pretrain(self) -> dict:
         """Round 0: the UDA model, evaluated and logged (skipped when already done)."""
         if self.state.rounds_done >= 0:
-            self.net = self.session.load(self._checkpoint(self.state.rounds_done))
+            self.net = self._load_checkpoint(self.state.rounds_done)
             return self.state.history[-1]
         net, seconds, cached = self.session.pretrain()
         self.net = net
@@ -107,20 +115,20 @@ class ActiveRun:
         self._save_state()
         return ids
 
-    def annotate(self, round: int, timeout: float,
-                 announce: Optional[Callable[[int, str], None]] = None) -> dict[str, str]:
-        """Ask the oracle, then wait. Where people answer, each wait (a resumed one too) first
-        announces the round's URL: printed, tagged on the MLflow run, and passed to
-        ``announce`` (the flow makes it a link in the Prefect UI)."""
+    def ask(self, round: int, announce: Optional[Callable[[int, str], None]] = None) -> None:
+        """Send the round's selection to the oracle (once). Where people answer, each wait (a
+        resumed one too) first announces the round's URL: printed, tagged on the MLflow run,
+        and passed to ``announce`` (the flow makes it a link in the Prefect UI)."""
         pending = self.state.pending
         if pending.labels is not None:
-            self._close(pending)  # again after a crash between collecting and closing
-            return pending.labels
+            return
         if pending.handle is None:
             context = self.session.request_context(self.net, pending.selected, pending.scores)
             pending.suggestions = {sid: [c["prediction"], c["confidence"]]
                                    for sid, c in context.items()}
             pending.handle = self.oracle.request(pending.selected, round, context=context)
+        if pending.asked_at is None:  # the wait (re)starts: first asked, or resumed after a timeout
+            pending.asked_at = time.time()
             self._save_state()
         url = pending.handle.get("url") if isinstance(pending.handle, dict) else None
         if url:
@@ -129,7 +137,39 @@ class ActiveRun:
             self.tracker.set_tags(self.run_id, {"sage_ada.annotation_url": url})
             if announce is not None:
                 announce(round, url)
-        labels = self.oracle.collect(pending.handle, timeout)
+
+    def deadline(self, timeout: float) -> Optional[float]:
+        """When the round's wait times out (epoch seconds); None under ``on_timeout: wait``."""
+        if self.cfg.active.oracle == "label_studio" and self.cfg.label_studio.on_timeout == "wait":
+            return None
+        return (self.state.pending.asked_at or time.time()) + timeout
+
+    def answered(self, timeout: float) -> bool:
+        """Whether the round can be collected without waiting: every request answered, or its
+        wait timed out (collecting then applies ``on_timeout``)."""
+        pending = self.state.pending
+        if pending.labels is not None or not hasattr(self.oracle, "complete"):
+            return True
+        deadline = self.deadline(timeout)
+        return (deadline is not None and time.time() >= deadline) or \
+            self.oracle.complete(pending.handle)
+
+    def annotate(self, round: int, timeout: float,
+                 announce: Optional[Callable[[int, str], None]] = None) -> dict[str, str]:
+        """Ask the oracle (unless asked already), then wait what is left of ``timeout``."""
+        pending = self.state.pending
+        if pending.labels is not None:
+            self._close(pending)  # again after a crash between collecting and closing
+            return pending.labels
+        self.ask(round, announce)
+        deadline = self.deadline(timeout)
+        left = timeout if deadline is None else max(0.0, deadline - time.time())
+        try:
+            labels = self.oracle.collect(pending.handle, left)
+        except OracleTimeout:
+            pending.asked_at = None  # a resumed run waits the whole timeout again
+            self._save_state()
+            raise
         pending.labels = self.session.check_labels(pending.selected, labels)
         if hasattr(self.oracle, "describe"):
             pending.details = self.oracle.describe(pending.handle)
@@ -171,7 +211,7 @@ class ActiveRun:
 
     def adapt(self, round: int) -> None:
         """Always from the previous round's checkpoint, so a retried adapt is the same adapt."""
-        self.net = self.session.load(self._checkpoint(round - 1))
+        self.net = self._load_checkpoint(round - 1)
         self.train_seconds = self.session.adapt(self.net, self._labelled_now(), round)
 
     def evaluate(self, round: int) -> dict:
@@ -207,6 +247,7 @@ class ActiveRun:
                **{k: round_(v) for k, v in annotation.items()}}
         history = [h for h in self.state.history if h["round"] < round] + [row]
         self.session.save(self.net, self._checkpoint(round))
+        self.store.keep(self.run_id, self._checkpoint(round))
         self.tracker.log_round(
             self.run_id, round=round,
             metrics={"accuracy": row["accuracy"], "n_labels": row["n_labels"],

@@ -3,6 +3,8 @@
 One JSON file per run (``.sage-ada/runs/<run id>/state.json``), replaced atomically, plus the
 checkpoint of the last finished round beside it. A restarted run resumes from the last
 finished step and never asks the oracle again for a sample it already has a label for.
+Through a tracking server each file is kept in the run's MLflow artifacts too
+(``components.tracking.run_files``), and read from there first, so any worker continues it.
 """
 from __future__ import annotations
 
@@ -29,6 +31,7 @@ class PendingRound:
     # read before this round's adaptation; None: not read yet
     corrections: Optional[dict[str, dict]] = None
     suggestions: dict[str, list] = field(default_factory=dict)  # the model's [guess, confidence]
+    asked_at: Optional[float] = None  # when the oracle got the request (epoch seconds)
 
     def __post_init__(self):
         if self.corrections:  # state saved before corrections named who and when: [old, new]
@@ -62,7 +65,8 @@ class ResumeMismatch(ValueError):
 
 
 # settings that may change while a run waits for people: how long and how often to wait
-WAITING = {"label_studio": {"poll_interval_s", "on_timeout"}, "active": {"annotate_timeout_s"}}
+WAITING = {"label_studio": {"poll_interval_s", "on_timeout", "wait", "webhook_url"},
+           "active": {"annotate_timeout_s"}}
 
 
 def differing(started: dict, asked: dict) -> list[str]:
@@ -80,29 +84,48 @@ def config_hash(cfg) -> str:
 
 class StateStore:
     """Run states on disk, looked up by MLflow run id or by Prefect flow-run id; beside each,
-    the settings it started with (``settings.json``), which a resume uses."""
+    the settings it started with (``settings.json``), which a resume uses. ``mirror`` (a
+    ``RunFiles``; by default one when the tracking URI is a server) keeps every file in the
+    run's MLflow artifacts too, where the state is read first."""
 
-    def __init__(self, root: str | Path = ".sage-ada/runs"):
+    def __init__(self, root: str | Path = ".sage-ada/runs", mirror: Any = "auto"):
+        from components.tracking.run_files import RunFiles, shares_runs
+
         self.root = Path(root)
+        self.mirror = (RunFiles() if shares_runs() else None) if mirror == "auto" else mirror
 
     def dir(self, run_id: str) -> Path:
         return self.root / run_id
 
-    def save(self, state: RunState) -> None:
-        path = self.dir(state.run_id) / "state.json"
+    def _write(self, run_id: str, name: str, text: str) -> None:
+        path = self.dir(run_id) / name
         path.parent.mkdir(parents=True, exist_ok=True)
         tmp = path.with_suffix(".tmp")
-        tmp.write_text(json.dumps(state.to_json(), indent=1))
+        tmp.write_text(text)
         os.replace(tmp, path)
+        self.keep(run_id, path)
+
+    def keep(self, run_id: str, path: Path) -> None:
+        """Copy a file of the run (its state, a checkpoint) to the mirror, if any."""
+        if self.mirror is not None:
+            self.mirror.put(run_id, path)
+
+    def file(self, run_id: str, name: str) -> Path:
+        """A file of the run, fetched from the mirror when this worker lacks it."""
+        path = self.dir(run_id) / name
+        if not path.is_file() and self.mirror is not None:
+            self.mirror.get(run_id, name, path)
+        return path
+
+    def save(self, state: RunState) -> None:
+        self._write(state.run_id, "state.json", json.dumps(state.to_json(), indent=1))
 
     def save_settings(self, run_id: str, settings: dict) -> None:
-        path = self.dir(run_id) / "settings.json"
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(json.dumps(settings, indent=1, ensure_ascii=False))
+        self._write(run_id, "settings.json", json.dumps(settings, indent=1, ensure_ascii=False))
 
     def settings(self, run_id: str) -> Optional[dict]:
         """The settings run ``run_id`` started with; None for runs saved before they were kept."""
-        path = self.dir(run_id) / "settings.json"
+        path = self.file(run_id, "settings.json")
         return json.loads(path.read_text()) if path.is_file() else None
 
     def resume_config(self, run_id: str, overrides: Optional[dict] = None):
@@ -163,15 +186,24 @@ class StateStore:
         return [p.parent.name for p in found]
 
     def load(self, run_id: str) -> RunState:
+        """The run's state: the mirror's (the newest, whichever worker wrote it), else ours."""
         path = self.dir(run_id) / "state.json"
+        if self.mirror is not None:
+            self.mirror.get(run_id, "state.json", path)
         if not path.exists():
+            where = f"under {self.root}" + (" nor in its MLflow artifacts" if self.mirror else "")
             raise FileNotFoundError(
-                f"no saved state for run {run_id} under {self.root}; resume needs the machine "
-                "(or copied .sage-ada/runs folder) that ran it.")
+                f"no saved state for run {run_id} {where}; resume needs the machine (or copied "
+                ".sage-ada/runs folder) that ran it, or a tracking server that keeps runs.")
         return RunState.from_json(json.loads(path.read_text()))
 
     def find_by_flow_run(self, flow_run_id: str) -> Optional[RunState]:
-        if not flow_run_id or not self.root.exists():
+        if not flow_run_id:
+            return None
+        if self.mirror is not None:
+            run_id = self.mirror.run_of_flow_run(flow_run_id)
+            return self.load(run_id) if run_id else None
+        if not self.root.exists():
             return None
         for path in sorted(self.root.glob("*/state.json")):
             raw = json.loads(path.read_text())

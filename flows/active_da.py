@@ -8,10 +8,11 @@ a timeout on annotation, readable task-run names, and resume after a crash.
 # its annotations, and the string ``Optional[Strategy]`` could not be resolved there.
 import os
 import socket
+import uuid
 from typing import Any, Literal, Optional
 
 import mlflow
-from prefect import flow, task
+from prefect import flow, get_run_logger, task
 from prefect.cache_policies import NO_CACHE
 
 from components.config import Config, declared_strategies, load_config
@@ -104,6 +105,59 @@ def _link_in_prefect(round: int, url: str) -> None:
                          description=f"Round {round} is waiting for annotators.")
 
 
+@task(name="ask", task_run_name="ask annotators round {round}", **IO)
+def ask(run: ActiveRun, round: int) -> None:
+    run.ask(round, announce=_link_in_prefect)
+
+
+@task(name="answered", task_run_name="check answers round {round}", **IO)
+def answered(run: ActiveRun, round: int, timeout: float) -> bool:
+    return run.answered(timeout)
+
+
+@task(name="watch", task_run_name="watch round {round}", **IO)
+def watch(run: ActiveRun, round: int, timeout: float, stop: bool = False) -> None:
+    """Have Label Studio call the receiver of infra/webhooks/ on each annotation (or no more)."""
+    from prefect.runtime import flow_run
+
+    receiver, handle = run.cfg.label_studio.webhook_url, run.state.pending.handle
+    if stop:
+        run.oracle.unwatch(handle, receiver)
+    else:
+        run.oracle.watch(handle, receiver, str(flow_run.id), run.deadline(timeout))
+
+
+def suspends(cfg: Config) -> bool:
+    """A wait that holds nothing needs people as the oracle and a deployment to resume."""
+    from prefect.runtime import deployment
+
+    if cfg.active.oracle != "label_studio" or cfg.label_studio.wait != "suspend":
+        return False
+    if deployment.id is None:
+        get_run_logger().warning("label_studio.wait: suspend needs a deployment (prefect.yaml) "
+                                 "to resume the run; this run waits in its process instead")
+        return False
+    return True
+
+
+def wait_holding_nothing(run: ActiveRun, round: int, timeout: float) -> None:
+    """Ask, and unless the round is already answered, suspend the flow run: its process exits
+    (no model, data or GPU held) until the receiver resumes it; the run then starts over,
+    skipping every finished step, and comes back here to find the answers."""
+    from prefect.flow_runs import suspend_flow_run
+
+    ask(run, round)
+    if answered(run, round, timeout):
+        return
+    watch(run, round, timeout)
+    if answered(run, round, timeout):  # answered while the webhook was being set up
+        return
+    print(f"round {round}: waiting for annotators without a process; the run resumes when "
+          "they finish", flush=True)
+    # a fresh key each time: Prefect skips a suspend whose key it has seen in this flow run
+    suspend_flow_run(timeout=None, key=f"round-{round}-{uuid.uuid4().hex[:8]}")
+
+
 @task(name="adapt", task_run_name="adapt round {round}", **PURE)
 def adapt(run: ActiveRun, round: int) -> None:
     run.adapt(round)
@@ -191,9 +245,14 @@ def _rounds(cfg: Config, run: ActiveRun) -> dict:
     # A hard Prefect timeout backs the oracle's own, except when the policy is to keep waiting.
     hard = None if (cfg.active.oracle == "label_studio"
                     and cfg.label_studio.on_timeout == "wait") else timeout + 120
+    suspending = suspends(cfg)
     for r in range(run.state.rounds_done + 1, cfg.active.rounds + 1):
         select(run, r)
+        if suspending:
+            wait_holding_nothing(run, r, timeout)
         annotate.with_options(timeout_seconds=hard)(run, r, timeout)
+        if suspending:
+            watch(run, r, timeout, stop=True)
         training(run, r)
         print_row(evaluate(run, r))
     version = register(run)

@@ -4,6 +4,6 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/setup.sh
-bash scripts/browser.sh   # chromium for the annotator tests in a real browser
+bash scripts/system-packages.sh   # chromium (browser tests) and postgresql (team servers)
 source scripts/env.sh
 exec python -m pytest "$@"

@@ -423,11 +423,11 @@ def test_nothing_shown_to_annotators_reveals_the_label(label_studio, digits_mani
 
 
 def _chromium(shots: Path):
-    """Debian's chromium through chromedriver, headless (scripts/browser.sh installs them)."""
+    """Debian's chromium through chromedriver, headless (scripts/system-packages.sh installs them)."""
     import shutil
 
     if not (shutil.which("chromium") and shutil.which("chromedriver")):
-        pytest.skip("chromium and chromium-driver are not installed: run scripts/browser.sh")
+        pytest.skip("chromium and chromium-driver are not installed: run scripts/system-packages.sh")
     from selenium import webdriver
     from selenium.webdriver.chrome.service import Service
 

@@ -96,7 +96,7 @@ def test_prefect_yaml_deploys_to_a_process_worker_that_runs_the_flow_in_its_clon
     shutil.copy(REPO / "prefect.yaml", project / "prefect.yaml")
     store = f"sqlite:///{project / 'mlflow.db'}"
     with prefect_servers(tmp_path_factory.mktemp("prefect-pool"), worker=True,
-                         MLFLOW_TRACKING_URI=store, PWD=str(project)) as env:
+                         MLFLOW_TRACKING_URI=store, SAGE_ADA_CLONE=str(project)) as env:
         deployed = subprocess.run(["prefect", "--no-prompt", "deploy", "--all"], cwd=project,
                                   env=env, capture_output=True, text=True, timeout=300)
         assert deployed.returncode == 0, deployed.stdout[-3000:] + deployed.stderr[-3000:]

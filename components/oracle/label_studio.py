@@ -29,7 +29,11 @@
   that agree; a majority tie is settled by ``ties``: ``ask_another`` (the task is served to one
   more annotator), ``latest`` or ``fail``;
 * the project's description says which round is ready and how many images it holds, so
-  annotators see it on Label Studio's project list.
+  annotators see it on Label Studio's project list;
+* a deployed run can wait without a process (``label_studio.wait: suspend``): ``watch`` asks
+  Label Studio to call the receiver of ``infra/webhooks/`` on each annotation of the run's
+  project, with the flow run and round in the URL; the receiver resumes the flow run once every
+  task of the round has its answers, and the resumed run checks with ``complete`` itself.
 """
 from __future__ import annotations
 
@@ -232,6 +236,17 @@ def resolve(annotations: list[dict], classes: list[str], rule: str, sample_id: s
                       agreement=counts[label] / len(valid))
 
 
+def round_answered(client, project: int, round: int) -> bool:
+    """Every task of ``round`` in ``project`` has as many answers (labels or skips) as Label
+    Studio asks of it (its overlap). What the webhook receiver checks before it resumes a run;
+    the run then applies its own rules (class list, ties) and waits again if they say so."""
+    tasks = [t for t in client.tasks.list(project=project, fields="all", page_size=500)
+             if (t.data or {}).get("round") == round]
+    return bool(tasks) and all(
+        sum(1 for a in t.annotations or [] if a.get("was_cancelled") or _choice(a))
+        >= max(t.overlap or 1, 1) for t in tasks)
+
+
 class LabelStudioOracle:
     def __init__(self, *, url: str, api_key: str, classes: list[str], data_root: str | Path,
                  experiment: str, poll_interval_s: float = 10.0, on_timeout: str = "fail",
@@ -422,6 +437,35 @@ class LabelStudioOracle:
     def _complete(self, r: Resolution) -> bool:
         """Labelled or skipped, by as many people as ``annotators_per_task`` asks."""
         return (r.label is not None or r.skipped) and r.answered >= self.annotators_per_task
+
+    def complete(self, handle: dict) -> bool:
+        """Whether every task of the round is answered as the settings ask (one poll)."""
+        return all(self._complete(r) for r in self.poll(handle).values())
+
+    def watch(self, handle: dict, receiver: str, flow_run_id: str,
+              deadline: Optional[float]) -> None:
+        """Have Label Studio tell ``receiver`` of each annotation in this round's project (one
+        webhook per project; an earlier round's is replaced). The URL carries what the receiver
+        needs: the flow run to resume, the round to check, and when its wait times out."""
+        from urllib.parse import urlencode
+
+        project = handle["project_id"]
+        self.unwatch(handle, receiver)
+        query = {"flow_run": flow_run_id, "project": project, "round": handle["round"]}
+        if deadline is not None:
+            query["deadline"] = f"{deadline:.0f}"
+        self.client.webhooks.create(
+            url=f"{receiver.rstrip('/')}/label-studio?{urlencode(query)}", project=project,
+            send_payload=False, send_for_all_actions=False, is_active=True,
+            actions=["ANNOTATION_CREATED", "ANNOTATIONS_CREATED", "ANNOTATION_UPDATED",
+                     "ANNOTATIONS_DELETED"])
+
+    def unwatch(self, handle: dict, receiver: str) -> None:
+        """Remove this project's webhooks to ``receiver`` (the round is collected)."""
+        base = receiver.rstrip("/") + "/"
+        for hook in self.client.webhooks.list(project=str(handle["project_id"])):
+            if hook.url.startswith(base) and getattr(hook, "project", None) == handle["project_id"]:
+                self.client.webhooks.delete(id=hook.id)
 
     def collect(self, handle: dict, timeout: float) -> dict[str, str]:
         deadline = time.monotonic() + timeout

@@ -8,6 +8,11 @@
 #   into a mode-600 credentials file when not given; the token is never printed).
 #   Images reach Label Studio inside the tasks, so it serves no local files: no URL of it
 #   names a file, whose folder would name its class.
+#   LABEL_STUDIO_DATABASE_URL: postgresql://user:password@host:port/name keeps projects and
+#   annotations in PostgreSQL (a team; infra/postgres/server.sh url labelstudio gives one);
+#   default: SQLite under LABEL_STUDIO_DATA.
+#   Webhooks may reach private addresses (the receiver of infra/webhooks/ on this host or the
+#   team's network): LABEL_STUDIO_BAN_PRIVATE_WEBHOOKS=true bans them again.
 #   Sign-up needs the organisation's invite link (Label Studio: Organization → Add People), so
 #   nobody who merely reaches the port can register; LABEL_STUDIO_DISABLE_SIGNUP_WITHOUT_LINK=false
 #   opens it again.
@@ -27,13 +32,31 @@ credentials() {  # reuse, take from the environment, or generate once
   set -a; source "$CREDS"; set +a
 }
 
+database_env() {  # LABEL_STUDIO_DATABASE_URL as Label Studio's own settings
+  [ -n "${LABEL_STUDIO_DATABASE_URL:-}" ] || { echo "DJANGO_DB=sqlite"; return; }
+  python3 - "$LABEL_STUDIO_DATABASE_URL" <<'PY'
+import sys
+from urllib.parse import unquote, urlparse
+
+u = urlparse(sys.argv[1])
+if u.scheme not in ("postgresql", "postgres"):
+    sys.exit("error: LABEL_STUDIO_DATABASE_URL must be postgresql://user:password@host:port/name")
+print(f"DJANGO_DB=default POSTGRE_USER={unquote(u.username or '')} "
+      f"POSTGRE_PASSWORD={unquote(u.password or '')} POSTGRE_HOST={u.hostname or 'localhost'} "
+      f"POSTGRE_PORT={u.port or 5432} POSTGRE_NAME={u.path.lstrip('/')}")
+PY
+}
+
 case "${1:-}" in
   start)
     [ -x "$VENV/bin/label-studio" ] || {
       echo "error: Label Studio is not installed; run infra/label-studio/install.sh first" >&2; exit 1; }
     credentials
     mkdir -p "$DATA/home"
-    env -i PATH="$VENV/bin:/usr/bin:/bin" HOME="$DATA/home" \
+    db=$(database_env) || exit 2
+    # shellcheck disable=SC2086  # word splitting of db is intended: NAME=value pairs
+    env -i PATH="$VENV/bin:/usr/bin:/bin" HOME="$DATA/home" $db \
+      USE_DEFAULT_BANNED_SUBNETS="${LABEL_STUDIO_BAN_PRIVATE_WEBHOOKS:-false}" \
       LABEL_STUDIO_USERNAME="$LABEL_STUDIO_USERNAME" LABEL_STUDIO_PASSWORD="$LABEL_STUDIO_PASSWORD" \
       LABEL_STUDIO_USER_TOKEN="$LABEL_STUDIO_USER_TOKEN" LABEL_STUDIO_ENABLE_LEGACY_API_TOKEN=true \
       LABEL_STUDIO_DISABLE_SIGNUP_WITHOUT_LINK="${LABEL_STUDIO_DISABLE_SIGNUP_WITHOUT_LINK:-true}" \

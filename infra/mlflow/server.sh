@@ -1,17 +1,24 @@
 #!/usr/bin/env bash
-# MLflow tracking server on 127.0.0.1 over the project's local store (mlflow/).
-#   infra/mlflow/server.sh start|stop|status      (MLFLOW_PORT, default 5000;
-#   MLFLOW_START_TIMEOUT: seconds to wait for it to answer, default 300)
+# MLflow tracking server on 127.0.0.1, serving (proxying) the artifacts, so clients on any
+# machine read and write models and run state through it, never a path of their own disk.
+#   infra/mlflow/server.sh start|stop|status
+# Settings: MLFLOW_PORT (5000); MLFLOW_HOST (127.0.0.1; 0.0.0.0 in a container);
+#   MLFLOW_BACKEND_STORE_URI: where runs are kept (default sqlite in the project's mlflow/;
+#   a team: postgresql://user:password@host:5432/mlflow); MLFLOW_ARTIFACTS_DESTINATION: where the
+#   server keeps artifacts (default mlflow/artifacts; or an object store URI the server can write);
+#   MLFLOW_START_TIMEOUT: seconds to wait for it to answer (default 300).
 # Then: export MLFLOW_TRACKING_URI=http://127.0.0.1:5000
 source "$(dirname "$0")/../lib.sh"
 PORT=${MLFLOW_PORT:-5000}
 STORE=${MLFLOW_STORE:-$REPO_ROOT/mlflow}
-mkdir -p "$STORE/artifacts"
+BACKEND=${MLFLOW_BACKEND_STORE_URI:-sqlite:///$STORE/mlflow.db}
+ARTIFACTS=${MLFLOW_ARTIFACTS_DESTINATION:-$STORE/artifacts}
+case "$ARTIFACTS" in *://*) ;; *) mkdir -p "$ARTIFACTS" ;; esac
 case "${1:-}" in
   start) launch mlflow-server "$PORT" "http://127.0.0.1:$PORT/health" "${MLFLOW_START_TIMEOUT:-300}" \
-           mlflow server --host 127.0.0.1 --port "$PORT" \
-             --backend-store-uri "sqlite:///$STORE/mlflow.db" \
-             --artifacts-destination "$STORE/artifacts" --serve-artifacts
+           mlflow server --host "${MLFLOW_HOST:-127.0.0.1}" --port "$PORT" \
+             --backend-store-uri "$BACKEND" \
+             --artifacts-destination "$ARTIFACTS" --serve-artifacts
          echo "export MLFLOW_TRACKING_URI=http://127.0.0.1:$PORT" ;;
   stop) stop_named mlflow-server ;;
   status) status_named mlflow-server ;;

@@ -2,13 +2,15 @@
 # Prefect server on 127.0.0.1, for deployments, scheduled runs and the Prefect UI (the worker
 # that runs them: infra/prefect/worker.sh).
 #   infra/prefect/server.sh start|stop|status      (PREFECT_PORT, default 4200)
+# Its database: SQLite under PREFECT_HOME, or PostgreSQL for a team with
+#   PREFECT_API_DATABASE_CONNECTION_URL=postgresql+asyncpg://user:password@host:5432/prefect
 # Then: export PREFECT_API_URL=http://127.0.0.1:4200/api ; sage-ada serve --cron "0 2 * * *"
 source "$(dirname "$0")/../lib.sh"
 PORT=${PREFECT_PORT:-4200}
 export PREFECT_SERVER_ANALYTICS_ENABLED=false PREFECT_HOME=${PREFECT_HOME:-$RUN_DIR/prefect-home}
 case "${1:-}" in
   start) launch prefect-server "$PORT" "http://127.0.0.1:$PORT/api/health" "${PREFECT_START_TIMEOUT:-300}" \
-           prefect server start --host 127.0.0.1 --port "$PORT"
+           prefect server start --host "${PREFECT_HOST:-127.0.0.1}" --port "$PORT"
          echo "export PREFECT_API_URL=http://127.0.0.1:$PORT/api" ;;
   stop) stop_named prefect-server ;;
   status) status_named prefect-server ;;

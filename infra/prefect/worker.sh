@@ -10,6 +10,11 @@ source "$(dirname "$0")/../lib.sh"
 POOL=${PREFECT_WORK_POOL:-sage-ada}
 PORT=${PREFECT_WORKER_PORT:-8091}
 export PREFECT_SERVER_ANALYTICS_ENABLED=false PREFECT_WORKER_WEBSERVER_PORT=$PORT
+# how often the worker asks for runs to start (Prefect's default: 10 s); a resumed run waits
+# at most this long for it
+export PREFECT_WORKER_QUERY_SECONDS=${PREFECT_WORKER_QUERY_SECONDS:-3}
+# the clone this worker runs flows in (prefect.yaml's pull step reads it when a run starts)
+export SAGE_ADA_CLONE=${SAGE_ADA_CLONE:-$REPO_ROOT}
 case "${1:-}" in
   start)
     if [ -z "${PREFECT_API_URL:-}" ]; then
