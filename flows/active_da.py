@@ -2,7 +2,8 @@
 
 prepare/split → validate → pretrain (round 0) → for each round: select → annotate → adapt →
 evaluate. The science lives in ``components``; this file only orchestrates: retries on I/O,
-a timeout on annotation, readable task-run names, and resume after a crash.
+a timeout on annotation, readable task-run names, resume after a crash, and, for a deployed
+run with ``label_studio.wait: suspend``, a wait for annotators that holds no process.
 """
 # No ``from __future__ import annotations``: a served flow's parameters are validated against
 # its annotations, and the string ``Optional[Strategy]`` could not be resolved there.

@@ -35,6 +35,8 @@ def test_the_worked_gpu_params_file_is_valid_and_complete():
     ({"data.image_size": 224, "data.resize_size": 200}, "smaller than the crop"),
     ({"active.embedding_storage": "int8"}, "active.embedding_storage"),
     ({"active.nonsense": 1}, "active.nonsense is not a setting"),
+    ({"label_studio.wait": "suspend"}, "needs label_studio.webhook_url"),
+    ({"label_studio.wait": "sleep"}, "label_studio.wait"),
 ])
 def test_bad_settings_are_named(override, message):
     with pytest.raises(ConfigError, match=message):

@@ -41,3 +41,39 @@ def test_a_deployed_run_waits_holding_nothing_and_a_webhook_resumes_it_on_anothe
     # the same lineage and the same numbers as the same settings run in one process
     assert m["deployed"] == m["embedded"], m
     assert m["deployed"]["n_labels"] == [0, 5]
+
+
+def test_a_worker_clone_pulls_the_data_version_from_the_team_remote(tmp_path):
+    """One clone builds the data and pushes it to the team's DVC remote (infra/dvc/remote.sh);
+    a worker's fresh clone pulls the same bytes; an empty remote is one clear error."""
+    import hashlib
+    import os
+    import subprocess
+
+    def clone(name):
+        subprocess.run(["git", "clone", "--quiet", str(REPO), str(tmp_path / name)], check=True)
+        return tmp_path / name
+
+    def remote(action, where, store):
+        return subprocess.run(["bash", str(REPO / "infra/dvc/remote.sh"), action], text=True,
+                              capture_output=True, timeout=600,
+                              env={**os.environ, "SAGE_ADA_CLONE": str(where),
+                                   "SAGE_ADA_DVC_REMOTE": str(store)})
+
+    def digest(folder):
+        files = sorted(p for p in folder.rglob("*") if p.is_file())
+        return len(files), hashlib.sha256(b"".join(
+            str(p.relative_to(folder)).encode() + p.read_bytes() for p in files)).hexdigest()
+
+    first, worker = clone("first"), clone("worker")
+    built = subprocess.run(["sage-ada", "data", "digits"], cwd=first, capture_output=True,
+                           text=True, timeout=600)
+    assert built.returncode == 0, built.stderr
+    empty = remote("pull", worker, tmp_path / "empty")
+    assert empty.returncode == 1 and "infra/dvc/remote.sh push" in empty.stderr
+    pushed = remote("push", first, tmp_path / "team")
+    assert pushed.returncode == 0, pushed.stderr
+    pulled = remote("pull", worker, tmp_path / "team")
+    assert pulled.returncode == 0, pulled.stderr
+    assert digest(worker / "data") == digest(first / "data")
+    assert digest(worker / "data")[0] > 6000

@@ -6,6 +6,8 @@
 # PREFECT_WORKER_PORT (default 8091; Label Studio has 8080); PREFECT_WORKER_START_TIMEOUT
 # (default 300) is how long to wait for it. Start one per machine that should run flows; it also
 # creates that machine's training slots (one Prefect concurrency limit per GPU, one for the CPU).
+# Flows run in SAGE_ADA_CLONE (default: this clone); with SAGE_ADA_DVC_REMOTE set, it first pulls
+# the data into it (infra/dvc/remote.sh).
 source "$(dirname "$0")/../lib.sh"
 POOL=${PREFECT_WORK_POOL:-sage-ada}
 PORT=${PREFECT_WORKER_PORT:-8091}
@@ -20,6 +22,9 @@ case "${1:-}" in
     if [ -z "${PREFECT_API_URL:-}" ]; then
       echo "error: PREFECT_API_URL is not set; start the server (infra/prefect/server.sh start) and export what it prints" >&2
       exit 2
+    fi
+    if [ -n "${SAGE_ADA_DVC_REMOTE:-}" ]; then  # the data version data.dvc records
+      bash "$INFRA_ROOT/dvc/remote.sh" pull || exit 1
     fi
     prefect work-pool inspect "$POOL" >/dev/null 2>&1 \
       || prefect work-pool create "$POOL" --type process >/dev/null
