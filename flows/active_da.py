@@ -205,12 +205,14 @@ def active_domain_adaptation(params: str = "params.yaml", overrides: Optional[di
         strategy: the query strategy (default: params.yaml's).
         rounds: labelling rounds.
         budget: labels asked for per round.
-        seed: the seed of the query strategy.
+        seed: every seed of the run: training and selection (the split keeps split.seed).
         oracle: simulated (held-back labels) or label_studio (people).
     """
     given = dict(strategy=strategy, rounds=rounds, budget=budget, seed=seed, oracle=oracle)
     overrides = {**(overrides or {}), **{TYPED[name]: value for name, value in given.items()
                                          if value is not None}}
+    if seed is not None:  # one seed for the whole run: training and selection
+        overrides["train.seed"] = seed
     cfg = (resume and StateStore().resume_config(resume, overrides)) or load_config(params,
                                                                                   overrides)
     prepare(cfg)

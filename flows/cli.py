@@ -11,7 +11,8 @@ from pathlib import Path
 RUN_FLAGS = {  # CLI flag → params.yaml key
     "strategy": "active.strategy", "rounds": "active.rounds", "budget": "active.budget",
     "seed": "active.seed", "oracle": "active.oracle", "source": "data.source",
-    "target": "data.target", "regulariser": "train.regulariser",
+    "target": "data.target", "channels": "data.channels", "manifest": "data.manifest",
+    "regulariser": "train.regulariser",
     "adversarial": "train.adversarial", "pretrain_steps": "train.pretrain_steps",
     "steps_per_round": "train.steps_per_round", "device": "train.device",
     "cpu_kernels": "train.cpu_kernels", "cpu_threads": "train.cpu_threads",
@@ -24,6 +25,8 @@ def _overrides(args) -> dict:
            if getattr(args, flag, None) is not None}
     if getattr(args, "pretrain_only", False):
         out["active.rounds"] = 0
+    if "active.seed" in out:  # one seed for the whole run: training and selection
+        out["train.seed"] = out["active.seed"]
     if "active.oracle" in out:
         out["active.oracle"] = out["active.oracle"].replace("-", "_")
     return out
@@ -34,7 +37,7 @@ def cmd_data(args) -> int:
     from components.data import prepare
     from components.data.digits import build_digits
 
-    cfg = load_config(args.params)
+    cfg = load_config(args.params, _overrides(args))
     if args.action == "digits":
         counts = build_digits(args.root or cfg.data.root)
         print("built the digits benchmark: " + ", ".join(f"{d} {n} images" for d, n in counts.items()))
@@ -174,11 +177,18 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--debug", action="store_true", help="show the traceback of an error")
     sub = p.add_subparsers(dest="command", required=True)
 
+    def data_flags(sp):
+        sp.add_argument("--source", help="source domain (a folder of data.root)")
+        sp.add_argument("--target", help="target domain")
+        sp.add_argument("--channels", type=int, choices=[1, 3], help="3 for colour images")
+        sp.add_argument("--manifest", help="the split's manifest file (default: data.manifest)")
+
     d = sub.add_parser("data", help="build the digits benchmark, split and validate the manifest")
     d.add_argument("action", choices=["digits", "split", "validate"],
                    help="digits: write mnist/optdigits PNGs; split: build + validate the manifest "
                         "(the DVC split stage); validate: check the current manifest")
     d.add_argument("--root", help="where to write the digits (default: data.root)")
+    data_flags(d)
     d.set_defaults(fn=cmd_data)
 
     def run_flags(sp):
@@ -186,8 +196,7 @@ def build_parser() -> argparse.ArgumentParser:
         sp.add_argument("--budget", type=int, help="labels per round (b)")
         sp.add_argument("--oracle", choices=["simulated", "label-studio"],
                         help="who labels: held-back labels, or people in Label Studio")
-        sp.add_argument("--source")
-        sp.add_argument("--target")
+        data_flags(sp)
         sp.add_argument("--regulariser", choices=["union", "sum", "mme"])
         sp.add_argument("--adversarial", choices=["none", "dann", "tsf"])
         sp.add_argument("--pretrain-steps", type=int)
@@ -201,7 +210,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     r = sub.add_parser("run", help="run (or resume) the active-domain-adaptation flow")
     r.add_argument("--strategy", help="query strategy (sage, badge, aada, entropy, ...)")
-    r.add_argument("--seed", type=int)
+    r.add_argument("--seed", type=int, help="every seed of the run: training (pretraining, batch "
+                   "order) and selection; the split keeps split.seed")
     run_flags(r)
     r.add_argument("--resume", metavar="MLFLOW_RUN_ID", help="continue a crashed run")
     r.add_argument("--allow-duplicate", action="store_true",

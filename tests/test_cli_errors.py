@@ -73,6 +73,7 @@ CASES = [  # (arguments, what the one line must say, a change to the working fol
     ("run --resume 0123456789abcdef", "--resume 0123456789abcdef: no saved state for that run",
      None),
     ("run --source optdigits", "data.source and data.target name the same domain", None),
+    ("run --channels 2", "argument --channels: invalid choice: 2", None),
     ("run", "train.learning_rate is not a setting (misspelt?)", _typo_in_file),
     ("--params nowhere.yaml run", "nowhere.yaml not found", None),
     ("run", "a run with the same settings is in progress (twin; see `sage-ada runs`); wait for "

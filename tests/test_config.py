@@ -63,3 +63,14 @@ def test_strategies_are_known_before_torch_loads():
     from components.query import STRATEGIES
 
     assert declared_strategies() == {name: s.requires for name, s in STRATEGIES.items()}
+
+
+def test_one_seed_flag_seeds_training_and_selection_but_not_the_split():
+    """Runs with different --seed share neither pretraining nor batch order; the split (the
+    data's version) stays put."""
+    from flows.cli import _overrides, build_parser
+
+    args = build_parser().parse_args(["run", "--seed", "3"])
+    cfg = load_config(REPO / "params.yaml", _overrides(args))
+    assert (cfg.active.seed, cfg.train.seed) == (3, 3)
+    assert cfg.split.seed == load_config(REPO / "params.yaml").split.seed

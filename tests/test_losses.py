@@ -1,6 +1,7 @@
 """The losses of eq. 1-2 and 7-9, the gradient reversal layer, and the trainer."""
 from __future__ import annotations
 
+import math
 from dataclasses import replace
 
 import torch
@@ -111,3 +112,13 @@ def test_mme_classifier_and_features_get_opposite_entropy_gradients():
 def test_registries_name_every_loss():
     assert set(ADVERSARIAL) == {"dann", "tsf"}
     assert set(REGULARISERS) == {"source", "union", "sum", "mme"}
+
+
+def test_entropy_is_shannons_in_nats():
+    uniform = torch.zeros(3, 5)
+    torch.testing.assert_close(entropy(uniform), torch.tensor(math.log(5)))
+    certain = torch.tensor([[50.0, 0.0, 0.0]])
+    assert float(entropy(certain)) < 1e-6
+    logits = torch.randn(4, 6)
+    p = torch.softmax(logits, 1)
+    torch.testing.assert_close(entropy(logits), -(p * p.log()).sum(1).mean())

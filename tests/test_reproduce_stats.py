@@ -30,15 +30,38 @@ def test_auc_is_a_mean_accuracy_over_the_label_range():
     assert reproduce.auc(np.full((1, 3), 80.0), [0, 5, 20])[0] == pytest.approx(80.0)
 
 
-@pytest.mark.parametrize("diff, better, expected", [
-    ((2.0, 0.5, 3.5), True, "holds"),
-    ((-2.0, -3.5, -0.5), True, "does not hold"),
-    ((0.5, -1.0, 2.0), True, "inconclusive (the 95% CI includes 0)"),
-    ((-2.0, -3.5, -0.5), False, "holds"),
-    ((1.0, math.nan, math.nan), True, "one seed only"),
+@pytest.mark.parametrize("diff, kind, expected", [
+    ((2.0, 0.5, 3.5), "beats", "holds"),
+    ((-2.0, -3.5, -0.5), "beats", "does not hold"),
+    ((0.5, -1.0, 2.0), "beats", "inconclusive (the 95% CI includes 0)"),
+    ((-2.0, -3.5, -0.5), "is worse than", "holds"),
+    ((2.0, 0.5, 3.5), "is worse than", "does not hold"),
+    ((1.0, math.nan, math.nan), "beats", "one seed only"),
+    ((2.0, 0.5, 3.5), "matches or beats", "holds (beats)"),
+    ((-0.2, -0.8, 0.4), "matches or beats", "holds (matches within 1)"),
+    ((0.5, -0.9, 3.0), "matches or beats", "holds (matches within 1)"),   # not worse by 1
+    ((-0.5, -1.5, 0.5), "matches or beats", "inconclusive (the 95% CI crosses −1)"),
+    ((-3.0, -4.0, -2.0), "matches or beats", "does not hold"),
 ])
-def test_verdicts(diff, better, expected):
-    assert reproduce.verdict(diff, better) == expected
+def test_one_rule_judges_every_kind_of_claim(diff, kind, expected):
+    assert reproduce.verdict(diff, kind, margin=1.0) == expected
+
+
+def test_claims_judge_auc_everywhere_and_large_b_only_at_large_b():
+    arms = {a: {s: history([0.5, 0.6 + 0.01 * s + off, 0.7 + off]) for s in range(3)}
+            for a, off in (("sage", 0.05), ("sage-no-diversity", 0.0), ("random", 0.0))}
+    arms["badge"] = {s: history([0.5, 0.65 + 0.01 * s + d, 0.75 + d])   # sage ± a few tenths
+                     for s, d in enumerate((0.003, -0.003, 0.001))}
+    small = reproduce.claim_rows("t", "b=10", arms, [0, 10, 20])
+    large = reproduce.claim_rows("t", "b=50", arms, [0, 10, 20])
+    assert not any("without diversity" in r for r in small)
+    assert any("without diversity" in r for r in large)
+    badge = next(r for r in small if "BADGE" in r)
+    assert badge.endswith("| holds (matches within 1) |"), badge
+    first = next(r for r in small if r.startswith("| 1."))
+    area = reproduce.paired(reproduce.auc(reproduce.matrix(arms["sage"]), [0, 10, 20]),
+                            reproduce.matrix(arms["sage"])[:, 0])
+    assert reproduce.fmt(area) in first      # claim 1 by AUC too, against round 0
 
 
 def test_every_arm_names_a_registered_strategy():
@@ -55,8 +78,9 @@ def test_small_budgets_of_every_task_come_before_large_ones():
     budgets = [b for _, _, b, *_ in jobs if b is not None]
     assert budgets == sorted(budgets)                       # every b=10 run before any b=50
     per_task = len(reproduce.LINES) * preset["seeds"]
-    arms = len(preset["arms"]) * preset["seeds"]
-    assert len(jobs) == 2 * per_task + 3 * arms
+    arms = sum(reproduce.seeds_of(preset, a) for a in preset["arms"])
+    tasks, budgets = len(preset["tasks"]), sum(len(b) for b in preset["tasks"].values())
+    assert len(jobs) == tasks * per_task + budgets * arms
     assert len(set((s, t, b, a, seed) for s, t, b, a, seed, _ in jobs)) == len(jobs)
     for task in preset["tasks"]:                            # floors before the task's arms
         kinds = [b is None for s, t, b, *_ in jobs if (s, t) == task]
@@ -92,7 +116,7 @@ def test_a_partial_preset_is_reported_with_its_seed_counts(tmp_path, monkeypatch
     assert "| sage | 2 | 55.00 ± 5.00 | 85.00 ± 5.00 |" in text
     assert "| random | 3 |" in text
     assert "in progress for 10.0 min of wall time on this machine" in text
-    assert "sage vs random (2 seeds) | +15.00" in text
+    assert "sage beats random (2 seeds) | +15.00" in text
     assert figures[0].exists()
 
 
@@ -106,6 +130,25 @@ def test_set_reads_values_as_yaml_and_refuses_malformed_pairs():
 def test_the_sensitivity_preset_has_no_floor_runs():
     jobs = reproduce.jobs_of(reproduce.PRESETS["sensitivity"])
     assert jobs and all(budget == 50 for _, _, budget, *_ in jobs)
+
+
+def test_the_full_preset_gives_the_arms_users_choose_between_ten_seeds():
+    preset = reproduce.PRESETS["full"]
+    jobs = reproduce.jobs_of(preset)
+    for arm in preset["arms"]:
+        seeds = {seed for s, t, b, a, seed, _ in jobs if (s, t, b, a) == ("mnist", "optdigits",
+                                                                           50, arm)}
+        assert len(seeds) == (10 if arm in reproduce.DECISIVE else 5), arm
+    assert reproduce.seed_counts(preset).startswith("5 seeds; 10 for sage, badge")
+
+
+def test_the_ledger_keeps_runs_for_the_code_that_computed_them(tmp_path):
+    ledger = tmp_path / "runs.jsonl"
+    reproduce.add_to_ledger("k1", [{"round": 0}], 1, 2, path=ledger, code="old")
+    reproduce.add_to_ledger("k2", [{"round": 1}], 3, 4, path=ledger, code="new")
+    assert list(reproduce.ledger_runs(ledger, code="new")) == ["k2"]
+    assert reproduce.ledger_runs(ledger, code="new")["k2"]["history"] == [{"round": 1}]
+    assert len(reproduce.code_digest()) == 16
 
 
 def test_arms_advance_seed_by_seed():

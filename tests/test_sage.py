@@ -161,3 +161,18 @@ def test_pool_embedding_matches_manual_composition():
     net = net.float()
     emb, norms = embed_pool(net, pool, device=torch.device("cpu"), chunk=4)
     torch.testing.assert_close(emb.double(), torch.stack(expect), atol=1e-4, rtol=1e-4)
+
+
+@pytest.mark.parametrize("strategy, pop", [("sage", True), ("sage-kmeans++", True),
+                                           ("sage-no-diversity", True), ("sage-no-pop", False)])
+def test_each_sage_variant_scores_with_the_embedding_its_name_says(strategy, pop):
+    """Sage is POP'd (eq. 5) in every variant but the one named without it: the scores of the
+    picks are the norms of that embedding, not of the other."""
+    net = tiny_network(num_classes=4, adversarial="tsf")
+    pool = random_pool(40)
+    ids, scores = select(strategy, net, pool, 6, seed=1)
+    norms = {flag: embed_pool(net, pool, device=torch.device("cpu"), chunk=4096, pop=flag)[1]
+             for flag in (True, False)}
+    at = [list(pool.ids).index(i) for i in ids]
+    assert scores == pytest.approx(norms[pop][at].tolist(), rel=1e-5)
+    assert scores != pytest.approx(norms[not pop][at].tolist(), rel=1e-3)

@@ -72,15 +72,19 @@ def _autocast(device: torch.device):
 
 def step_losses(net, xs, ys, xl, yl, xu, lambda_adv, *, adversarial: str, regulariser: str,
                 lambda_entropy: float, target_share: float | None = None,
-                group_scales: tuple[float, float, float] = (1.0, 1.0, 1.0)) -> dict:
+                group_scales: tuple[float, float, float] = (1.0, 1.0, 1.0),
+                reversal: float | torch.Tensor = 1.0) -> dict:
     """The forward half of eq. 10 on one batch: ``Ω + λ L_adv`` and its parts (tensors).
 
+    The discriminator descends ``λ L_adv``; the features ascend it through the gradient
+    reversal, scaled by ``reversal`` (DANN's ramp from 0 to 1: only the features' side ramps,
+    the discriminator learns at full rate from the first step, as in Ganin et al.).
     Kept apart from the update so ``train.compile`` can compile it whole (forward and, through
-    AOTAutograd, its backward) into few fused kernels; ``lambda_adv`` may be a 0-d tensor then,
-    so its ramp does not recompile. ``group_scales`` (source, labelled, unlabelled): in one of
-    several processes, what its share of each group weighs in the global batch (see
-    ``distributed.Shard.scale``); every loss term reads one group's rows, so scaling the
-    gradient where it reads them scales that term."""
+    AOTAutograd, its backward) into few fused kernels; ``lambda_adv`` and ``reversal`` may be
+    0-d tensors then, so the ramp does not recompile. ``group_scales`` (source, labelled,
+    unlabelled): in one of several processes, what its share of each group weighs in the global
+    batch (see ``distributed.Shard.scale``); every loss term reads one group's rows, so scaling
+    the gradient where it reads them scales that term."""
     ns, nl = len(ys), len(yl)
     cs, cl, cu = group_scales
     device = xs.device
@@ -92,7 +96,7 @@ def step_losses(net, xs, ys, xl, yl, xu, lambda_adv, *, adversarial: str, regula
         omega = REGULARISERS[regulariser](out, net.classifier, lambda_entropy)
         loss, adv = omega, torch.zeros((), device=device)
         if adversarial != "none":
-            d_in = reverse_gradient(torch.cat([z[:ns], z[ns + nl:]]))
+            d_in = reverse_gradient(torch.cat([z[:ns], z[ns + nl:]]), reversal)
             a = net.discriminator(d_in).float()
             a = torch.cat([scale_grad(a[:ns], cs), scale_grad(a[ns:], cu)])
             num_outputs = a.shape[1]
@@ -107,14 +111,14 @@ def step_losses(net, xs, ys, xl, yl, xu, lambda_adv, *, adversarial: str, regula
 
 def update_step(net, optimizer, xs, ys, xl, yl, xu, *, adversarial: str, regulariser: str,
                 lambda_adv: float, lambda_entropy: float, target_share: float | None = None,
-                losses=step_losses, group_scales=(1.0, 1.0, 1.0)) -> dict:
+                losses=step_losses, group_scales=(1.0, 1.0, 1.0), reversal=1.0) -> dict:
     """``(f, phi, d) -= α ∇(Ω + λ L_adv)`` on one batch; returns the loss parts.
 
     ``target_share`` is ``|L_T| / (|L_S| + |L_T|)``, which Ω_{S∪T} needs (see ``omega_union``);
     ``losses``: ``step_losses`` or its compiled form."""
     parts = losses(net, xs, ys, xl, yl, xu, lambda_adv, adversarial=adversarial,
                    regulariser=regulariser, lambda_entropy=lambda_entropy,
-                   target_share=target_share, group_scales=group_scales)
+                   target_share=target_share, group_scales=group_scales, reversal=reversal)
     optimizer.zero_grad(set_to_none=True)
     parts["loss"].backward()
     optimizer.step()
@@ -204,11 +208,11 @@ def train(net, streams: Streams, *, steps: int, train_cfg, regulariser: str, see
     for step in bar:
         for group in optimizer.param_groups:
             group["lr"] = learning_rate(train_cfg, step, steps)
-        lam = train_cfg.lambda_adv
-        if ramp_lambda:  # DANN's schedule 2/(1+exp(-10p)) - 1 keeps early updates stable
-            lam *= 2.0 / (1.0 + math.exp(-10.0 * step / max(steps, 1))) - 1.0
+        lam, reversal = train_cfg.lambda_adv, 1.0
+        if ramp_lambda:  # DANN's schedule 2/(1+exp(-10p)) - 1 on the reversal keeps early
+            reversal = 2.0 / (1.0 + math.exp(-10.0 * step / max(steps, 1))) - 1.0  # updates stable
         if compiled:  # a changing Python float would recompile every step
-            lam = torch.tensor(lam, device=device)
+            lam, reversal = torch.tensor(lam, device=device), torch.tensor(reversal, device=device)
         xs, xu = next(x_src), next(x_unl)
         if lab is not None:
             xl, yl = next(x_lab), lab.labels[plan["labelled"][step]]
@@ -220,7 +224,7 @@ def train(net, streams: Streams, *, steps: int, train_cfg, regulariser: str, see
             _prepare(net, xl, device), yl.to(device, non_blocking=True), _prepare(net, xu, device),
             adversarial=train_cfg.adversarial, regulariser=regulariser, lambda_adv=lam,
             lambda_entropy=train_cfg.lambda_entropy, target_share=target_share, losses=losses,
-            group_scales=scales)
+            group_scales=scales, reversal=reversal)
         if on_step is not None:
             on_step(step)
         if step % 20 == 0 and progress:
