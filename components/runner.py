@@ -32,6 +32,7 @@ class ActiveRun:
         self.store, self.oracle, self.state = store, oracle, state
         self.net = None
         self.train_seconds = 0.0
+        self._announced: Optional[int] = None  # the round whose URL this process announced
 
     # ------------------------------------------------------------------ lifecycle
     @classmethod
@@ -131,7 +132,8 @@ class ActiveRun:
             pending.asked_at = time.time()
             self._save_state()
         url = pending.handle.get("url") if isinstance(pending.handle, dict) else None
-        if url:
+        if url and self._announced != round:  # once per wait: a suspended run asks, then collects
+            self._announced = round
             print(f"annotators: label round {round} ({len(pending.selected)} images) at {url}",
                   flush=True)
             self.tracker.set_tags(self.run_id, {"sage_ada.annotation_url": url})
