@@ -30,6 +30,7 @@ def check_run(cfg: Config, *, resume: Optional[str] = None, pretrain_only: bool 
         if not allow_duplicate:
             check_not_running(cfg, store)
     check_data_root(cfg)
+    check_channels(cfg)
     check_device(cfg.train.device)
     check_gpus(cfg.train.gpus, cfg.train.device)
     check_budget(cfg)
@@ -38,13 +39,24 @@ def check_run(cfg: Config, *, resume: Optional[str] = None, pretrain_only: bool 
 
 def check_data_root(cfg: Config) -> None:
     """A missing data.root is a mistyped path, unless it is the shipped benchmark's own."""
-    from components.data.digits import uses_shipped_digits
+    from components.data.shipped import uses_shipped_data
 
-    shipped = uses_shipped_digits(cfg) and cfg.data.root == DataConfig().root
+    shipped = uses_shipped_data(cfg) and cfg.data.root == DataConfig().root
     if not Path(cfg.data.root).is_dir() and not shipped:
         raise ConfigError(f"data.root = {cfg.data.root!r} is not a folder; fix data.root, or "
                           f"build the shipped digits benchmark there on purpose with `sage-ada "
                           f"data digits --root {cfg.data.root}`")
+
+
+def check_channels(cfg: Config) -> None:
+    """A shipped colour domain read as grey would lose the very shift it is made of."""
+    from components.data.shipped import colour_domains
+
+    colour = colour_domains(cfg)
+    if colour and cfg.data.channels != 3:
+        what = "is a colour domain" if len(colour) == 1 else "are colour domains"
+        raise ConfigError(f"{' and '.join(colour)} {what} but data.channels = {cfg.data.channels}; pass --channels 3 (or set "
+                          "data.channels: 3)")
 
 
 def check_rounds(cfg: Config, pretrain_only: bool) -> None:

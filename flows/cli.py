@@ -35,12 +35,12 @@ def _overrides(args) -> dict:
 def cmd_data(args) -> int:
     from components.config import load_config
     from components.data import prepare
-    from components.data.digits import build_digits
+    from components.data.shipped import build_shipped
 
     cfg = load_config(args.params, _overrides(args))
     if args.action == "digits":
-        counts = build_digits(args.root or cfg.data.root)
-        print("built the digits benchmark: " + ", ".join(f"{d} {n} images" for d, n in counts.items()))
+        counts = build_shipped(args.root or cfg.data.root)
+        print("built the shipped benchmarks: " + ", ".join(f"{d} {n} images" for d, n in counts.items()))
         if not args.root and Path("data.dvc").exists():
             from components.data.versioning import verify_and_cache
 
@@ -183,11 +183,12 @@ def build_parser() -> argparse.ArgumentParser:
         sp.add_argument("--channels", type=int, choices=[1, 3], help="3 for colour images")
         sp.add_argument("--manifest", help="the split's manifest file (default: data.manifest)")
 
-    d = sub.add_parser("data", help="build the digits benchmark, split and validate the manifest")
+    d = sub.add_parser("data", help="build the shipped benchmarks, split and validate the manifest")
     d.add_argument("action", choices=["digits", "split", "validate"],
-                   help="digits: write mnist/optdigits PNGs; split: build + validate the manifest "
-                        "(the DVC split stage); validate: check the current manifest")
-    d.add_argument("--root", help="where to write the digits (default: data.root)")
+                   help="digits: write the shipped domains' PNGs (mnist, optdigits, mnist-colour, "
+                        "optdigits-texture); split: build + validate the manifest (the DVC split "
+                        "stage); validate: check the current manifest")
+    d.add_argument("--root", help="where to write the shipped domains (default: data.root)")
     data_flags(d)
     d.set_defaults(fn=cmd_data)
 

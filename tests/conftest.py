@@ -59,10 +59,10 @@ def mlflow_server(tmp_path):
 
 @pytest.fixture(scope="session")
 def digits_root(tmp_path_factory) -> Path:
-    from components.data.digits import build_digits
+    from components.data.shipped import build_shipped
 
     root = tmp_path_factory.mktemp("digits") / "data"
-    build_digits(root)
+    build_shipped(root)
     return root
 
 

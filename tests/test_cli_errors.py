@@ -74,6 +74,8 @@ CASES = [  # (arguments, what the one line must say, a change to the working fol
      None),
     ("run --source optdigits", "data.source and data.target name the same domain", None),
     ("run --channels 2", "argument --channels: invalid choice: 2", None),
+    ("run --source mnist-colour --target optdigits-texture", "mnist-colour and "
+     "optdigits-texture are colour domains but data.channels = 1; pass --channels 3", None),
     ("run", "train.learning_rate is not a setting (misspelt?)", _typo_in_file),
     ("--params nowhere.yaml run", "nowhere.yaml not found", None),
     ("run", "a run with the same settings is in progress (twin; see `sage-ada runs`); wait for "

@@ -8,7 +8,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from components.data.digits import build_digits
+from components.data.shipped import DOMAINS, build_shipped
+from components.data import textured
 from components.data.importers import DataLayoutError, scan_folders, scan_lists
 from components.data.split import build_manifest, class_list
 
@@ -21,20 +22,48 @@ def _digest(root: Path) -> str:
     return h.hexdigest()
 
 
-def test_digits_are_deterministic_counted_and_sized(digits_root, tmp_path):
+def test_shipped_domains_are_deterministic_counted_and_sized(digits_root, tmp_path):
     again = tmp_path / "again"
-    build_digits(again)
+    build_shipped(again)
     assert _digest(again) == _digest(digits_root)
-    mnist = list((digits_root / "mnist").rglob("*.png"))
+    for domain, (_, channels, count) in DOMAINS.items():
+        files = sorted((digits_root / domain).rglob("*.png"))
+        assert len(files) == count, domain
+        for path in files[:: count // 20]:
+            with Image.open(path) as im:
+                assert im.size == (28, 28) and im.mode == ("L" if channels == 1 else "RGB")
     optdigits = list((digits_root / "optdigits").rglob("*.png"))
-    assert len(mnist) == 5000 and len(optdigits) == 1797
     assert {len(list((digits_root / "mnist" / str(c)).iterdir())) for c in range(10)} == {500}
-    for path in mnist[:20] + optdigits[:20]:
-        with Image.open(path) as im:
-            assert im.size == (28, 28) and im.mode == "L"
     # optdigits spans the full range after rescaling 0..16 → 0..255
     arr = np.stack([np.asarray(Image.open(p)) for p in optdigits[:200]])
     assert arr.max() > 200
+
+
+def _pixels(root: Path, domain: str, label: int, n: int = 50) -> np.ndarray:
+    files = sorted((root / domain / str(label)).glob("*.png"))[:n]
+    return np.stack([np.asarray(Image.open(p), dtype=np.float64) for p in files])
+
+
+def test_colour_source_is_flat_ink_on_flat_paper_always_apart_in_brightness(digits_root):
+    for label in (0, 7):
+        colour = _pixels(digits_root, "mnist-colour", label)
+        grey = _pixels(digits_root, "mnist", label)
+        luma = colour @ textured.LUMA
+        ink = luma[grey == 255]               # full strokes show the ink, corners the paper
+        paper = np.broadcast_to(luma[:, :1, :1], luma.shape)[grey == 255]
+        assert np.abs(ink - paper).min() >= 255 * textured.MIN_BRIGHTNESS_GAP - 1
+        assert (colour[:, 0, 0] != colour[:, 0, 0][:1]).any()   # the colours vary per image
+
+
+def test_colour_target_is_texture_not_flat_colour_and_keeps_the_shape(digits_root):
+    texture = _pixels(digits_root, "optdigits-texture", 3)
+    grey = _pixels(digits_root, "optdigits", 3)
+    background = texture[grey == 0]            # where no stroke is: a photograph's patch
+    assert background.std() > 20
+    # the digit is there: the texture inside the shape differs from the background's
+    inside = np.stack([np.abs(t[g > 200].mean(0) - t[g == 0].mean(0))
+                       for t, g in zip(texture, grey)])
+    assert np.median(inside.max(1)) > 10
 
 
 def test_split_is_stratified_disjoint_and_seeded(digits_manifest, digits_root):

@@ -181,3 +181,23 @@ def test_the_main_report_says_what_was_tried_under_other_settings(tmp_path):
     assert "--set train.lambda_adv=1.0" in text
     assert text.count("Ω_S+T beats Ω_S∪T") == 1  # the smoke preset is not a sensitivity check
     assert reproduce.sensitivity_section(tmp_path / "empty") == []
+
+
+def test_the_colour_task_reads_colour_and_the_ceiling_trains_as_long_as_an_arm(monkeypatch):
+    monkeypatch.setattr(reproduce, "pool_size", lambda cfg: 898)   # no data build for this
+    preset = reproduce.PRESETS["full"]
+    jobs = reproduce.jobs_of(preset)
+    colour = [j for j in jobs if (j[0], j[1]) == reproduce.COLOUR]
+    assert colour and {b for _, _, b, *_ in colour} == {None, 10, 50}
+    assert reproduce.job_overrides(preset, colour[0])["data.channels"] == 3
+    digits = next(j for j in jobs if (j[0], j[1]) == ("mnist", "optdigits"))
+    assert reproduce.job_overrides(preset, digits)["data.channels"] == 1
+    ceiling = next(j for j in jobs if j[3] == "all-target-labels")
+    arm = next(j for j in jobs if j[3] == "sage")
+    from components.config import load_config
+
+    steps = {name: load_config(REPO / "params.yaml", reproduce.job_overrides(preset, job))
+             for name, job in (("ceiling", ceiling), ("arm", arm))}
+    assert steps["ceiling"].active.rounds == 1 and steps["ceiling"].active.budget == 898
+    assert (steps["ceiling"].train.steps_per_round
+            == steps["arm"].active.rounds * steps["arm"].train.steps_per_round)

@@ -12,10 +12,10 @@ import pandas as pd
 
 from components.config import Config
 from components.data.checksums import ChecksumCache
-from components.data.digits import build_digits, uses_shipped_digits
+from components.data.shipped import build_shipped, uses_shipped_data
 from components.data.split import build_manifest, class_list, read_manifest, write_manifest
 from components.data.validate import validate_manifest
-from components.preflight import check_data_root
+from components.preflight import check_channels, check_data_root
 
 CHECKSUM_CACHE = Path(".sage-ada/cache/sha256.json")  # file hashes by path, size and time
 VALIDATED = Path(".sage-ada/cache/validated")          # keys of manifests proved valid
@@ -27,8 +27,9 @@ def ensure_data(cfg: Config) -> dict[str, int]:
     only at the shipped ``data.root``: elsewhere a missing folder is a mistyped path, not a
     request to build the benchmark there."""
     check_data_root(cfg)
-    if uses_shipped_digits(cfg):
-        return build_digits(Path(cfg.data.root))
+    check_channels(cfg)
+    if uses_shipped_data(cfg):
+        return build_shipped(Path(cfg.data.root))
     return {}
 
 
@@ -48,7 +49,7 @@ def validate(cfg: Config, manifest: pd.DataFrame | None = None,
     time have not changed since, is not decoded again (``dvc repro split``, ``data validate``
     and each run's validate step used to prove the same files three times)."""
     manifest = read_manifest(cfg.data.manifest) if manifest is None else manifest
-    size = cfg.data.image_size if uses_shipped_digits(cfg) else None
+    size = cfg.data.image_size if uses_shipped_data(cfg) else None
     key = validation_key(manifest, Path(cfg.data.root), size)
     proved = VALIDATED.read_text().split() if VALIDATED.is_file() else []
     if key in proved:

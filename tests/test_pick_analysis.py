@@ -1,0 +1,49 @@
+"""The figures of benchmarks/pick_analysis.py, pinned on small hand-made cases."""
+from __future__ import annotations
+
+import math
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO / "benchmarks"))
+
+import pick_analysis  # noqa: E402
+
+
+def test_percentile_of_ranks_picks_among_the_pool():
+    values = np.array([0.1, 0.5, 0.9, 0.3, 0.7])
+    assert pick_analysis.percentile_of(values, np.array([2])) == pytest.approx(100.0)
+    assert pick_analysis.percentile_of(values, np.array([0])) == pytest.approx(0.0)
+    assert pick_analysis.percentile_of(values, np.array([0, 2])) == pytest.approx(50.0)
+    assert pick_analysis.percentile_of(values, np.arange(5)) == pytest.approx(50.0)
+    ties = np.array([1.0, 1.0, 1.0])           # ties sit in the middle, not at an end
+    assert pick_analysis.percentile_of(ties, np.array([0])) == pytest.approx(50.0)
+
+
+def test_a_random_pick_sits_near_the_50th_percentile():
+    rng = np.random.default_rng(0)
+    values = rng.normal(size=2000)
+    picks = rng.choice(2000, 500, replace=False)
+    assert abs(pick_analysis.percentile_of(values, picks) - 50) < 3
+
+
+def test_class_balance_is_one_when_even_and_zero_for_one_class():
+    assert pick_analysis.class_balance([0, 1, 2, 3] * 5, 4) == pytest.approx(1.0)
+    assert pick_analysis.class_balance([2] * 7, 4) == pytest.approx(0.0)
+    assert pick_analysis.class_balance([0, 0, 0, 1], 4) == pytest.approx(
+        -(0.75 * math.log(0.75) + 0.25 * math.log(0.25)) / math.log(4))
+
+
+def test_the_page_keeps_its_prose_and_replaces_only_the_generated_part(tmp_path):
+    page = tmp_path / "analysis.md"
+    page.write_text(f"# Title\n\nprose before\n\n{pick_analysis.BEGIN}\nold table\n"
+                    f"{pick_analysis.END}\n\nprose after\n")
+    pick_analysis.write_page(f"{pick_analysis.BEGIN}\nnew table\n{pick_analysis.END}", page)
+    text = page.read_text()
+    assert "prose before" in text and "prose after" in text
+    assert "new table" in text and "old table" not in text
+    assert text.count(pick_analysis.BEGIN) == 1
