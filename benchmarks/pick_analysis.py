@@ -195,7 +195,7 @@ def summarise(runs: list[dict]) -> dict:
                     "seeds": len(seeds),
                     "per_round": {k: v.tolist() for k, v in per_round.items()},
                     "mean": {k: float(v.mean()) for k, v in per_round.items()},
-                    "auc": float(reproduce.auc(acc[:, 1:], labels[1:]).mean()),
+                    "auc": float(reproduce.auc(acc, labels).mean()),  # as results.md
                     "accuracy_per_round": acc.mean(0).tolist()}
     return out
 
