@@ -10,6 +10,7 @@ from components.config import Config
 from components.data.split import class_list
 from components.data.tensors import load_images
 from components.models import build_network
+from tests.conftest import random_pool
 
 
 def _data(manifest, root):
@@ -83,23 +84,30 @@ def test_annealed_learning_rate_follows_dann_and_reaches_the_updates(digits_mani
 
 
 @pytest.mark.slow  # one torch.compile on 2 CPU cores: about a minute
-def test_compiled_update_trains_like_the_eager_one(digits_manifest, digits_root):
+def test_compiled_update_trains_like_the_eager_one():
     """``train.compile``: the compiled forward and backward (gradient reversal and TSF's
-    detached weights included) give the eager update's weights, with λ ramping every step."""
-    classes, source, pool, _ = _data(digits_manifest, digits_root)
+    detached weights included) give the eager update's weights, with λ ramping every step.
+
+    Noise images, not digits: a digit's flat background puts near-equal values in a
+    max-pooling window, and which one wins turns on the last bit of rounding, which differs
+    between CPUs' kernels (measured on one: eager float32 0.3 % from float64 in the first
+    convolution's gradient, compiled 3e-5). Without near ties, what differs is the compiler."""
+    source = random_pool(64, seed=1)
+    source.labels = torch.arange(64) % 10
+    pool = random_pool(48, seed=2)
     labelled = pool.subset(pool.ids[:8])
-    labelled.labels = torch.arange(8) % len(classes)
+    labelled.labels = torch.arange(8) % 10
     weights = {}
     for mode in ("none", "default"):
         cfg = Config().with_overrides({"train.batch_size": 16, "train.compile": mode})
         torch.manual_seed(0)
-        net = build_network(cfg, len(classes))
+        net = build_network(cfg, 10)
         train(net, Streams(source, labelled, pool), steps=3, train_cfg=cfg.train,
               regulariser="sum", seed=0, device=torch.device("cpu"), phase="t", progress=False,
               ramp_lambda=True)
         weights[mode] = torch.cat([p.detach().flatten() for p in net.parameters()])
     torch.manual_seed(0)
-    untrained = build_network(cfg, len(classes))
+    untrained = build_network(cfg, 10)
     assert not torch.equal(weights["none"],
                            torch.cat([p.detach().flatten() for p in untrained.parameters()]))
     torch.testing.assert_close(weights["default"], weights["none"], atol=1e-5, rtol=1e-4)
