@@ -530,21 +530,25 @@ def sensitivity_section(folder: Path) -> list[str]:
             variants.append(saved)
     if not variants:
         return []
+    code = code_digest()
     lines = ["", "## What was tried where a claim does not hold", "",
              "The same claims under other hyper-parameters (each line: one `--set` variant of the "
              "sensitivity preset, everything else as `params.yaml`; compare with the rows "
-             "above for the same task and budget).", "",
+             "above for the same task and budget). A variant marked *earlier code* was computed "
+             "by other training code than this page's runs: it says what was tried, not what "
+             "this code does; its command reruns it.", "",
              "| settings | claim | comparison | last round, Δ [95% CI] | AUC Δ [95% CI] | verdict |",
              "|---|---|---|---|---|---|"]
     for saved in variants:
         settings = ", ".join(f"{k}={v}" for k, v in saved["set"].items())
+        label = f"`{settings}`" + (" *earlier code*" if saved.get("code") != code else "")
         for task, per_budget in saved["results"].items():
             for budget, arms, labels in budgets_with_random(per_budget):
                 arms = {a: {int(s): h for s, h in by_seed.items()} for a, by_seed in arms.items()}
-                lines += [f"| `{settings}` |{row[1:]}"
+                lines += [f"| {label} |{row[1:]}"
                           for row in claim_rows(task, budget, arms, labels)]
         report_link = f"[{saved['output']}]({Path(saved['output']).name})"
-        lines.append(f"| `{settings}` | | report {report_link}, command "
+        lines.append(f"| {label} | | report {report_link}, command "
                      f"`{saved['command']}` | | | |")
     return lines + [""]
 
@@ -552,9 +556,11 @@ def sensitivity_section(folder: Path) -> list[str]:
 def numerics_section(folder: Path) -> list[str]:
     """How much the default run's round 0 moves with the training seed and with the CPU's
     kernels (read from ``benchmarks/cpu_numerics.py``'s results files)."""
-    rows = []
+    rows, code = [], code_digest()
     for path in sorted(folder.glob("cpu_numerics_*.json")):
         saved = json.loads(path.read_text())
+        computed = saved.get("cpu", "?") + (", *earlier code*" if saved.get("code") != code
+                                             else "")
         for group, what in (("unpinned", "other CPUs' kernels, unpinned"),
                             ("pinned", "other CPUs' kernels, pinned (`--cpu-kernels portable`)"),
                             ("portable_other_threads", "portable kernels, 1, 2 or 4 threads")):
@@ -569,7 +575,8 @@ def numerics_section(folder: Path) -> list[str]:
                                     enumerate(zip(s["mean_points_per_round"],
                                                   s["std_points_per_round"],
                                                   s["max_abs_diff_points_per_round"])))
-                rows.append(f"| {what} | {len(s['seconds'])} | {rounds} | `{saved['command']}` |")
+                rows.append(f"| {what} | {len(s['seconds'])} | {rounds} | {computed} | "
+                            f"`{saved['command']}` |")
     if not rows:
         return []
     return ["", "## How much the numbers depend on the seed and on the CPU", "",
@@ -581,9 +588,10 @@ def numerics_section(folder: Path) -> list[str]:
             "A result on one CPU is one draw from this spread, which is why single-seed round-0 "
             "numbers in this report should not be compared across machines. Rows *with* a setting "
             "repeat the seeds under another pretraining setting, tried to make round 0 less "
-            "fragile: compare their spread with the default's.", "",
-            "| runs differing in | runs | accuracy % per round r: mean ± std (Δ: largest move from "
-            "the first run) | command |", "|---|---|---|---|"] + rows + [""]
+            "fragile: compare their spread with the default's. Rows marked *earlier code* were "
+            "computed by other training code than this page's runs (their command reruns them).",
+            "", "| runs differing in | runs | accuracy % per round r: mean ± std (Δ: largest move "
+            "from the first run) | computed on | command |", "|---|---|---|---|---|"] + rows + [""]
 
 
 def plot(plt, task: str, budget: str, mats: dict, labels: list[int], floor: dict,
@@ -710,6 +718,7 @@ def main():
         for name, value in {"wall_s": seconds, **counts}.items():
             tracker.client.log_metric(parent, name.replace(" ", "_"), value, step=step)
 
+    code = code_digest()  # what run_all keys the ledger by: the report's runs are this code's
     start = time.perf_counter()
     results, counts, busy = run_all(preset, args.workers, args.stop_after, log_counts)
     wall = time.perf_counter() - start
@@ -718,9 +727,9 @@ def main():
     Path(args.output).parent.mkdir(parents=True, exist_ok=True)
     Path(args.output).write_text(text)
     (REPO / "benchmarks/results" / f"reproduce_{stem if prefix else args.preset}.json").write_text(
-        json.dumps({"preset": args.preset, "set": preset["set"], "wall_s": wall, "busy_s": busy,
-                    "counts": counts, "output": args.output, "command": command(args),
-                    "results": results}, indent=1))
+        json.dumps({"preset": args.preset, "set": preset["set"], "code": code, "wall_s": wall,
+                    "busy_s": busy, "counts": counts, "output": args.output,
+                    "command": command(args), "results": results}, indent=1))
     for fig in figures:
         tracker.client.log_artifact(parent, str(fig), "figures")
     tracker.client.log_artifact(parent, args.output)
