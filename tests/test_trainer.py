@@ -88,10 +88,11 @@ def test_compiled_update_trains_like_the_eager_one():
     """``train.compile``: the compiled forward and backward (gradient reversal and TSF's
     detached weights included) give the eager update's weights, with λ ramping every step.
 
-    Noise images, not digits: a digit's flat background puts near-equal values in a
-    max-pooling window, and which one wins turns on the last bit of rounding, which differs
-    between CPUs' kernels (measured on one: eager float32 0.3 % from float64 in the first
-    convolution's gradient, compiled 3e-5). Without near ties, what differs is the compiler."""
+    Noise images, not digits: a digit's flat background ties the values in about a third of
+    the max-pooling windows (none on noise), where the winner, and so the gradient, can turn
+    on the last bit of a kernel's rounding, which differs between CPUs (on one, digits made
+    eager float32's first convolution gradient 0.3 % from float64's, the compiled one 3e-5
+    from it). Without ties, what differs is the compiler."""
     source = random_pool(64, seed=1)
     source.labels = torch.arange(64) % 10
     pool = random_pool(48, seed=2)
