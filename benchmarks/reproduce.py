@@ -278,7 +278,7 @@ def run_all(preset: dict, workers: int = 1, stop_after_min: float | None = None,
     results: dict = {}
     counts = {"computed": 0, "read back": 0, "failed": 0, "not started": 0}
     known: dict[str, dict] = {}
-    code = code_digest()  # once: a file edited while the preset runs must not relabel its runs
+    code = preset.get("code") or code_digest()
     kept = ledger_runs(code=code)
     todo, keys, spans = [], set(), []
     for job in jobs_of(preset):
@@ -515,12 +515,12 @@ def report(results: dict, counts: dict, busy_s: float, preset_name: str, preset:
               "", "| claim | comparison | last round, Δ [95% CI] | AUC Δ [95% CI] | verdict |",
               "|---|---|---|---|---|"] + claims
     if not preset.get("set"):
-        lines += sensitivity_section(REPO / "benchmarks" / "results")
-        lines += numerics_section(REPO / "benchmarks" / "results")
+        lines += sensitivity_section(REPO / "benchmarks" / "results", preset.get("code"))
+        lines += numerics_section(REPO / "benchmarks" / "results", preset.get("code"))
     return "\n".join(lines) + "\n", figures
 
 
-def sensitivity_section(folder: Path) -> list[str]:
+def sensitivity_section(folder: Path, code: str | None = None) -> list[str]:
     """The claims again under every ``--set`` variant run so far (read from their results
     files), so that the main report says what was tried where a claim does not hold."""
     variants = []
@@ -530,7 +530,7 @@ def sensitivity_section(folder: Path) -> list[str]:
             variants.append(saved)
     if not variants:
         return []
-    code = code_digest()
+    code = code or code_digest()
     lines = ["", "## What was tried where a claim does not hold", "",
              "The same claims under other hyper-parameters (each line: one `--set` variant of the "
              "sensitivity preset, everything else as `params.yaml`; compare with the rows "
@@ -553,10 +553,10 @@ def sensitivity_section(folder: Path) -> list[str]:
     return lines + [""]
 
 
-def numerics_section(folder: Path) -> list[str]:
+def numerics_section(folder: Path, code: str | None = None) -> list[str]:
     """How much the default run's round 0 moves with the training seed and with the CPU's
     kernels (read from ``benchmarks/cpu_numerics.py``'s results files)."""
-    rows, code = [], code_digest()
+    rows, code = [], code or code_digest()
     for path in sorted(folder.glob("cpu_numerics_*.json")):
         saved = json.loads(path.read_text())
         computed = saved.get("cpu", "?") + (", *earlier code*" if saved.get("code") != code
@@ -693,6 +693,8 @@ def main():
     preset = dict(PRESETS[args.preset])
     preset["set"] = {**preset.get("set", {}), **parse_set(args.set)}
     preset["margin"] = args.margin
+    # once: a file edited while the preset runs must not relabel its runs or its report
+    preset["code"] = code_digest()
     if args.set and Path(args.output).resolve() == (REPO / "docs/results.md").resolve():
         raise SystemExit("--set changes the protocol: write the report elsewhere, e.g. "
                          "--output docs/sensitivity-lambda0.1.md")
@@ -718,7 +720,6 @@ def main():
         for name, value in {"wall_s": seconds, **counts}.items():
             tracker.client.log_metric(parent, name.replace(" ", "_"), value, step=step)
 
-    code = code_digest()  # what run_all keys the ledger by: the report's runs are this code's
     start = time.perf_counter()
     results, counts, busy = run_all(preset, args.workers, args.stop_after, log_counts)
     wall = time.perf_counter() - start
@@ -727,8 +728,8 @@ def main():
     Path(args.output).parent.mkdir(parents=True, exist_ok=True)
     Path(args.output).write_text(text)
     (REPO / "benchmarks/results" / f"reproduce_{stem if prefix else args.preset}.json").write_text(
-        json.dumps({"preset": args.preset, "set": preset["set"], "code": code, "wall_s": wall,
-                    "busy_s": busy, "counts": counts, "output": args.output,
+        json.dumps({"preset": args.preset, "set": preset["set"], "code": preset["code"],
+                    "wall_s": wall, "busy_s": busy, "counts": counts, "output": args.output,
                     "command": command(args), "results": results}, indent=1))
     for fig in figures:
         tracker.client.log_artifact(parent, str(fig), "figures")
