@@ -18,6 +18,15 @@ os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
 
 REPO = Path(__file__).resolve().parents[1]
 
+if os.environ.get("PYTEST_XDIST_WORKER"):
+    # Files side by side (scripts/test.sh): one torch thread each, so two workers do not fight
+    # over the cores, and a Prefect home each, so two ephemeral Prefect servers never share
+    # one SQLite database.
+    os.environ.setdefault("OMP_NUM_THREADS", "1")
+    torch.set_num_threads(int(os.environ["OMP_NUM_THREADS"]))
+    os.environ["PREFECT_HOME"] = str(Path.home() / ".cache" / "sage-ada" /
+                                     f"prefect-home-{os.environ['PYTEST_XDIST_WORKER']}")
+
 
 def free_port() -> int:
     """A port on 127.0.0.1 that nothing listens on (closed again before it is returned)."""

@@ -8,11 +8,14 @@ VERSION=$(cat "$HERE/VERSION")
 VENV=${LABEL_STUDIO_VENV:-$HOME/.cache/sage-ada/label-studio-$VERSION}
 PY=${PYTHON:-python3.11}
 command -v "$PY" >/dev/null 2>&1 || PY=python3
+mkdir -p "$(dirname "$VENV")"
+exec 9>"$VENV.lock"   # two installs at once (two test workers, two terminals) take turns
+flock 9
 if [ -f "$VENV/.complete" ]; then
   echo "label-studio $VERSION already installed in $VENV"; exit 0
 fi
 echo "installing label-studio $VERSION into $VENV (first time only)"
-rm -rf "$VENV"; mkdir -p "$(dirname "$VENV")"
+rm -rf "$VENV"
 "$PY" -m venv "$VENV"
 log=$(mktemp)
 if ! "$VENV/bin/python" -m pip install --quiet --disable-pip-version-check "label-studio==$VERSION" >"$log" 2>&1; then
