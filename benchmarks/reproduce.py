@@ -515,12 +515,13 @@ def report(results: dict, counts: dict, busy_s: float, preset_name: str, preset:
               "", "| claim | comparison | last round, Δ [95% CI] | AUC Δ [95% CI] | verdict |",
               "|---|---|---|---|---|"] + claims
     if not preset.get("set"):
-        lines += sensitivity_section(REPO / "benchmarks" / "results", preset.get("code"))
-        lines += numerics_section(REPO / "benchmarks" / "results", preset.get("code"))
+        code = preset.get("code") or code_digest()
+        lines += sensitivity_section(REPO / "benchmarks" / "results", code)
+        lines += numerics_section(REPO / "benchmarks" / "results", code)
     return "\n".join(lines) + "\n", figures
 
 
-def sensitivity_section(folder: Path, code: str | None = None) -> list[str]:
+def sensitivity_section(folder: Path, code: str) -> list[str]:
     """The claims again under every ``--set`` variant run so far (read from their results
     files), so that the main report says what was tried where a claim does not hold."""
     variants = []
@@ -530,7 +531,6 @@ def sensitivity_section(folder: Path, code: str | None = None) -> list[str]:
             variants.append(saved)
     if not variants:
         return []
-    code = code or code_digest()
     lines = ["", "## What was tried where a claim does not hold", "",
              "The same claims under other hyper-parameters (each line: one `--set` variant of the "
              "sensitivity preset, everything else as `params.yaml`; compare with the rows "
@@ -553,10 +553,10 @@ def sensitivity_section(folder: Path, code: str | None = None) -> list[str]:
     return lines + [""]
 
 
-def numerics_section(folder: Path, code: str | None = None) -> list[str]:
+def numerics_section(folder: Path, code: str) -> list[str]:
     """How much the default run's round 0 moves with the training seed and with the CPU's
     kernels (read from ``benchmarks/cpu_numerics.py``'s results files)."""
-    rows, code = [], code or code_digest()
+    rows = []
     for path in sorted(folder.glob("cpu_numerics_*.json")):
         saved = json.loads(path.read_text())
         computed = saved.get("cpu", "?") + (", *earlier code*" if saved.get("code") != code

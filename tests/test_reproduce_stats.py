@@ -172,12 +172,12 @@ def test_the_main_report_says_what_was_tried_under_other_settings(tmp_path):
              "command": "python benchmarks/reproduce.py --preset sensitivity "
                         "--set train.lambda_adv=1.0 --output docs/sensitivity-lambda1.md",
              "results": {"mnist→optdigits": {"b=50": arms}}}
-    (tmp_path / "reproduce_sensitivity-lambda1.json").write_text(
-        json.dumps({**saved, "code": reproduce.code_digest()}))
+    code = reproduce.code_digest()
+    (tmp_path / "reproduce_sensitivity-lambda1.json").write_text(json.dumps({**saved, "code": code}))
     (tmp_path / "reproduce_smoke.json").write_text(json.dumps({**saved, "preset": "smoke"}))
     old = {**saved, "set": {"train.lambda_adv": 0.1}, "code": "0123456789abcdef"}
     (tmp_path / "reproduce_sensitivity-lambda01.json").write_text(json.dumps(old))
-    text = "\n".join(reproduce.sensitivity_section(tmp_path))
+    text = "\n".join(reproduce.sensitivity_section(tmp_path, code))
     row = next(line for line in text.splitlines() if "Ω_S+T beats Ω_S∪T" in line
                and "=1.0" in line)
     assert row.startswith("| `train.lambda_adv=1.0` | 6. Ω_S+T beats Ω_S∪T |")
@@ -187,7 +187,7 @@ def test_the_main_report_says_what_was_tried_under_other_settings(tmp_path):
     assert all(line.startswith("| `train.lambda_adv=0.1` *earlier code* |")
                for line in text.splitlines() if "=0.1`" in line)
     assert text.count("Ω_S+T beats Ω_S∪T") == 2  # the smoke preset is not a sensitivity check
-    assert reproduce.sensitivity_section(tmp_path / "empty") == []
+    assert reproduce.sensitivity_section(tmp_path / "empty", code) == []
 
 
 def test_the_colour_task_reads_colour_and_the_ceiling_trains_as_long_as_an_arm(monkeypatch):
