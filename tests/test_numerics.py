@@ -56,6 +56,14 @@ def probe(kernels: str, threads: int = 2, **env) -> tuple[str, str]:
     return digest, capability
 
 
+def cpu_vendor() -> str:
+    """``vendor_id`` of /proc/cpuinfo: GenuineIntel, AuthenticAMD, ..."""
+    for line in open("/proc/cpuinfo"):
+        if line.startswith("vendor_id"):
+            return line.split(":", 1)[1].strip()
+    return "unknown"
+
+
 needs_avx512 = pytest.mark.skipif(
     platform.machine() != "x86_64" or "avx512f" not in open("/proc/cpuinfo").read(),
     reason="provoking other kernels needs an x86-64 CPU with AVX-512")
@@ -68,12 +76,15 @@ AVX2_MACHINE = dict(ATEN_CPU_CAPABILITY="avx2", MKL_ENABLE_INSTRUCTIONS="AVX2",
 
 @needs_avx512
 def test_native_kernels_differ_between_instruction_sets():
-    """The probe is sensitive: other kernels round differently within 12 steps, MKL's alone too."""
+    """The probe is sensitive: other kernels round differently within 12 steps, and on an Intel
+    CPU MKL's alone too (MKL takes its AVX-512 paths on Intel CPUs only: on an AMD one it runs
+    the same code whatever it is offered, measured on an EPYC with AVX-512)."""
     native = probe("native")
     avx2 = probe("native", **AVX2_MACHINE)
     assert native[1] == "AVX512" and avx2[1] == "AVX2"
     assert native[0] != avx2[0]
-    assert probe("native", MKL_ENABLE_INSTRUCTIONS="AVX2")[0] != native[0]
+    if cpu_vendor() == "GenuineIntel":
+        assert probe("native", MKL_ENABLE_INSTRUCTIONS="AVX2")[0] != native[0]
 
 
 @needs_avx512
