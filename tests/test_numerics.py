@@ -98,9 +98,17 @@ def test_portable_kernels_give_an_avx2_machine_the_same_bits():
     assert probe("portable", OMP_NUM_THREADS="1", MKL_NUM_THREADS="1") == reference
 
 
-def test_pin_keeps_what_the_user_exported(monkeypatch):
+def clear_switches(monkeypatch):
+    """Unset every switch for this test only: setting each first makes monkeypatch record it,
+    so what ``pin_environment`` adds is removed again afterwards instead of reaching the
+    tests that run later in this process (and the processes they start)."""
     for key in SWITCHES:
-        monkeypatch.delenv(key, raising=False)
+        monkeypatch.setenv(key, "")
+        monkeypatch.delenv(key)
+
+
+def test_pin_keeps_what_the_user_exported(monkeypatch):
+    clear_switches(monkeypatch)
     monkeypatch.setenv("MKL_CBWR", "AUTO")
     numerics.pin_environment("portable", 3)
     assert os.environ["MKL_CBWR"] == "AUTO"
@@ -109,8 +117,7 @@ def test_pin_keeps_what_the_user_exported(monkeypatch):
 
 
 def test_native_pins_nothing(monkeypatch):
-    for key in SWITCHES:
-        monkeypatch.delenv(key, raising=False)
+    clear_switches(monkeypatch)
     numerics.pin_environment("native", None)
     assert not any(key in os.environ for key in SWITCHES)
 
