@@ -5,6 +5,7 @@ import os
 import shutil
 import socket
 import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -26,6 +27,13 @@ if os.environ.get("PYTEST_XDIST_WORKER"):
     torch.set_num_threads(int(os.environ["OMP_NUM_THREADS"]))
     os.environ["PREFECT_HOME"] = str(Path.home() / ".cache" / "sage-ada" /
                                      f"prefect-home-{os.environ['PYTEST_XDIST_WORKER']}")
+
+
+def fresh_python(code: str, *args: str, env: dict, timeout: float = 300):
+    """Run ``code`` in a new Python process at the repository root, with exactly ``env`` (plus
+    the repository on PYTHONPATH): what the libraries choose once per process is chosen anew."""
+    return subprocess.run([sys.executable, "-c", code, *args], cwd=REPO, capture_output=True,
+                          text=True, env={**env, "PYTHONPATH": str(REPO)}, timeout=timeout)
 
 
 def free_port() -> int:

@@ -7,13 +7,11 @@ from __future__ import annotations
 
 import os
 import platform
-import subprocess
-import sys
 
 import pytest
 
 from components import numerics
-from tests.conftest import REPO
+from tests.conftest import fresh_python
 
 PROBE = r"""
 import hashlib, sys
@@ -46,11 +44,12 @@ SWITCHES = ("ATEN_CPU_CAPABILITY", "MKL_CBWR", "ONEDNN_MAX_CPU_ISA", "MKL_ENABLE
             "OMP_NUM_THREADS", "MKL_NUM_THREADS")
 
 
+def without_switches() -> dict:
+    return {k: v for k, v in os.environ.items() if k not in SWITCHES}
+
+
 def probe(kernels: str, threads: int = 2, **env) -> tuple[str, str]:
-    clean = {k: v for k, v in os.environ.items() if k not in SWITCHES}
-    out = subprocess.run([sys.executable, "-c", PROBE, kernels, str(threads)], cwd=REPO,
-                         env={**clean, **env, "PYTHONPATH": str(REPO)}, capture_output=True,
-                         text=True, timeout=300)
+    out = fresh_python(PROBE, kernels, str(threads), env={**without_switches(), **env})
     assert out.returncode == 0, out.stderr[-2000:]
     _, digest, capability = out.stdout.split()[-3:]
     return digest, capability
@@ -127,8 +126,6 @@ def test_portable_asked_too_late_is_a_clear_error():
     """torch already ran AVX-512 kernels: the run must not claim portable numbers."""
     code = ("import torch; torch.ones(64).sum(); from components import numerics; "
             "numerics.apply('portable', 2)")
-    clean = {k: v for k, v in os.environ.items() if k not in SWITCHES}
-    out = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True,
-                         env={**clean, "PYTHONPATH": str(REPO)}, timeout=300)
+    out = fresh_python(code, env=without_switches())
     assert out.returncode != 0
     assert "already runs AVX512 kernels" in out.stderr and "sage-ada" in out.stderr

@@ -12,6 +12,7 @@ from components.config import Config
 from components.data.split import class_list
 from components.data.tensors import load_images
 from components.models import build_network
+from tests.conftest import fresh_python
 
 
 def _data(manifest, root):
@@ -90,7 +91,6 @@ from components.adaptation.trainer import Streams, train
 from components.config import Config
 from components.models import build_network
 from tests.conftest import random_pool
-torch.set_num_threads(1)
 source = random_pool(64, seed=1)
 source.labels = torch.arange(64) % 10
 pool = random_pool(48, seed=2)
@@ -128,15 +128,9 @@ def test_compiled_update_trains_like_the_eager_one(tmp_path):
     In a fresh process with its own inductor cache, as a user's run compiles: in this worker
     other tests have changed the process (environment, heap, torch state), and the cache in
     /tmp is shared with every other run on the machine."""
-    import subprocess
-    import sys
-
-    from tests.conftest import REPO
-
-    env = {**os.environ, "PYTHONPATH": str(REPO), "OMP_NUM_THREADS": "1",
-           "TORCHINDUCTOR_CACHE_DIR": str(tmp_path / "inductor")}
-    out = subprocess.run([sys.executable, "-c", COMPILE_RUN, str(tmp_path / "w.pt")], cwd=REPO,
-                         env=env, capture_output=True, text=True, timeout=900)
+    out = fresh_python(COMPILE_RUN, str(tmp_path / "w.pt"), timeout=900,
+                       env={**os.environ, "OMP_NUM_THREADS": "1",
+                            "TORCHINDUCTOR_CACHE_DIR": str(tmp_path / "inductor")})
     assert out.returncode == 0, out.stderr[-3000:]
     isa = out.stdout.split("ISA", 1)[-1].strip()
     weights = torch.load(tmp_path / "w.pt", weights_only=True)
