@@ -20,7 +20,10 @@ chose them:
 The replay's accuracies are checked against the flow's runs in ``reproduce_runs.jsonl`` where
 those exist (same settings and code), so the picks described are the picks the flow made.
 Writes ``benchmarks/results/pick_analysis.json`` and the generated part of
-``docs/analysis.md`` (between its markers; the prose around it is kept).
+``docs/analysis.md`` (between its markers; the prose around it is kept). Replays already in that
+file for the same ``components/`` code are read back, not recomputed, so more seeds or another
+budget cost only the new replays; ``--fresh`` recomputes them all (needed after editing how a
+figure is measured here, which the code digest does not cover).
 """
 from __future__ import annotations
 
@@ -91,7 +94,7 @@ def describe_picks(net, session, picks: list[str], labelled: dict, truth: dict[s
             "classes_covered": int(len(set(wanted.tolist())))}
 
 
-def replay(job: tuple, overrides: dict) -> dict:
+def replay(job: tuple, overrides: dict, code: str) -> dict:
     """One run of the flow's steps, described round by round."""
     import torch
 
@@ -100,6 +103,7 @@ def replay(job: tuple, overrides: dict) -> dict:
 
     torch.set_num_threads(1)
     os.chdir(REPO)
+    start = time.perf_counter()
     cfg = load_config("params.yaml", overrides)
     session = ActiveSession(cfg, progress=False)
     classes = {c: i for i, c in enumerate(session.classes)}
@@ -125,12 +129,21 @@ def replay(job: tuple, overrides: dict) -> dict:
             history.append({"round": k, "n_labels": len(labelled), **session.evaluate(net)})
             session.save(net, Path(tmp) / f"r{k}.pt")
             rounds.append(row)
-    return {"job": list(job[:5]), "rounds": rounds,
+    return {"job": list(job[:5]), "code": code, "seconds": time.perf_counter() - start,
+            "rounds": rounds,
             "history": [{"round": h["round"], "n_labels": h["n_labels"],
                          "accuracy": h["accuracy"]} for h in history]}
 
 
-def run_jobs(jobs: list[tuple], preset: dict, workers: int) -> list[dict]:
+def saved_replays(code: str, path: Path = RESULTS) -> dict[tuple, dict]:
+    """The replays an earlier invocation saved for this ``components/`` code, by job."""
+    if not path.is_file():
+        return {}
+    return {tuple(run["job"]): run for run in json.loads(path.read_text())["runs"]
+            if run.get("code") == code}
+
+
+def run_jobs(jobs: list[tuple], preset: dict, workers: int, code: str) -> list[dict]:
     import multiprocessing as mp
     from concurrent.futures import ProcessPoolExecutor, as_completed
 
@@ -140,7 +153,7 @@ def run_jobs(jobs: list[tuple], preset: dict, workers: int) -> list[dict]:
         reproduce.pool_size(_config(preset, next(j for j in jobs if j[:2] == task)))
     out = []
     with ProcessPoolExecutor(workers, mp_context=mp.get_context("spawn")) as pool:
-        futures = {pool.submit(replay, job, reproduce.job_overrides(preset, job)): job
+        futures = {pool.submit(replay, job, reproduce.job_overrides(preset, job), code): job
                    for job in jobs}
         for future in tqdm(as_completed(futures), total=len(futures), desc="replays",
                            unit="run", dynamic_ncols=True):
@@ -200,9 +213,13 @@ def summarise(runs: list[dict]) -> dict:
     return out
 
 
-def page(summary: dict, check: tuple[int, int, float], command: str, wall_s: float) -> str:
+def page(summary: dict, check: tuple[int, int, float], command: str, wall_s: float,
+         computed: int = 0, read_back: int = 0) -> str:
     found, same, worst = check
-    lines = [BEGIN, "", f"Measured by `{command}` in {wall_s / 60:.1f} min. Means over seeds, "
+    done = f"{computed} replays computed in {wall_s / 60:.1f} min"
+    if read_back:
+        done += f", {read_back} read back from an earlier invocation on the same code"
+    lines = [BEGIN, "", f"Measured by `{command}` ({done}). Means over seeds, "
              "and over the labelling rounds where a column says so. Percentiles are among the "
              "unlabelled pool the picks were chosen from (50: what a random pick gets).", ""]
     if found:
@@ -241,6 +258,8 @@ def main():
     ap.add_argument("--budgets", type=int, nargs="+", default=[10])
     ap.add_argument("--rounds", type=int, default=10)
     ap.add_argument("--workers", type=int, default=2, help="replays in parallel (one thread each)")
+    ap.add_argument("--fresh", action="store_true",
+                    help="recompute every replay instead of reading back the saved ones")
     ap.add_argument("--smoke", action="store_true",
                     help="check the script only: 1 seed, 2 rounds, a few training steps; "
                          "prints the table and writes nothing")
@@ -252,23 +271,32 @@ def main():
         preset.update(seeds=1, rounds=2, set={"train.pretrain_steps": 20,
                                               "train.steps_per_round": 5})
     jobs = reproduce.jobs_of(preset)
+    code = reproduce.code_digest()
+    saved = {} if args.fresh or args.smoke else saved_replays(code)
+    reused = [saved[job[:5]] for job in jobs if job[:5] in saved]
     start = time.perf_counter()
-    runs = run_jobs(jobs, preset, args.workers)
+    computed = run_jobs([job for job in jobs if job[:5] not in saved], preset, args.workers, code)
     wall = time.perf_counter() - start
-    summary = summarise(sorted(runs, key=lambda r: (r["job"][:3], ARMS.index(r["job"][3]),
-                                                    r["job"][4])))
+    runs = sorted(reused + computed, key=lambda r: (r["job"][:3], ARMS.index(r["job"][3]),
+                                                    r["job"][4]))
+    summary = summarise(runs)
     if args.smoke:
-        print(page(summary, (0, 0, 0.0), "smoke", wall))
+        print(page(summary, (0, 0, 0.0), "smoke", wall, len(computed)))
         return
     check = check_against_flow(runs, preset)
     command = (f"python benchmarks/pick_analysis.py --seeds {args.seeds} --budgets "
                f"{' '.join(map(str, args.budgets))} --rounds {args.rounds}")
+    for run in computed:  # a later invocation can read every replay of this code back
+        saved[tuple(run["job"])] = run
     RESULTS.write_text(json.dumps({"command": command, "wall_s": wall, "check": check,
-                                   "summary": summary, "runs": runs}, indent=1))
-    write_page(page(summary, check, command, wall))
+                                   "computed": len(computed), "read_back": len(reused),
+                                   "summary": summary, "runs": list(saved.values())},
+                                  indent=1))
+    write_page(page(summary, check, command, wall, len(computed), len(reused)))
     print(f"wrote {RESULTS.relative_to(REPO)} and {PAGE.relative_to(REPO)} "
-          f"({len(runs)} replays, {wall / 60:.1f} min; flow twins {check[0]}, identical "
-          f"{check[1]}, largest difference {check[2]:.2f} points)")
+          f"({len(computed)} replays computed in {wall / 60:.1f} min, {len(reused)} read back; "
+          f"flow twins {check[0]}, identical {check[1]}, largest difference {check[2]:.2f} "
+          "points)")
 
 
 if __name__ == "__main__":

@@ -1,6 +1,7 @@
 """The figures of benchmarks/pick_analysis.py, pinned on small hand-made cases."""
 from __future__ import annotations
 
+import json
 import math
 import sys
 from pathlib import Path
@@ -47,3 +48,15 @@ def test_the_page_keeps_its_prose_and_replaces_only_the_generated_part(tmp_path)
     assert "prose before" in text and "prose after" in text
     assert "new table" in text and "old table" not in text
     assert text.count(pick_analysis.BEGIN) == 1
+
+
+def test_saved_replays_are_read_back_only_for_the_same_code(tmp_path):
+    saved = tmp_path / "pick_analysis.json"
+    runs = [{"job": ["mnist", "optdigits", 10, "sage", 0], "code": "aaaa"},
+            {"job": ["mnist", "optdigits", 10, "sage", 1], "code": "bbbb"},
+            {"job": ["mnist", "optdigits", 10, "badge", 0]}]  # no code: never trusted
+    saved.write_text(json.dumps({"runs": runs}))
+    kept = pick_analysis.saved_replays("aaaa", saved)
+    assert list(kept) == [("mnist", "optdigits", 10, "sage", 0)]
+    assert pick_analysis.saved_replays("cccc", saved) == {}
+    assert pick_analysis.saved_replays("aaaa", tmp_path / "missing.json") == {}
