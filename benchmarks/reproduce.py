@@ -438,6 +438,20 @@ def verdict(diff: tuple[float, float, float], kind: str = "beats", margin: float
     return "inconclusive (the 95% CI includes 0)"
 
 
+def lead(diff: tuple[float, float, float], a: str, b: str, margin: float = MARGIN) -> str:
+    """Who is ahead by the interval of ``a − b``, for a comparison that claims no direction:
+    one side when the interval excludes 0, *level* when it lies inside ±``margin``
+    (equivalence), else inconclusive."""
+    mean, lo, hi = diff
+    if math.isnan(lo):
+        return "one seed only"
+    if lo > 0 or hi < 0:
+        return f"{a if lo > 0 else b} ahead"
+    if lo > -margin and hi < margin:
+        return f"level (within ±{margin:g})"
+    return "inconclusive"
+
+
 def fmt(d):
     return f"{d[0]:+.2f} [{d[1]:+.2f}, {d[2]:+.2f}]"
 
@@ -478,7 +492,7 @@ def report(results: dict, counts: dict, busy_s: float, preset_name: str, preset:
                   f"({counts['failed']} failed). Tables show how many seeds each arm has; "
                   "paired differences use the seeds both sides have. Rerun the same command to "
                   "finish the rest.", ""]
-    figures, claims = [], []
+    figures, claims, versus = [], [], []
     margin = preset.get("margin", MARGIN)
     for task, per_budget in results.items():
         floor = {name: matrix(h)[:, -1] for name, h in per_budget.get("lines", {}).items()}
@@ -511,9 +525,11 @@ def report(results: dict, counts: dict, busy_s: float, preset_name: str, preset:
             figures.append(plot(plt, task, budget, mats, labels, floor, figure_prefix))
             lines += ["", f"![{task}, {budget}](figures/{figures[-1].name})", ""]
             claims += claim_rows(task, budget, arms, labels, margin=margin)
+            versus += versus_sage_rows(task, budget, arms, labels, margin=margin)
     lines += ["## The paper's claims, one by one", "", rule(margin),
               "", "| claim | comparison | last round, Δ [95% CI] | AUC Δ [95% CI] | verdict |",
               "|---|---|---|---|---|"] + claims
+    lines += versus_sage_section(versus, margin)
     if not preset.get("set"):
         code = preset.get("code") or code_digest()
         lines += sensitivity_section(REPO / "benchmarks" / "results", code)
@@ -618,6 +634,40 @@ def plot(plt, task: str, budget: str, mats: dict, labels: list[int], floor: dict
     fig.savefig(path, dpi=110)
     plt.close(fig)
     return path
+
+
+CONTENDERS = ("clue", "badge", "entropy", "random", "sage-no-pop")  # what users pick between
+
+
+def versus_sage_rows(task: str, budget: str, arms: dict, labels: list[int],
+                     margin: float = MARGIN) -> list[str]:
+    """Each contender against Sage on the seeds both have (contender − sage): early rounds,
+    the last round and AUC, each with who leads: where the README's advice is read from."""
+    rows = []
+    for other in CONTENDERS:
+        if "sage" not in arms or other not in arms:
+            continue
+        mo, ms = common(arms, other, "sage")
+        early = [fmt(paired(mo[:, r], ms[:, r])) if r < mo.shape[1] else "" for r in (1, 3)]
+        last = paired(mo[:, -1], ms[:, -1])
+        area = paired(auc(mo, labels), auc(ms, labels))
+        rows.append(f"| {task} | {budget.split('=')[1]} | {other} | {len(mo)} | "
+                    + " | ".join(early) + f" | {fmt(last)} | {fmt(area)} | "
+                    f"{lead(area, other, 'sage', margin)} | {lead(last, other, 'sage', margin)} |")
+    return rows
+
+
+def versus_sage_section(rows: list[str], margin: float) -> list[str]:
+    if not rows:
+        return []
+    return ["", "## Sage against the strategies users choose between", "",
+            "Each row: the other strategy minus `sage`, in points, paired over the seeds both "
+            "have (95% t-interval), after the first and the third labelling round, at the last "
+            "round, and in AUC. *X ahead*: the interval lies on one side of 0; *level*: it lies "
+            f"inside ±{margin:g} points (equivalence); anything else is inconclusive. The "
+            "README's advice on which strategy to pick is read from this table.", "",
+            "| task | b | other | seeds | Δ round 1 | Δ round 3 | Δ last round | AUC Δ "
+            "| by AUC | at the last round |", "|---|---|---|---|---|---|---|---|---|---|"] + rows
 
 
 def claim_rows(task: str, budget: str, arms: dict, labels: list[int],

@@ -47,6 +47,31 @@ def test_one_rule_judges_every_kind_of_claim(diff, kind, expected):
     assert reproduce.verdict(diff, kind, margin=1.0) == expected
 
 
+@pytest.mark.parametrize("diff, expected", [
+    ((2.0, 0.5, 3.5), "clue ahead"),
+    ((-2.0, -3.5, -0.5), "sage ahead"),
+    ((0.1, -0.8, 0.9), "level (within ±1)"),       # inside the margin both ways: equivalent
+    ((0.5, -0.9, 1.9), "inconclusive"),             # not worse by 1, but maybe better by 1
+    ((-0.5, -1.5, 0.5), "inconclusive"),
+    ((1.0, math.nan, math.nan), "one seed only"),
+])
+def test_who_leads_is_decided_by_the_interval_and_level_by_equivalence(diff, expected):
+    assert reproduce.lead(diff, "clue", "sage", margin=1.0) == expected
+
+
+def test_contenders_are_compared_with_sage_as_contender_minus_sage_on_common_seeds():
+    arms = {"sage": {s: history([0.5, 0.60, 0.70, 0.80, 0.90]) for s in range(4)},
+            "clue": {s: history([0.5, 0.70 + 0.01 * s, 0.75, 0.85, 0.90]) for s in range(3)},
+            "random": {s: history([0.5, 0.55, 0.60, 0.70, 0.85 - 0.01 * s]) for s in range(4)}}
+    rows = reproduce.versus_sage_rows("t", "b=10", arms, [0, 10, 20, 30, 40])
+    assert [r.split(" | ")[2] for r in rows] == ["clue", "random"]  # contenders, in order
+    clue, rand = rows
+    assert clue.startswith("| t | 10 | clue | 3 | +11.00 [")        # round 1, seeds 0-2 only
+    assert "| +0.00 [+0.00, +0.00] |" in clue                       # level at the last round
+    assert clue.endswith("| clue ahead | level (within ±1) |"), clue
+    assert rand.endswith("| sage ahead | sage ahead |"), rand
+
+
 def test_claims_judge_auc_everywhere_and_large_b_only_at_large_b():
     arms = {a: {s: history([0.5, 0.6 + 0.01 * s + off, 0.7 + off]) for s in range(3)}
             for a, off in (("sage", 0.05), ("sage-no-diversity", 0.0), ("random", 0.0))}
@@ -117,6 +142,7 @@ def test_a_partial_preset_is_reported_with_its_seed_counts(tmp_path, monkeypatch
     assert "| random | 3 |" in text
     assert "in progress for 10.0 min of wall time on this machine" in text
     assert "sage beats random (2 seeds) | +15.00" in text
+    assert "| mnist→optdigits | 10 | random | 2 | -15.00 [" in text   # random − sage, 1 round
     assert figures[0].exists()
 
 
