@@ -456,6 +456,23 @@ def fmt(d):
     return f"{d[0]:+.2f} [{d[1]:+.2f}, {d[2]:+.2f}]"
 
 
+def round0_mismatches(arms: dict) -> list[str]:
+    """Seeds on which arms that change only the query (so share one pretrained checkpoint per
+    seed) start from different round-0 accuracies: their checkpoints were computed apart (another
+    machine's native kernels or thread count), so those pairs are not from one start."""
+    shared = [a for a in arms if a in ARMS and all(k.startswith("active.") for k in ARMS[a])]
+    notes = []
+    for seed in sorted({s for a in shared for s in arms[a]}):
+        start = {a: 100 * arms[a][seed][0]["accuracy"] for a in shared if seed in arms[a]}
+        if max(start.values()) != min(start.values()):
+            groups: dict[float, list[str]] = {}
+            for arm, acc in start.items():
+                groups.setdefault(acc, []).append(arm)
+            notes.append(f"seed {seed}: " + ", ".join(f"{', '.join(g)} from {acc:.2f} %"
+                                                      for acc, g in sorted(groups.items())))
+    return notes
+
+
 def budgets_with_random(per_budget: dict):
     """(budget, arms, labels per round) for each budget that has the ``random`` baseline."""
     for budget, arms in per_budget.items():
@@ -514,6 +531,13 @@ def report(results: dict, counts: dict, busy_s: float, preset_name: str, preset:
             lines += ["", "Floors and ceiling: " + ", ".join(
                 f"{k} {v.mean():.2f} ± {v.std():.2f} ({len(v)} seeds)" for k, v in floor.items()),
                 ""]
+            mismatched = round0_mismatches(arms)
+            if mismatched:
+                lines += ["Not one start: the arms that change only the query should share each "
+                          "seed's pretrained checkpoint, but on " + "; ".join(mismatched)
+                          + " at round 0 (checkpoints computed apart: native kernels and thread "
+                          "counts differ between sittings). Pairs across these groups start that "
+                          "far apart.", ""]
             lines += ["Paired difference to `random` per round (95% CI):", "",
                       "| arm | " + " | ".join(f"round {r}" for r in range(1, last + 1))
                       + " |", "|---|" + "---|" * last]

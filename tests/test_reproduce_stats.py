@@ -72,6 +72,17 @@ def test_contenders_are_compared_with_sage_as_contender_minus_sage_on_common_see
     assert rand.endswith("| sage ahead | sage ahead |"), rand
 
 
+def test_seeds_whose_query_only_arms_start_apart_are_named():
+    arms = {"sage": {0: history([0.55, 0.9]), 1: history([0.60, 0.9])},
+            "random": {0: history([0.55, 0.8]), 1: history([0.61, 0.8])},
+            "clue": {1: history([0.61, 0.8])},
+            "aada": {0: history([0.40, 0.8]), 1: history([0.40, 0.8])}}  # DANN: its own start
+    assert reproduce.round0_mismatches(arms) == ["seed 1: sage from 60.00 %, random, clue from 61.00 %"]
+    arms["random"][1] = history([0.60, 0.8])
+    arms["clue"][1] = history([0.60, 0.8])
+    assert reproduce.round0_mismatches(arms) == []
+
+
 def test_claims_judge_auc_everywhere_and_large_b_only_at_large_b():
     arms = {a: {s: history([0.5, 0.6 + 0.01 * s + off, 0.7 + off]) for s in range(3)}
             for a, off in (("sage", 0.05), ("sage-no-diversity", 0.0), ("random", 0.0))}
