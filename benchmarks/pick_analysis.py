@@ -44,7 +44,7 @@ sys.path.insert(0, str(REPO / "benchmarks"))
 
 import reproduce  # noqa: E402  (the protocol's arms, tasks and settings)
 
-ARMS = ("sage", "sage-no-pop", "badge", "entropy", "random")
+ARMS = ("sage", "sage-no-pop", "badge", "entropy", "clue", "random")
 TASKS = (("mnist", "optdigits"), reproduce.COLOUR)
 NEIGHBOURS = 10       # source samples a pick's distance is averaged over
 SOURCE_SAMPLE = 1000  # source samples the distance is measured to (fixed per task)
@@ -152,7 +152,9 @@ def run_jobs(jobs: list[tuple], preset: dict, workers: int, code: str) -> list[d
     for task in sorted({job[:2] for job in jobs}):  # data and split once, before the workers
         reproduce.pool_size(_config(preset, next(j for j in jobs if j[:2] == task)))
     out = []
-    with ProcessPoolExecutor(workers, mp_context=mp.get_context("spawn")) as pool:
+    with ProcessPoolExecutor(workers, mp_context=mp.get_context("spawn"),
+                             initializer=reproduce.end_with_parent,
+                             initargs=(os.getpid(),)) as pool:
         futures = {pool.submit(replay, job, reproduce.job_overrides(preset, job), code): job
                    for job in jobs}
         for future in tqdm(as_completed(futures), total=len(futures), desc="replays",

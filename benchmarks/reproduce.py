@@ -225,15 +225,11 @@ def job_overrides(preset: dict, job: tuple) -> dict:
     return overrides
 
 
-def _init_worker(slots, threads: int, parent: int) -> None:
-    """One Prefect home (its own ephemeral API and database) and ``threads`` torch threads per
-    worker, so parallel workers neither lock each other's database nor oversubscribe cores.
-    A worker leads its own process group and ends it (its Prefect API server included) once
-    the parent is gone, so an interrupted preset leaves nothing running."""
+def end_with_parent(parent: int) -> None:
+    """Make this worker lead its own process group and end it (whatever it started included)
+    once ``parent`` is gone, so an interrupted or killed benchmark leaves nothing running."""
     import signal
     import threading
-
-    import torch
 
     os.setpgrp()
 
@@ -243,6 +239,15 @@ def _init_worker(slots, threads: int, parent: int) -> None:
         os.killpg(os.getpid(), signal.SIGKILL)
 
     threading.Thread(target=watch, daemon=True).start()
+
+
+def _init_worker(slots, threads: int, parent: int) -> None:
+    """One Prefect home (its own ephemeral API and database) and ``threads`` torch threads per
+    worker, so parallel workers neither lock each other's database nor oversubscribe cores;
+    the worker ends with the preset (``end_with_parent``), its Prefect API server included."""
+    import torch
+
+    end_with_parent(parent)
     slot = slots.get()
     home = REPO / ".sage-ada" / "reproduce" / "prefect" / f"worker-{slot}"
     home.mkdir(parents=True, exist_ok=True)

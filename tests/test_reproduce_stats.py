@@ -245,3 +245,41 @@ def test_the_colour_task_reads_colour_and_the_ceiling_trains_as_long_as_an_arm(m
     assert steps["ceiling"].active.rounds == 1 and steps["ceiling"].active.budget == 898
     assert (steps["ceiling"].train.steps_per_round
             == steps["arm"].active.rounds * steps["arm"].train.steps_per_round)
+
+
+def test_benchmark_workers_end_when_their_parent_is_killed(tmp_path):
+    """A SIGKILLed reproduce or pick_analysis must not leave its workers computing on."""
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    script = tmp_path / "parent.py"
+    script.write_text(
+        "import os, sys, time\n"
+        "from concurrent.futures import ProcessPoolExecutor\n"
+        "import multiprocessing as mp\n"
+        f"sys.path.insert(0, {str(REPO / 'benchmarks')!r})\n"
+        "import reproduce\n"
+        "if __name__ == '__main__':\n"
+        "    pool = ProcessPoolExecutor(1, mp_context=mp.get_context('spawn'),\n"
+        "                               initializer=reproduce.end_with_parent,\n"
+        "                               initargs=(os.getpid(),))\n"
+        "    print(pool.submit(os.getpid).result(), flush=True)\n"
+        "    time.sleep(120)\n")
+    parent = subprocess.Popen([sys.executable, str(script)], cwd=REPO, stdout=subprocess.PIPE,
+                              text=True, env={**os.environ, "PYTHONPATH": str(REPO)})
+    worker = int(parent.stdout.readline())
+    os.kill(worker, 0)                                   # alive while the parent is
+    parent.send_signal(signal.SIGKILL)
+    parent.wait()
+    deadline = time.monotonic() + 20
+    while time.monotonic() < deadline:
+        try:
+            os.kill(worker, 0)
+        except ProcessLookupError:
+            return
+        time.sleep(0.2)
+    os.kill(worker, signal.SIGKILL)
+    pytest.fail(f"worker {worker} outlived its killed parent by 20 s")
