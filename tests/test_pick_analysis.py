@@ -60,3 +60,20 @@ def test_saved_replays_are_read_back_only_for_the_same_code(tmp_path):
     assert list(kept) == [("mnist", "optdigits", 10, "sage", 0)]
     assert pick_analysis.saved_replays("cccc", saved) == {}
     assert pick_analysis.saved_replays("aaaa", tmp_path / "missing.json") == {}
+
+
+def test_the_page_says_how_many_replays_match_the_flow_and_why_the_others_do_not():
+    summary = {"t": {"b=10": {"sage": {
+        "seeds": 2, "auc": 90.0, "per_round": {"balance": [0.5, 0.9]},
+        "mean": {"uncertainty_pct": 80.0, "wrong": 0.3, "distance_pct": 60.0,
+                 "classes_covered": 6.0}}}}}
+    check = {"twins": 4, "identical": 3, "worst": 2.5, "start_differs": 1, "worst_start": 0.4}
+    text = pick_analysis.page(summary, check, "cmd", 60.0, computed=2, read_back=2,
+                              replay_s=300.0)
+    assert "4 replays have a twin" in text and "3 give the same accuracies" in text
+    assert "1 start from another round-0 accuracy than their twin (by up to 0.40 points)" in text
+    assert "5.0 min of replay time in all" in text
+    same = pick_analysis.page(summary, {**check, "identical": 4, "worst": 0.0,
+                                        "start_differs": 0}, "cmd", 60.0)
+    assert "another round-0" not in same
+    assert "| sage | 90.00 | 80.0 | 30.0 | 60.0 |" in same
