@@ -18,7 +18,9 @@ chose them:
   equally often), and the classes a round's picks cover.
 
 The replay's accuracies are checked against the flow's runs in ``reproduce_runs.jsonl`` where
-those exist (same settings and code), so the picks described are the picks the flow made.
+those exist (same settings and code): from the same round-0 checkpoint they must be identical,
+so the picks described are the picks the flow made; a twin whose pretrained checkpoint was
+computed elsewhere (another machine's kernels) starts from another round 0, and the check says so.
 Writes ``benchmarks/results/pick_analysis.json`` and the generated part of
 ``docs/analysis.md`` (between its markers; the prose around it is kept). Replays already in that
 file for the same ``components/`` code are read back, not recomputed, so more seeds or another
