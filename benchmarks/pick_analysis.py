@@ -46,7 +46,7 @@ sys.path.insert(0, str(REPO / "benchmarks"))
 
 import reproduce  # noqa: E402  (the protocol's arms, tasks and settings)
 
-ARMS = ("sage", "sage-no-pop", "badge", "entropy", "clue", "random")
+ARMS = reproduce.DECISIVE  # the strategies users choose between
 TASKS = (("mnist", "optdigits"), reproduce.COLOUR)
 NEIGHBOURS = 10       # source samples a pick's distance is averaged over
 SOURCE_SAMPLE = 1000  # source samples the distance is measured to (fixed per task)

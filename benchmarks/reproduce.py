@@ -665,7 +665,7 @@ def plot(plt, task: str, budget: str, mats: dict, labels: list[int], floor: dict
     return path
 
 
-CONTENDERS = ("clue", "badge", "entropy", "random", "sage-no-pop")  # what users pick between
+CONTENDERS = tuple(a for a in DECISIVE if a != "sage")  # what users weigh Sage against
 
 
 def versus_sage_rows(task: str, budget: str, arms: dict, labels: list[int],

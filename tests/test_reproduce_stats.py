@@ -4,6 +4,11 @@ from __future__ import annotations
 import importlib.util
 import json
 import math
+import os
+import signal
+import subprocess
+import sys
+import time
 
 import numpy as np
 import pytest
@@ -64,8 +69,8 @@ def test_contenders_are_compared_with_sage_as_contender_minus_sage_on_common_see
             "clue": {s: history([0.5, 0.70 + 0.01 * s, 0.75, 0.85, 0.90]) for s in range(3)},
             "random": {s: history([0.5, 0.55, 0.60, 0.70, 0.85 - 0.01 * s]) for s in range(4)}}
     rows = reproduce.versus_sage_rows("t", "b=10", arms, [0, 10, 20, 30, 40])
-    assert [r.split(" | ")[2] for r in rows] == ["clue", "random"]  # contenders, in order
-    clue, rand = rows
+    assert [r.split(" | ")[2] for r in rows] == ["random", "clue"]  # DECISIVE's order
+    rand, clue = rows
     assert clue.startswith("| t | 10 | clue | 3 | +11.00 [")        # round 1, seeds 0-2 only
     assert "| +0.00 [+0.00, +0.00] |" in clue                       # level at the last round
     assert clue.endswith("| clue ahead | level (within ±1) |"), clue
@@ -249,12 +254,6 @@ def test_the_colour_task_reads_colour_and_the_ceiling_trains_as_long_as_an_arm(m
 
 def test_benchmark_workers_end_when_their_parent_is_killed(tmp_path):
     """A SIGKILLed reproduce or pick_analysis must not leave its workers computing on."""
-    import os
-    import signal
-    import subprocess
-    import sys
-    import time
-
     script = tmp_path / "parent.py"
     script.write_text(
         "import os, sys, time\n"
