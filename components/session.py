@@ -21,7 +21,7 @@ from components.adaptation.distributed import Shard, launch
 from components.adaptation.trainer import (Streams, evaluate, load_checkpoint, predict,
                                            resolve_device, save_checkpoint, seed_everything, train)
 from components.config import Config
-from components.locks import exclusive
+from components.files import exclusive
 from components.data.split import class_list, read_manifest
 from components.data.stream import stream_images
 from components.data.tensors import ImageSet, load_images

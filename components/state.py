@@ -10,10 +10,11 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Optional
+
+from components.files import write_atomic
 
 
 @dataclass
@@ -99,10 +100,7 @@ class StateStore:
 
     def _write(self, run_id: str, name: str, text: str) -> None:
         path = self.dir(run_id) / name
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_suffix(".tmp")
-        tmp.write_text(text)
-        os.replace(tmp, path)
+        write_atomic(path, text)
         self.keep(run_id, path)
 
     def keep(self, run_id: str, path: Path) -> None:
@@ -154,9 +152,7 @@ class StateStore:
         import psutil
 
         me = psutil.Process()
-        path = self.dir(run_id) / "owner.json"
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(json.dumps({"pid": me.pid, "host": socket.gethostname(),
+        write_atomic(self.dir(run_id) / "owner.json", json.dumps({"pid": me.pid, "host": socket.gethostname(),
                                     "created": me.create_time()}))
 
     def alive(self, run_id: str) -> Optional[bool]:

@@ -61,16 +61,17 @@ def cmd_data(args) -> int:
 
 def _write_results(result: dict, folder: str) -> None:
     """DVC metrics and plots: per-round accuracy (no timings, so reruns give the same bytes)."""
+    from components.files import write_atomic
+
     out = Path(folder)
-    out.mkdir(parents=True, exist_ok=True)
     history = result["history"]
     metrics = {"final_accuracy": round(history[-1]["accuracy"], 6),
                "labels": history[-1]["n_labels"],
                "accuracy_per_round": {f"round_{h['round']}": round(h["accuracy"], 6) for h in history}}
-    (out / "metrics.json").write_text(json.dumps(metrics, indent=2) + "\n")
+    write_atomic(out / "metrics.json", json.dumps(metrics, indent=2) + "\n")
     lines = ["round,n_labels,accuracy"] + [f"{h['round']},{h['n_labels']},{h['accuracy']:.6f}"
                                            for h in history]
-    (out / "rounds.csv").write_text("\n".join(lines) + "\n")
+    write_atomic(out / "rounds.csv", "\n".join(lines) + "\n")
 
 
 def cmd_run(args) -> int:
@@ -257,7 +258,7 @@ USER_ERRORS = {  # mistakes a user can make and fix, each told in one line: modu
 def _is_user_error(err: BaseException) -> bool:
     """Looked up among the modules already loaded (one that never loaded raised nothing), so a
     settings error does not wait for torch and MLflow to import."""
-    if isinstance(err, FileNotFoundError):
+    if isinstance(err, OSError):  # a missing file, the disk, permissions: said in one line
         return True
     lineage = sys.modules.get("components.tracking.lineage")
     if lineage and lineage.tracking_server_lost(err):  # told once, by the flow, with the resume
@@ -300,8 +301,17 @@ def main(argv: list[str] | None = None) -> int:
     except Exception as err:
         if args.debug or not _is_user_error(err):
             raise
-        print(f"error: {err}", file=sys.stderr)
+        print(f"error: {err}{_what_to_do(err)}", file=sys.stderr)
         return 2
+
+
+def _what_to_do(err: BaseException) -> str:
+    """The operating system's own words (``[Errno 28] No space left on device``) say what
+    happened but not what to do; the project's own errors already say both."""
+    if isinstance(err, OSError) and err.errno is not None:
+        return ("; check the path, its permissions and the free disk space, then rerun "
+                "(a run resumes with `sage-ada runs`; --debug shows the traceback)")
+    return ""
 
 
 if __name__ == "__main__":

@@ -199,3 +199,15 @@ def test_an_mlflow_server_lost_mid_run_is_one_message_and_the_run_resumes(workdi
                            cwd=workdir, env=env, capture_output=True, text=True, timeout=600)
     assert again.returncode == 0, again.stderr[-3000:]
     assert "round  2 | labels    10" in again.stdout
+
+
+def test_an_os_error_is_one_line_that_says_what_to_do(workdir):
+    """What the operating system refuses (here: the cache folder's place is taken by a file)
+    is one line with what to check and how to get the traceback, not a traceback."""
+    (workdir / ".sage-ada").write_text("not a folder")
+    out = subprocess.run(["sage-ada", "data", "validate"], cwd=workdir, capture_output=True,
+                         text=True, timeout=300)
+    assert out.returncode == 2, out.stderr[-2000:]
+    (line,) = [ln for ln in out.stderr.splitlines() if ln.startswith("error:")]
+    assert ".sage-ada" in line and "free disk space" in line and "--debug" in line
+    assert "Traceback" not in out.stderr

@@ -194,7 +194,7 @@ def test_a_cache_entry_is_filled_by_one_run_while_the_others_wait(tmp_path, caps
     import threading
     import time
 
-    from components.locks import exclusive
+    from components.files import exclusive
 
     lock, order = tmp_path / "pretrain-x.lock", []
 

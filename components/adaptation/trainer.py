@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import contextlib
 import math
-import os
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -19,6 +18,7 @@ from components.adaptation.distributed import Shard, scale_grad, synchronise_bat
 from components.adaptation.losses import ADVERSARIAL, REGULARISERS, Outputs
 from components.config import ConfigError
 from components.data.tensors import ImageSet
+from components.files import replacing
 from components.models.grl import reverse_gradient
 
 
@@ -264,13 +264,10 @@ def evaluate(net, data: ImageSet, classes: list[str], *, device: torch.device) -
 
 
 def save_checkpoint(net, path: str | Path) -> None:
-    """A plain state dict, written atomically (a temporary file per process, so two runs
-    filling the same cache entry at once cannot tear each other's file)."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(f".{os.getpid()}.tmp")
-    torch.save({k: v.detach().cpu() for k, v in net.state_dict().items()}, tmp)
-    os.replace(tmp, path)
+    """A plain state dict, written atomically (two runs filling the same cache entry at once
+    cannot tear each other's file)."""
+    with replacing(path) as tmp:
+        torch.save({k: v.detach().cpu() for k, v in net.state_dict().items()}, tmp)
 
 
 def load_checkpoint(net, path: str | Path) -> None:

@@ -15,6 +15,7 @@ from components.data.checksums import ChecksumCache
 from components.data.shipped import build_shipped, uses_shipped_data
 from components.data.split import build_manifest, class_list, read_manifest, write_manifest
 from components.data.validate import validate_manifest
+from components.files import exclusive, write_atomic
 from components.preflight import check_channels, check_data_root
 
 CHECKSUM_CACHE = Path(".sage-ada/cache/sha256.json")  # file hashes by path, size and time
@@ -51,14 +52,18 @@ def validate(cfg: Config, manifest: pd.DataFrame | None = None,
     manifest = read_manifest(cfg.data.manifest) if manifest is None else manifest
     size = cfg.data.image_size if uses_shipped_data(cfg) else None
     key = validation_key(manifest, Path(cfg.data.root), size)
-    proved = VALIDATED.read_text().split() if VALIDATED.is_file() else []
-    if key in proved:
+    if key in _proved():
         return manifest
     validate_manifest(manifest, cfg.data.root, class_list(manifest), expected_size=size,
                       checksum_cache=checksums or CHECKSUM_CACHE)
-    VALIDATED.parent.mkdir(parents=True, exist_ok=True)
-    VALIDATED.write_text("\n".join(proved[-19:] + [key]) + "\n")
+    with exclusive(VALIDATED.with_name("validated.lock"), quiet=True):  # others may add theirs
+        proved = [k for k in _proved() if k != key]
+        write_atomic(VALIDATED, "\n".join(proved[-19:] + [key]) + "\n")
     return manifest
+
+
+def _proved() -> list[str]:
+    return VALIDATED.read_text().split() if VALIDATED.is_file() else []
 
 
 def validation_key(manifest: pd.DataFrame, root: Path, expected_size: int | None) -> str:

@@ -22,6 +22,8 @@ from typing import Callable, NamedTuple
 import numpy as np
 from PIL import Image
 
+from components.files import replacing
+
 
 class Domain(NamedTuple):
     images: Callable[[], tuple[np.ndarray, np.ndarray]]  # (N, 28, 28[, 3]) uint8, labels
@@ -98,9 +100,7 @@ def build_shipped(root: str | Path, *, overwrite: bool = False) -> dict[str, int
             path = root / name / str(label) / f"{name}_{index:05d}.png"
             if path.exists() and not overwrite:
                 continue
-            path.parent.mkdir(parents=True, exist_ok=True)
-            tmp = path.with_suffix(".tmp")
-            Image.fromarray(image, mode=mode).save(tmp, format="PNG", optimize=False)
-            tmp.replace(path)
+            with replacing(path) as tmp:
+                Image.fromarray(image, mode=mode).save(tmp, format="PNG", optimize=False)
         counts[name] = len(labels)
     return counts

@@ -7,6 +7,7 @@ import numpy as np
 import pandas as pd
 
 from components.data.importers import SCANNERS
+from components.files import replacing
 
 COLUMNS = ["sample_id", "domain", "split", "label", "path", "sha256"]
 SPLITS = ("source", "target_train", "target_test")
@@ -50,8 +51,5 @@ def read_manifest(path: str | Path) -> pd.DataFrame:
 
 def write_manifest(manifest: pd.DataFrame, path: str | Path) -> None:
     """Write atomically: a crash mid-write never leaves a half manifest behind."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(".tmp")
-    manifest.to_csv(tmp, index=False)
-    tmp.replace(path)
+    with replacing(path) as tmp:
+        manifest.to_csv(tmp, index=False)

@@ -34,7 +34,7 @@ import yaml  # noqa: E402
 from mlflow.entities import Metric, Param  # noqa: E402
 from mlflow.tracking import MlflowClient  # noqa: E402
 
-from components.locks import exclusive  # noqa: E402
+from components.files import exclusive  # noqa: E402
 from components.tracking.plots import accuracy_curve  # noqa: E402
 
 ROUND_TAG = "sage_ada.round"

@@ -13,6 +13,8 @@ import tempfile
 from pathlib import Path
 from typing import Optional
 
+from components.files import replacing
+
 ARTIFACT_DIR = "sage_ada_state"
 FLOW_RUN_TAG = "sage_ada.flow_run_id"
 
@@ -54,8 +56,8 @@ class RunFiles:
                 return False
             if not Path(got).is_file():
                 return False
-            shutil.move(got, dest.with_suffix(dest.suffix + ".part"))
-            os.replace(dest.with_suffix(dest.suffix + ".part"), dest)
+            with replacing(dest) as part:
+                shutil.move(got, part)
         return True
 
     def run_of_flow_run(self, flow_run_id: str) -> Optional[str]:
