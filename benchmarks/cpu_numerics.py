@@ -153,8 +153,7 @@ def save(args, report: dict, results: dict) -> None:
                    + ([f"rounds-{args.rounds}"] if args.rounds is not None else []))
     path = REPO / "benchmarks" / "results" / f"cpu_numerics_{args.suite}{'_' + tag if tag else ''}.json"
     command = " ".join(["python", "benchmarks/cpu_numerics.py"] + sys.argv[1:])
-    sys.path.insert(0, str(REPO / "benchmarks"))
-    from reproduce import code_digest
+    from benchmarks.protocol.ledger import code_digest
 
     path.write_text(json.dumps({"command": command, "cpu": cpu_name(), "code": code_digest(),
                                 **report, "runs": results}, indent=1) + "\n")

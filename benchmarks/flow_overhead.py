@@ -25,22 +25,23 @@ def plain_loop(cfg, cache_dir: Path, rounds: int | None = None) -> list[float]:
     """The flow's steps without Prefect or MLflow; ``rounds`` defaults to ``active.rounds``."""
     from components.data import prepare
     from components.oracle import SimulatedOracle
-    from components.session import ActiveSession
+    from components.oracle import check_labels
+    from components.run.steps import RunSteps
 
     prepare.ensure_data(cfg)       # the flow's prepare and validate steps, without Prefect
     prepare.validate(cfg)
-    session = ActiveSession(cfg, progress=False, cache_dir=cache_dir)
-    oracle = SimulatedOracle(session.manifest)
-    net, _, _ = session.pretrain()
-    accuracy = [session.evaluate(net)["accuracy"]]
+    steps = RunSteps(cfg, progress=False, cache_dir=cache_dir)
+    oracle = SimulatedOracle(steps.manifest)
+    net, _, _ = steps.pretrain()
+    accuracy = [steps.evaluate(net)["accuracy"]]
     labelled: dict[str, str] = {}
     for r in range(1, (cfg.active.rounds if rounds is None else rounds) + 1):
-        ids, _, _ = session.select(net, labelled, r)
+        ids, _, _ = steps.select(net, labelled, r)
         labels = oracle.collect(oracle.request(ids, r), cfg.active.annotate_timeout_s)
-        new = {**labelled, **session.check_labels(ids, labels)}
-        session.adapt(net, new, r)
+        new = {**labelled, **check_labels(ids, labels, steps.classes)}
+        steps.adapt(net, new, r)
         labelled = new
-        accuracy.append(session.evaluate(net)["accuracy"])
+        accuracy.append(steps.evaluate(net)["accuracy"])
     return accuracy
 
 

@@ -37,11 +37,12 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 from benchmarks import synthetic_images  # noqa: E402
-from components.adaptation.trainer import (Streams, _prepare, compiled_losses,  # noqa: E402
-                                           make_optimizer, step_losses, train, update_step)
+from components.adaptation.trainer import (Streams, compiled_losses, make_optimizer,  # noqa: E402
+                                           step_losses, train, update_step)
 from components.config import Config  # noqa: E402
 from components.data.split import build_manifest, write_manifest  # noqa: E402
 from components.models import build_network  # noqa: E402
+from components.models.device import autocast, prepare_input  # noqa: E402
 
 RESULTS = REPO / "benchmarks" / "results"
 DEVICE = torch.device("cuda" if torch.cuda.is_available() else "cpu")  # CPU: smoke runs only
@@ -110,15 +111,15 @@ def real_size_config(root: Path, manifest: Path, *, batch: int, workers: int, **
 
 
 # ------------------------------------------------------------------ T1: streamed throughput
-def streamed_phase(session, cfg, kind: str, steps: int, warmup: int) -> dict:
+def streamed_phase(run_steps, cfg, kind: str, steps: int, warmup: int) -> dict:
     """Images/s of the production ``train()`` from files, timed after ``warmup`` steps."""
     torch.manual_seed(0)
-    net = session.new_network().to(session.device)
-    pool = session.pool
+    net = run_steps.new_network().to(run_steps.device)
+    pool = run_steps.pool
     labelled = None
     if kind == "ssda":
         labelled = pool.subset(pool.ids[:min(2000, len(pool) // 2)])
-        labelled.labels = torch.arange(len(labelled)) % len(session.classes)
+        labelled.labels = torch.arange(len(labelled)) % len(run_steps.classes)
     marks = {}
 
     def on_step(step):
@@ -134,10 +135,10 @@ def streamed_phase(session, cfg, kind: str, steps: int, warmup: int) -> dict:
     began = time.perf_counter()
     with Utilisation() as util:
         if kind == "plain":
-            plain_loop(net, session.source, train_cfg, steps, on_step)
+            plain_loop(net, run_steps.source, train_cfg, steps, on_step)
         else:
-            train(net, Streams(session.source, labelled, pool), steps=steps, train_cfg=train_cfg,
-                  regulariser=regulariser, seed=0, device=session.device, phase=kind,
+            train(net, Streams(run_steps.source, labelled, pool), steps=steps, train_cfg=train_cfg,
+                  regulariser=regulariser, seed=0, device=run_steps.device, phase=kind,
                   ramp_lambda=kind == "tsf", progress=False, on_step=on_step)
     seconds = marks[steps - 1] - marks[warmup - 1]
     return {"images_per_update": per_step, "timed_updates": steps - warmup,
@@ -148,7 +149,7 @@ def streamed_phase(session, cfg, kind: str, steps: int, warmup: int) -> dict:
 
 def plain_loop(net, source, train_cfg, steps, on_step) -> None:
     """The baseline: one supervised update per batch of the same streamed source images."""
-    from components.adaptation.trainer import _autocast, batch_plan
+    from components.adaptation.trainer import batch_plan
 
     net.train()
     opt = make_optimizer(net, train_cfg)
@@ -156,9 +157,9 @@ def plain_loop(net, source, train_cfg, steps, on_step) -> None:
                              batch_size=train_cfg.batch_size, seed=0)
     device = next(net.parameters()).device
     for step, images in enumerate(source.batches(plan["source"], seeds["source"], role="plain")):
-        x = _prepare(net, images, device)
+        x = prepare_input(net, images, device)
         y = source.labels[plan["source"][step]].to(device, non_blocking=True)
-        with _autocast(device):
+        with autocast(device):
             loss = F.cross_entropy(net(x).float(), y)
         opt.zero_grad(set_to_none=True)
         loss.backward()
@@ -201,7 +202,7 @@ def update_ratio(cfg: Config, num_classes: int, shape: tuple, *, compile: bool |
     bs = cfg.train.batch_size
     g = torch.Generator().manual_seed(0)
     raw = torch.randint(0, 256, (3 * bs, *shape), generator=g, dtype=torch.uint8)
-    x = _prepare(net, raw, device)
+    x = prepare_input(net, raw, device)
     y = torch.randint(num_classes, (3 * bs,), generator=g).to(device)
     xs, xl, xu = x[:bs], x[bs:2 * bs], x[2 * bs:]
     mode = compile if isinstance(compile, str) else "default" if compile else None
@@ -218,10 +219,8 @@ def update_ratio(cfg: Config, num_classes: int, shape: tuple, *, compile: bool |
 
     def plain_on(images, labels):
         forward = torch.compile(net, mode=None if mode == "default" else mode) if mode else net
-        from components.adaptation.trainer import _autocast
-
         def step():
-            with _autocast(device):
+            with autocast(device):
                 loss = F.cross_entropy(forward(images).float(), labels)
             opt.zero_grad(set_to_none=True)
             loss.backward()
@@ -312,7 +311,7 @@ def run_gpu(args) -> dict:
     root = Path(tempfile.mkdtemp(prefix="sage-ada-synth-"))
     manifest = make_dataset(root, per_domain, args.classes)  # also T2's config needs its manifest
     cores = os.cpu_count() or 4
-    from components.session import ActiveSession
+    from components.run.steps import RunSteps
 
     steps, warmup = (25, 8) if args.quick else (args.steps, min(15, args.steps // 2))
     t1 = dict(results.get("T1_streamed", {}))
@@ -321,14 +320,14 @@ def run_gpu(args) -> dict:
             continue
         workers = max(1, (cores - 1) // streams)  # the same decoding processes in every phase
         cfg = real_size_config(root, manifest, batch=args.batch, workers=workers)
-        session = ActiveSession(cfg, progress=False, cache_dir=root / "cache")
+        run_steps = RunSteps(cfg, progress=False, cache_dir=root / "cache")
         try:
-            t1[kind] = {**streamed_phase(session, cfg, kind, steps, warmup),
+            t1[kind] = {**streamed_phase(run_steps, cfg, kind, steps, warmup),
                         "workers_per_stream": workers}
         except Exception as err:  # keep what the other parts measure
             t1[kind] = {"error": repr(err)}
         save("T1_streamed", t1)
-        del session
+        del run_steps
         gc.collect()  # its persistent decoding workers go with it
     cfg = real_size_config(root, manifest, batch=args.batch, workers=1)
     digits = Config()
@@ -376,7 +375,7 @@ def rss_child(manifest: str, root: str) -> dict:
     runs; returns this process's peak RSS."""
     import resource
 
-    from components.session import ActiveSession
+    from components.run.steps import RunSteps
 
     torch.set_num_threads(1)
     cfg = Config().with_overrides({
@@ -384,12 +383,12 @@ def rss_child(manifest: str, root: str) -> dict:
         "data.target": "shifted", "data.channels": 3, "data.image_size": 28,
         "data.resize_size": 32, "data.loader": "stream", "data.workers": 1,
         "train.pretrain_steps": 20, "active.strategy": "entropy"})
-    session = ActiveSession(cfg, progress=False, cache_dir=Path(root).parent / "cache")
+    run_steps = RunSteps(cfg, progress=False, cache_dir=Path(root).parent / "cache")
     start = time.perf_counter()
-    net, _, _ = session.pretrain()
-    session.select(net, {}, 1)
-    session.evaluate(net)
-    return {"images": len(session.manifest), "seconds": time.perf_counter() - start,
+    net, _, _ = run_steps.pretrain()
+    run_steps.select(net, {}, 1)
+    run_steps.evaluate(net)
+    return {"images": len(run_steps.manifest), "seconds": time.perf_counter() - start,
             "main_peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}
 
 

@@ -33,16 +33,16 @@ TESTS = ["tests/test_training_step.py", "tests/test_losses.py", "tests/test_sage
          "tests/test_baselines.py"]
 
 NAMED = [  # (name, file, code, mutated code)
-    ("no gradient reversal in the training step", "components/adaptation/trainer.py",
-     "reverse_gradient(torch.cat([z[:ns], z[ns + nl:]]), reversal)",
-     "torch.cat([z[:ns], z[ns + nl:]])"),
+    ("no gradient reversal in the training step", "components/adaptation/losses.py",
+     "reverse_gradient(torch.cat([z_source, z_target]), reversal)",
+     "torch.cat([z_source, z_target])"),
     ("gradient reversal with the wrong sign", "components/models/grl.py",
      "return -ctx.coeff * grad, None", "return ctx.coeff * grad, None"),
     ("TSF's class weights not detached", "components/adaptation/losses.py",
-     "(p_target.detach() * F.softplus(-a_target))", "(p_target * F.softplus(-a_target))"),
-    ("TSF's class weights uniform, not predicted", "components/adaptation/trainer.py",
-     "p_t = (F.softmax(logits[ns + nl:].float(), 1) if num_outputs > 1",
-     "p_t = (torch.full_like(logits[ns + nl:].float(), 1.0 / num_outputs) if num_outputs > 1"),
+     "F.softmax(logits_target.float(), 1).detach())", "F.softmax(logits_target.float(), 1))"),
+    ("TSF's class weights uniform, not predicted", "components/adaptation/losses.py",
+     "F.softmax(logits_target.float(), 1)",
+     "torch.full_like(logits_target.float(), 1.0 / logits_target.shape[1])"),
     ("CLUE without its entropy weights", "components/query/clue.py",
      "weights=h + 1e-8", "weights=None"),
     ("DANN's ramp on the whole adversarial loss", "components/adaptation/trainer.py",

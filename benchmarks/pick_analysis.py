@@ -3,7 +3,7 @@
     python benchmarks/pick_analysis.py                 # both shipped tasks, b = 10, 3 seeds
     python benchmarks/pick_analysis.py --seeds 5 --budgets 10 50
 
-Each (task, budget, strategy, seed) is replayed with the product's own ``ActiveSession`` (the same
+Each (task, budget, strategy, seed) is replayed with the product's own ``RunSteps`` (the same
 pretraining cache, selection, adaptation and evaluation calls as the flow, with the simulated
 oracle), and before every round's adaptation the picks are described under the model that
 chose them:
@@ -41,13 +41,18 @@ from pathlib import Path
 import numpy as np
 
 REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO))
-sys.path.insert(0, str(REPO / "benchmarks"))
+sys.path.insert(0, str(REPO))  # run as a script: the repository's packages, not benchmarks/
 
-import reproduce  # noqa: E402  (the protocol's arms, tasks and settings)
+# the protocol's arms, tasks and job settings: a replay runs exactly what reproduce.py ran
+from benchmarks.protocol.arms import ARMS as ARM_SETTINGS  # noqa: E402
+from benchmarks.protocol.arms import (COLOUR, DECISIVE, job_overrides, jobs_of,  # noqa: E402
+                                      pool_size, settings_key)
+from benchmarks.protocol.ledger import code_digest, ledger_runs  # noqa: E402
+from benchmarks.protocol.runner import end_with_parent  # noqa: E402
+from benchmarks.protocol.stats import auc  # noqa: E402
 
-ARMS = reproduce.DECISIVE  # the strategies users choose between
-TASKS = (("mnist", "optdigits"), reproduce.COLOUR)
+ARMS = DECISIVE  # the strategies users choose between
+TASKS = (("mnist", "optdigits"), COLOUR)
 NEIGHBOURS = 10       # source samples a pick's distance is averaged over
 SOURCE_SAMPLE = 1000  # source samples the distance is measured to (fixed per task)
 RESULTS = REPO / "benchmarks" / "results" / "pick_analysis.json"
@@ -73,16 +78,16 @@ def class_balance(labels: list[int], n_classes: int) -> float:
     return float(-(p * np.log(p)).sum() / math.log(n_classes))
 
 
-def describe_picks(net, session, picks: list[str], labelled: dict, truth: dict[str, int],
+def describe_picks(net, steps, picks: list[str], labelled: dict, truth: dict[str, int],
                    source) -> dict:
     """The picks under the model that chose them, against the pool they were chosen from."""
     import torch
 
     from components.adaptation.trainer import predict
 
-    pool = session.unlabelled(labelled)
-    z, logits = predict(net, pool, device=session.device)
-    zs, _ = predict(net, source, device=session.device)
+    pool = steps.unlabelled(labelled)
+    z, logits = predict(net, pool, device=steps.device)
+    zs, _ = predict(net, source, device=steps.device)
     p = torch.softmax(logits, 1)
     entropy = -(p * p.clamp_min(1e-12).log()).sum(1).cpu().numpy()
     distance = torch.cdist(z, zs).topk(NEIGHBOURS, largest=False).values.mean(1).cpu().numpy()
@@ -101,35 +106,35 @@ def replay(job: tuple, overrides: dict, code: str) -> dict:
     import torch
 
     from components.config import load_config
-    from components.session import ActiveSession
+    from components.run.steps import RunSteps
 
     torch.set_num_threads(1)
     os.chdir(REPO)
     start = time.perf_counter()
     cfg = load_config("params.yaml", overrides)
-    session = ActiveSession(cfg, progress=False)
-    classes = {c: i for i, c in enumerate(session.classes)}
-    rows = session.manifest[session.manifest["split"] == "target_train"]
+    steps = RunSteps(cfg, progress=False)
+    classes = {c: i for i, c in enumerate(steps.classes)}
+    rows = steps.manifest[steps.manifest["split"] == "target_train"]
     truth = {sid: classes[str(label)] for sid, label in zip(rows["sample_id"], rows["label"])}
     rng = np.random.default_rng(0)
-    source = session.source.subset(sorted(rng.choice(session.source.ids, SOURCE_SAMPLE,
+    source = steps.source.subset(sorted(rng.choice(steps.source.ids, SOURCE_SAMPLE,
                                                      replace=False).tolist()))
-    net, _, _ = session.pretrain()
-    history = [{"round": 0, "n_labels": 0, **session.evaluate(net)}]
+    net, _, _ = steps.pretrain()
+    history = [{"round": 0, "n_labels": 0, **steps.evaluate(net)}]
     labelled: dict[str, str] = {}
     rounds = []
     with tempfile.TemporaryDirectory() as tmp:
-        session.save(net, Path(tmp) / "r0.pt")
+        steps.save(net, Path(tmp) / "r0.pt")
         for k in range(1, cfg.active.rounds + 1):
-            picks, _, _ = session.select(net, labelled, k)
-            row = describe_picks(net, session, picks, labelled, truth, source)
-            labelled.update({s: session.classes[truth[s]] for s in picks})
+            picks, _, _ = steps.select(net, labelled, k)
+            row = describe_picks(net, steps, picks, labelled, truth, source)
+            labelled.update({s: steps.classes[truth[s]] for s in picks})
             row["balance"] = class_balance([classes[c] for c in labelled.values()],
                                            len(classes))
-            net = session.load(Path(tmp) / f"r{k - 1}.pt")  # as the flow: from the checkpoint
-            session.adapt(net, labelled, k)
-            history.append({"round": k, "n_labels": len(labelled), **session.evaluate(net)})
-            session.save(net, Path(tmp) / f"r{k}.pt")
+            net = steps.load(Path(tmp) / f"r{k - 1}.pt")  # as the flow: from the checkpoint
+            steps.adapt(net, labelled, k)
+            history.append({"round": k, "n_labels": len(labelled), **steps.evaluate(net)})
+            steps.save(net, Path(tmp) / f"r{k}.pt")
             rounds.append(row)
     return {"job": list(job[:5]), "code": code, "seconds": time.perf_counter() - start,
             "rounds": rounds,
@@ -152,12 +157,12 @@ def run_jobs(jobs: list[tuple], preset: dict, workers: int, code: str) -> list[d
     from tqdm.auto import tqdm
 
     for task in sorted({job[:2] for job in jobs}):  # data and split once, before the workers
-        reproduce.pool_size(_config(preset, next(j for j in jobs if j[:2] == task)))
+        pool_size(_config(preset, next(j for j in jobs if j[:2] == task)))
     out = []
     with ProcessPoolExecutor(workers, mp_context=mp.get_context("spawn"),
-                             initializer=reproduce.end_with_parent,
+                             initializer=end_with_parent,
                              initargs=(os.getpid(),)) as pool:
-        futures = {pool.submit(replay, job, reproduce.job_overrides(preset, job), code): job
+        futures = {pool.submit(replay, job, job_overrides(preset, job), code): job
                    for job in jobs}
         for future in tqdm(as_completed(futures), total=len(futures), desc="replays",
                            unit="run", dynamic_ncols=True):
@@ -168,7 +173,7 @@ def run_jobs(jobs: list[tuple], preset: dict, workers: int, code: str) -> list[d
 def _config(preset: dict, job: tuple):
     from components.config import load_config
 
-    return load_config(REPO / "params.yaml", reproduce.job_overrides(preset, job))
+    return load_config(REPO / "params.yaml", job_overrides(preset, job))
 
 
 def check_against_flow(runs: list[dict], preset: dict) -> dict:
@@ -178,11 +183,11 @@ def check_against_flow(runs: list[dict], preset: dict) -> dict:
     differently), which ``start_differs`` counts."""
     from components.tracking.lineage import flatten
 
-    kept = reproduce.ledger_runs()
+    kept = ledger_runs()
     out = {"twins": 0, "identical": 0, "worst": 0.0, "start_differs": 0, "worst_start": 0.0}
     for run in runs:
-        job = tuple(run["job"]) + (reproduce.ARMS[run["job"][3]],)
-        key = reproduce.settings_key(flatten("", _config(preset, job).model_dump()))
+        job = tuple(run["job"]) + (ARM_SETTINGS[run["job"][3]],)
+        key = settings_key(flatten("", _config(preset, job).model_dump()))
         if key not in kept:
             continue
         out["twins"] += 1
@@ -216,7 +221,7 @@ def summarise(runs: list[dict]) -> dict:
                     "seeds": len(seeds),
                     "per_round": {k: v.tolist() for k, v in per_round.items()},
                     "mean": {k: float(v.mean()) for k, v in per_round.items()},
-                    "auc": float(reproduce.auc(acc, labels).mean()),  # as results.md
+                    "auc": float(auc(acc, labels).mean()),  # as results.md
                     "accuracy_per_round": acc.mean(0).tolist()}
     return out
 
@@ -284,8 +289,8 @@ def main():
     if args.smoke:
         preset.update(seeds=1, rounds=2, set={"train.pretrain_steps": 20,
                                               "train.steps_per_round": 5})
-    jobs = reproduce.jobs_of(preset)
-    code = reproduce.code_digest()
+    jobs = jobs_of(preset)
+    code = code_digest()
     saved = {} if args.fresh or args.smoke else saved_replays(code)
     reused = [saved[job[:5]] for job in jobs if job[:5] in saved]
     start = time.perf_counter()

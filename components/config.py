@@ -9,7 +9,8 @@ from pathlib import Path
 from typing import Any, Literal, Optional
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import (BaseModel, ConfigDict, Field, ValidationError, field_validator,
+                      model_validator)
 
 
 class _Section(BaseModel):
@@ -67,7 +68,7 @@ class TrainConfig(_Section):
     lr_schedule: Literal["constant", "anneal"] = "constant"
     momentum: float = Field(0.9, ge=0, lt=1)
     weight_decay: float = Field(5e-4, ge=0)
-    adversarial: Literal["none", "dann", "tsf"] = "tsf"
+    adversarial: str = "tsf"  # none, or an adversarial loss registered in components/adaptation
     lambda_adv: float = Field(0.3, ge=0)
     pretrain_steps: int = Field(500, ge=0)
     regulariser: Literal["union", "sum", "mme"] = "sum"
@@ -78,6 +79,14 @@ class TrainConfig(_Section):
     compile: Literal["none", "default", "reduce-overhead"] = "none"
     # processes under torchrun (DDP), one per GPU; with device cpu, CPU processes (gloo)
     gpus: int = Field(1, ge=1)
+
+    @field_validator("adversarial")
+    @classmethod
+    def _adversarial_is_registered(cls, name: str) -> str:
+        known = sorted(["none", *declared_adversaries()])
+        if name not in known:
+            raise ValueError(f"not an adversarial loss; choose one of {known} (none: no adversary)")
+        return name
 
 
 class ActiveConfig(_Section):
@@ -141,15 +150,13 @@ class Config(_Section):
         if strategy not in strategies:
             raise ValueError(f"active.strategy = {strategy!r} is not a strategy; choose one of "
                              f"{sorted(strategies)}")
-        need = strategies[strategy]
-        if need == "class" and self.train.adversarial != "tsf":
+        need, adversaries = strategies[strategy], declared_adversaries()
+        if need is not None and adversaries.get(self.train.adversarial) != need:
+            fits = sorted(name for name, trains in adversaries.items() if trains == need)
+            fix = (f"set train.adversarial: {' or '.join(fits)} (--adversarial {fits[0]})" if fits
+                   else "no adversarial loss in components/adaptation trains it")
             raise ValueError(f"train.adversarial = {self.train.adversarial!r}, but strategy "
-                             f"{strategy!r} needs the class-level discriminator: set "
-                             "train.adversarial: tsf")
-        if need == "domain" and self.train.adversarial != "dann":
-            raise ValueError(f"train.adversarial = {self.train.adversarial!r}, but strategy "
-                             f"{strategy!r} needs the DANN domain discriminator: set "
-                             "train.adversarial: dann (--adversarial dann)")
+                             f"{strategy!r} needs {DISCRIMINATORS.get(need, need)}: {fix}")
         if self.data.source == self.data.target:
             raise ValueError(f"data.target = {self.data.target!r}: data.source and data.target "
                              "name the same domain")
@@ -228,6 +235,32 @@ def declared_strategies() -> dict[str, Optional[str]]:
                 needs = {k.arg: k.value.value for k in node.keywords
                          if isinstance(k.value, ast.Constant)}.get("requires")
                 found[node.args[0].value] = needs
+    return found
+
+
+# What a query strategy's ``requires`` names, as an adversarial loss's ``discriminator`` does.
+DISCRIMINATORS = {"class": "the class-level discriminator",
+                  "domain": "the DANN domain discriminator"}
+
+
+def declared_adversaries() -> dict[str, str]:
+    """Adversarial losses by name → the discriminator they train ("domain" or "class"), read
+    from the ``@adversarial_loss("name", discriminator=...)`` registrations in
+    ``components/adaptation`` without importing them, as :func:`declared_strategies` does.
+    A test keeps this equal to the live registry (``losses.ADVERSARIAL``)."""
+    import ast
+
+    found: dict[str, str] = {}
+    for path in sorted((Path(__file__).parent / "adaptation").rglob("*.py")):
+        text = path.read_text()
+        if "adversarial_loss(" not in text:
+            continue
+        for node in ast.walk(ast.parse(text)):
+            if (isinstance(node, ast.Call) and getattr(node.func, "id", None) == "adversarial_loss"
+                    and node.args and isinstance(node.args[0], ast.Constant)):
+                found[node.args[0].value] = {k.arg: k.value.value for k in node.keywords
+                                             if isinstance(k.value, ast.Constant)
+                                             }.get("discriminator")
     return found
 
 

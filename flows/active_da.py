@@ -18,12 +18,13 @@ from prefect.cache_policies import NO_CACHE
 
 from components.config import Config, declared_strategies, load_config
 from components.data import prepare as data_steps
+from components.data.versioning import data_hash
 from components.oracle import OracleTimeout, make_oracle
-from components.runner import ActiveRun
-from components.session import ActiveSession
-from components.preflight import ServerDown
-from components.state import StateStore
-from components.tracking.lineage import data_hash, git_commit, tracking_server_lost
+from components.run.active_run import ActiveRun
+from components.run.preflight import ServerDown
+from components.run.saved import SavedRuns
+from components.run.steps import RunSteps
+from components.tracking.lineage import git_commit, tracking_server_lost
 
 IO = dict(retries=2, retry_delay_seconds=2, cache_policy=NO_CACHE)
 PURE = dict(cache_policy=NO_CACHE)
@@ -45,18 +46,18 @@ def validate(cfg: Config) -> None:
 
 
 @task(name="load", task_run_name="load data", **PURE)
-def load(cfg: Config, progress: bool) -> ActiveSession:
-    return ActiveSession(cfg, progress=progress)
+def load(cfg: Config, progress: bool) -> RunSteps:
+    return RunSteps(cfg, progress=progress)
 
 
 @task(name="open run", task_run_name="open run", **IO)
-def open_run(cfg: Config, session: ActiveSession, resume: Optional[str],
+def open_run(cfg: Config, steps: RunSteps, resume: Optional[str],
              auto_annotate: bool) -> ActiveRun:
     from prefect.runtime import flow_run
 
-    oracle = make_oracle(cfg, session.manifest, session.classes, auto_annotate=auto_annotate,
-                         progress=session.progress)
-    return ActiveRun.open(cfg, session, oracle, resume=resume, flow_run_id=str(flow_run.id or ""))
+    oracle = make_oracle(cfg, steps.manifest, steps.classes, auto_annotate=auto_annotate,
+                         progress=steps.progress)
+    return ActiveRun.open(cfg, steps, oracle, resume=resume, flow_run_id=str(flow_run.id or ""))
 
 
 def training_slots(device, gpus: int) -> list[str]:
@@ -111,9 +112,9 @@ def ask(run: ActiveRun, round: int) -> None:
     run.ask(round, announce=_link_in_prefect)
 
 
-@task(name="answered", task_run_name="check answers round {round}", **IO)
-def answered(run: ActiveRun, round: int, timeout: float) -> bool:
-    return run.answered(timeout)
+@task(name="can collect", task_run_name="check answers round {round}", **IO)
+def can_collect(run: ActiveRun, round: int, timeout: float) -> bool:
+    return run.can_collect(timeout)
 
 
 @task(name="watch", task_run_name="watch round {round}", **IO)
@@ -121,11 +122,10 @@ def watch(run: ActiveRun, round: int, timeout: float, stop: bool = False) -> Non
     """Have Label Studio call the receiver of infra/webhooks/ on each annotation (or no more)."""
     from prefect.runtime import flow_run
 
-    receiver, handle = run.cfg.label_studio.webhook_url, run.state.pending.handle
     if stop:
-        run.oracle.unwatch(handle, receiver)
+        run.unwatch()
     else:
-        run.oracle.watch(handle, receiver, str(flow_run.id), run.deadline(timeout))
+        run.watch(str(flow_run.id), timeout)
 
 
 def suspends(cfg: Config) -> bool:
@@ -144,14 +144,15 @@ def suspends(cfg: Config) -> bool:
 def wait_holding_nothing(run: ActiveRun, round: int, timeout: float) -> None:
     """Ask, and unless the round is already answered, suspend the flow run: its process exits
     (no model, data or GPU held) until the receiver resumes it; the run then starts over,
-    skipping every finished step, and comes back here to find the answers."""
+    skipping every finished step, and comes back here to find the answers (the receiver
+    resumes on the run's own definition of answered, so it does not suspend again)."""
     from prefect.flow_runs import suspend_flow_run
 
     ask(run, round)
-    if answered(run, round, timeout):
+    if can_collect(run, round, timeout):
         return
     watch(run, round, timeout)
-    if answered(run, round, timeout):  # answered while the webhook was being set up
+    if can_collect(run, round, timeout):  # answered while the webhook was being set up
         return
     print(f"round {round}: waiting for annotators without a process; the run resumes when "
           "they finish", flush=True)
@@ -213,12 +214,12 @@ def active_domain_adaptation(params: str = "params.yaml", overrides: Optional[di
                                          if value is not None}}
     if seed is not None:  # one seed for the whole run: training and selection
         overrides["train.seed"] = seed
-    cfg = (resume and StateStore().resume_config(resume, overrides)) or load_config(params,
+    cfg = (resume and SavedRuns().resume_config(resume, overrides)) or load_config(params,
                                                                                   overrides)
     prepare(cfg)
     validate(cfg)
-    session = load(cfg, progress)
-    run = open_run(cfg, session, resume, auto_annotate)
+    steps = load(cfg, progress)
+    run = open_run(cfg, steps, resume, auto_annotate)
     print(f"MLflow run {run.run_id} in experiment '{cfg.experiment_name}' "
           f"({cfg.active.strategy}, b={cfg.active.budget}, {cfg.active.rounds} rounds)", flush=True)
     try:
@@ -237,7 +238,7 @@ def _rounds(cfg: Config, run: ActiveRun) -> dict:
     """Round 0, then select → annotate → adapt → evaluate per round, then register."""
     for row in run.state.history:
         print_row(row)
-    slots = training_slots(run.session.device, cfg.train.gpus)
+    slots = training_slots(run.steps.device, cfg.train.gpus)
     pretraining = pretrain.with_options(tags=slots)
     training = adapt.with_options(tags=slots)
     if run.state.rounds_done < 0:

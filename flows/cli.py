@@ -47,7 +47,7 @@ def cmd_data(args) -> int:
             print(f"matches data.dvc (hash {verify_and_cache('data.dvc')}); cached by DVC")
         return 0
     if args.action == "split":
-        from components.tracking.lineage import data_hash
+        from components.data.versioning import data_hash
 
         manifest = prepare.split_and_validate(cfg)
         print(f"manifest {cfg.data.manifest}: {len(manifest)} samples, validated\n"
@@ -113,11 +113,11 @@ def cmd_runs(args) -> int:
     """The runs started from this folder, with what became of them and how to continue."""
     from mlflow.tracking import MlflowClient
 
-    from components.run_list import summarise
-    from components.state import StateStore
+    from components.run.listing import summarise
+    from components.run.saved import SavedRuns
     from components.tracking.lineage import configure_mlflow
 
-    rows = summarise(StateStore(), MlflowClient(configure_mlflow()))
+    rows = summarise(SavedRuns(), MlflowClient(configure_mlflow()))
     if not rows:
         print("no runs started from this folder yet (sage-ada run starts one)")
         return 0
@@ -155,11 +155,11 @@ def check_settings(args):
     pinned (they are chosen when torch runs its first one)."""
     from components import numerics
     from components.config import load_config
-    from components.preflight import check_run
-    from components.state import StateStore
+    from components.run.preflight import check_run
+    from components.run.saved import SavedRuns
 
     resume = getattr(args, "resume", None)
-    cfg = ((resume and StateStore().resume_config(resume, _overrides(args)))
+    cfg = ((resume and SavedRuns().resume_config(resume, _overrides(args)))
            or load_config(args.params, _overrides(args)))
     if args.command == "compare":
         for strategy in args.strategies.split(","):
@@ -171,6 +171,8 @@ def check_settings(args):
 
 
 def build_parser() -> argparse.ArgumentParser:
+    from components.config import declared_adversaries
+
     p = argparse.ArgumentParser(prog="sage-ada", description=(
         "Active domain adaptation with SAGE: choose which target samples are worth a label, "
         "get them annotated, adapt, round after round, tracked in MLflow."))
@@ -200,7 +202,8 @@ def build_parser() -> argparse.ArgumentParser:
                         help="who labels: held-back labels, or people in Label Studio")
         data_flags(sp)
         sp.add_argument("--regulariser", choices=["union", "sum", "mme"])
-        sp.add_argument("--adversarial", choices=["none", "dann", "tsf"])
+        sp.add_argument("--adversarial", choices=["none", *sorted(declared_adversaries())],
+                        help="the adversarial loss (a unit in components/adaptation/losses.py)")
         sp.add_argument("--pretrain-steps", type=int)
         sp.add_argument("--steps-per-round", type=int)
         sp.add_argument("--device", metavar="{auto,cpu,cuda,cuda:N}")
@@ -250,8 +253,8 @@ USER_ERRORS = {  # mistakes a user can make and fix, each told in one line: modu
     "components.config": "ConfigError", "components.data.importers": "DataLayoutError",
     "components.data.validate": "ManifestInvalid",
     "components.data.versioning": "DataVersionMismatch", "components.oracle.base": "OracleError",
-    "components.state": "ResumeMismatch", "components.preflight": "ServerDown",
-    "components.adaptation.distributed": "DistributedError",
+    "components.run.saved": "ResumeMismatch", "components.run.preflight": "ServerDown",
+    "components.run.torchrun": "DistributedError",
 }
 
 

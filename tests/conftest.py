@@ -139,3 +139,13 @@ def random_pool(n: int = 40, seed: int = 0):
     g = torch.Generator().manual_seed(seed)
     images = torch.randint(0, 256, (n, 1, 28, 28), generator=g, dtype=torch.uint8)
     return ImageSet([f"t/{i:03d}" for i in range(n)], images, torch.full((n,), -1))
+
+
+def outputs_of(net, pool, device: str = "cpu"):
+    """The pool's outputs as the run hands them to a strategy (features, probabilities and
+    the discriminator)."""
+    from components.models.inference import predict
+    from components.query import PoolOutputs
+
+    z, logits = predict(net, pool, device=torch.device(device))
+    return PoolOutputs.from_logits(pool.ids, z, logits, net.discriminator)

@@ -8,7 +8,7 @@ import torch.nn.functional as F
 from components.query import STRATEGIES, select
 from components.query.aada import aada_scores
 from components.query.badge import factorised_distance, gradient_factors
-from tests.conftest import random_pool, tiny_network
+from tests.conftest import outputs_of, random_pool, tiny_network
 
 
 def test_badge_factorised_distances_equal_explicit_embedding_distances():
@@ -38,33 +38,33 @@ def test_baselines_pick_distinct_unlabelled_ids_reproducibly(name):
     net = tiny_network(num_classes=4, adversarial="none")
     labelled = {f"t/{i:03d}" for i in range(0, 40, 4)}
     pool = random_pool(40).without(labelled)
-    ids, scores = select(name, net, pool, 6, seed=2)
-    assert ids == select(name, net, pool, 6, seed=2)[0]
+    ids, scores = select(name, outputs_of(net, pool), 6, seed=2)
+    assert ids == select(name, outputs_of(net, pool), 6, seed=2)[0]
     assert len(set(ids)) == 6 and not set(ids) & labelled and len(scores) == 6
 
 
 def test_entropy_and_confidence_rank_by_their_scores():
     net = tiny_network(num_classes=4, adversarial="none")
     pool = random_pool(30)
-    from components.query.base import entropy_of, pool_outputs
+    from components.query.base import entropy_of
 
-    _, p = pool_outputs(net, pool, torch.device("cpu"))
-    ids, _ = select("entropy", net, pool, 3, seed=0)
+    p = outputs_of(net, pool).probabilities
+    ids, _ = select("entropy", outputs_of(net, pool), 3, seed=0)
     assert ids == [pool.ids[i] for i in torch.topk(entropy_of(p), 3).indices]
-    ids, _ = select("confidence", net, pool, 3, seed=0)
+    ids, _ = select("confidence", outputs_of(net, pool), 3, seed=0)
     assert ids == [pool.ids[i] for i in torch.topk(-p.max(1).values, 3).indices]
 
 
 def test_aada_needs_the_domain_discriminator():
     with pytest.raises(ValueError, match="DANN"):
-        select("aada", tiny_network(adversarial="tsf"), random_pool(10), 2, seed=0)
-    ids, _ = select("aada", tiny_network(adversarial="dann"), random_pool(10), 2, seed=0)
+        select("aada", outputs_of(tiny_network(adversarial="tsf"), random_pool(10)), 2, seed=0)
+    ids, _ = select("aada", outputs_of(tiny_network(adversarial="dann"), random_pool(10)), 2, seed=0)
     assert len(ids) == 2
 
 
 def test_budget_larger_than_pool_is_a_clear_error():
     with pytest.raises(ValueError, match="exceeds"):
-        select("random", tiny_network(), random_pool(3), 5, seed=0)
+        select("random", outputs_of(tiny_network(), random_pool(3)), 5, seed=0)
 
 
 def test_every_strategy_is_registered():

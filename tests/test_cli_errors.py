@@ -37,9 +37,9 @@ def _typo_in_file(workdir: Path) -> None:
 def _a_saved_run(workdir: Path) -> None:
     """A run started with --budget 3, as the state store keeps it."""
     from components.config import load_config
-    from components.state import RunState, StateStore
+    from components.run.saved import RunState, SavedRuns
 
-    store = StateStore(workdir / ".sage-ada" / "runs")
+    store = SavedRuns(workdir / ".sage-ada" / "runs")
     cfg = load_config(workdir / "params.yaml", {"active.budget": 3})
     store.save(RunState(run_id="r3", rounds_done=0))
     store.save_settings("r3", cfg.model_dump())
@@ -48,11 +48,11 @@ def _a_saved_run(workdir: Path) -> None:
 def _a_live_identical_run(workdir: Path) -> None:
     """A run of the same settings whose process (this test's) still runs."""
     from components.config import load_config
-    from components.state import RunState, StateStore, config_hash
+    from components.run.saved import RunState, SavedRuns, settings_hash
 
-    store = StateStore(workdir / ".sage-ada" / "runs")
+    store = SavedRuns(workdir / ".sage-ada" / "runs")
     cfg = load_config(workdir / "params.yaml")
-    store.save(RunState(run_id="twin", rounds_done=0, config_hash=config_hash(cfg)))
+    store.save(RunState(run_id="twin", rounds_done=0, settings_hash=settings_hash(cfg)))
     store.claim("twin")
 
 

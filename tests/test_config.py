@@ -28,6 +28,9 @@ def test_the_worked_gpu_params_file_is_valid_and_complete():
     ({"active.strategy": "magic"}, "active.strategy = 'magic' is not a strategy"),
     ({"active.strategy": "aada"}, "train.adversarial: dann"),
     ({"train.adversarial": "dann"}, "train.adversarial: tsf"),
+    ({"train.adversarial": "gan"}, r"train.adversarial = 'gan': not an adversarial loss; choose "
+                                   r"one of \['dann', 'none', 'tsf'\]"),
+    ({"train.adversarial": "none"}, "strategy 'sage' needs the class-level discriminator"),
     ({"model.classifier": "linear", "train.regulariser": "mme"}, "cosine"),
     ({"active.budget": 0}, "active.budget = 0: Input should be greater than 0"),
     ({"data.target": "mnist"}, "same domain"),
@@ -63,6 +66,21 @@ def test_strategies_are_known_before_torch_loads():
     from components.query import STRATEGIES
 
     assert declared_strategies() == {name: s.requires for name, s in STRATEGIES.items()}
+
+
+def test_adversarial_losses_are_known_before_torch_loads():
+    """``train.adversarial`` is checked against what components/adaptation registers, read
+    without importing it; the two lists must be the same, and every discriminator a strategy
+    requires is one some loss trains."""
+    from components.adaptation.losses import ADVERSARIAL
+    from components.config import declared_adversaries, declared_strategies
+
+    declared = declared_adversaries()
+    assert declared == {name: unit.discriminator for name, unit in ADVERSARIAL.items()}
+    assert set(declared_strategies().values()) - {None} <= set(declared.values())
+    for name in ["none", *declared]:
+        assert load_config(REPO / "params.yaml", {"train.adversarial": name,
+                                                  "active.strategy": "random"})
 
 
 def test_one_seed_flag_seeds_training_and_selection_but_not_the_split():

@@ -6,17 +6,15 @@ import pytest
 import torch
 import yaml
 
-from tests.conftest import tiny_params
 
-
-def _session(project, **train):
+def _steps(project, **train):
     from components.config import load_config
-    from components.session import ActiveSession
+    from components.run.steps import RunSteps
 
     raw = yaml.safe_load((project / "params.yaml").read_text())
     raw["train"].update({"steps_per_round": 6, "batch_size": 16, "device": "cpu", **train})
     (project / "params.yaml").write_text(yaml.safe_dump(raw))
-    return ActiveSession(load_config(project / "params.yaml"), progress=False)
+    return RunSteps(load_config(project / "params.yaml"), progress=False)
 
 
 @pytest.mark.parametrize("regulariser", ["sum", "mme"])
@@ -25,14 +23,14 @@ def test_two_gloo_processes_match_one_process_on_the_same_global_batch(project, 
     updates moved it (measured: at most 4e-4 of it) (a dropped share weight, per-process BatchNorm or unsynchronised
     gradients move it by a tenth or more). Further updates only amplify rounding: the
     cosine classifier's temperature multiplies it by about 17 per update."""
-    one = _session(project, regulariser=regulariser, steps_per_round=2)
+    one = _steps(project, regulariser=regulariser, steps_per_round=2)
     labelled = dict(zip(one.pool.ids[:5], ["0", "1", "2", "3", "4"]))
     start = one.new_network()
     reference = one.new_network()
     reference.load_state_dict(start.state_dict())
     one.train_phase(reference, 1, labelled)
 
-    two = _session(project, regulariser=regulariser, steps_per_round=2, gpus=2)
+    two = _steps(project, regulariser=regulariser, steps_per_round=2, gpus=2)
     ddp = two.new_network()
     ddp.load_state_dict(start.state_dict())
     ddp = two.train_phase(ddp, 1, labelled)
@@ -60,12 +58,12 @@ def test_shares_of_a_global_batch_weigh_by_their_size():
 
 
 def test_a_failing_job_says_where_its_log_is(project):
-    from components.adaptation.distributed import DistributedError
+    from components.run.torchrun import DistributedError
 
-    session = _session(project, gpus=2)
-    session.cfg.data.manifest = str(project / "nowhere.csv")   # each process fails to load it
+    steps = _steps(project, gpus=2)
+    steps.cfg.data.manifest = str(project / "nowhere.csv")   # each process fails to load it
     with pytest.raises(DistributedError, match=r"2-process training job failed .* log is .*log.txt"):
-        session.train_phase(session.new_network(), 1, dict.fromkeys(session.pool.ids[:2], "0"))
+        steps.train_phase(steps.new_network(), 1, dict.fromkeys(steps.pool.ids[:2], "0"))
 
 
 @pytest.mark.slow

@@ -105,18 +105,18 @@ def test_flow_end_to_end_lineage_in_mlflow_and_prefect(project):
 
 
 def test_crash_mid_round_then_resume_never_asks_twice(project, monkeypatch):
-    from components.session import ActiveSession
+    from components.run.steps import RunSteps
 
     CountingOracle.log = []
     monkeypatch.setitem(ORACLES, "simulated", CountingOracle)
-    real_adapt = ActiveSession.adapt
+    real_adapt = RunSteps.adapt
 
     def crash_in_round_2(self, net, labelled, round):
         if round == 2:
             raise RuntimeError("simulated crash")
         return real_adapt(self, net, labelled, round)
 
-    monkeypatch.setattr(ActiveSession, "adapt", crash_in_round_2)
+    monkeypatch.setattr(RunSteps, "adapt", crash_in_round_2)
     with pytest.raises(RuntimeError, match="simulated crash"):
         _run()
     (state_file,) = list((project / ".sage-ada" / "runs").glob("*/state.json"))
@@ -124,7 +124,7 @@ def test_crash_mid_round_then_resume_never_asks_twice(project, monkeypatch):
     assert saved["rounds_done"] == 1 and saved["pending"]["labels"]  # labels kept
     asked_before = list(CountingOracle.log)
 
-    monkeypatch.setattr(ActiveSession, "adapt", real_adapt)
+    monkeypatch.setattr(RunSteps, "adapt", real_adapt)
     result = _run(resume=saved["run_id"])
     assert result["run_id"] == saved["run_id"]
     assert [h["round"] for h in result["history"]] == [0, 1, 2]
@@ -141,14 +141,14 @@ def test_crash_mid_round_then_resume_never_asks_twice(project, monkeypatch):
 
 def test_target_train_labels_only_come_from_the_oracle(project, monkeypatch):
     from components.config import load_config
-    from components.session import ActiveSession
+    from components.run.steps import RunSteps
 
-    session = ActiveSession(load_config("params.yaml"), progress=False)
-    assert (session.pool.labels == -1).all()          # withheld when loaded
+    steps = RunSteps(load_config("params.yaml"), progress=False)
+    assert (steps.pool.labels == -1).all()          # withheld when loaded
     CountingOracle.log = []
     monkeypatch.setitem(ORACLES, "simulated", CountingOracle)
     result = _run()
-    truth = dict(zip(session.manifest.sample_id, session.manifest.label))
+    truth = dict(zip(steps.manifest.sample_id, steps.manifest.label))
     assert set(result["labelled"]) == set(CountingOracle.log)
     assert all(truth[s] == label for s, label in result["labelled"].items())
 
@@ -171,7 +171,7 @@ def test_a_resume_keeps_the_runs_own_settings_and_refuses_others(project, monkey
     """Started with flags, resumed with a plain ``--resume <id>``: the run's own settings, not
     params.yaml's. A flag that disagrees is refused, naming the key and both values; a run
     whose MLflow store is gone is one clear error."""
-    from components.state import ResumeMismatch
+    from components.run.saved import ResumeMismatch
 
     result = _run(overrides={"active.rounds": 0, "active.budget": 3})
     assert result["registered_version"] is None          # pretraining only: no new version

@@ -16,8 +16,10 @@ from mlflow.tracking import MlflowClient
 
 from components.oracle import OracleError, OracleTimeout
 from components.oracle.auto_annotator import AutoAnnotator
-from components.oracle.label_studio import (LabelStudioOracle, choice_result, connect, item_id,
-                                            label_config, resolve)
+from components.oracle.label_studio import (LabelStudioOracle, choice_result, classes_digest,
+                                            connect, item_id, label_config, project_classes,
+                                            rejected_labels, resolve, round_answered,
+                                            round_status, task_answered)
 from tests.conftest import REPO, free_port
 
 CLASSES = [str(c) for c in range(10)]
@@ -71,6 +73,45 @@ def test_unknown_label_is_rejected_with_a_log_line(caplog):
         res = resolve([_ann(1, "eleven")], CLASSES, "majority", "optdigits/1/x")
     assert res.label is None and not res.skipped
     assert "rejected label 'eleven' for optdigits/1/x" in caplog.text
+    assert res.rejected == ((1, "eleven"),) and res.answered == 0
+
+
+def test_answered_is_defined_once_on_plain_tasks():
+    """Issue 29: the one rule the run and the webhook receiver decide with. A task is answered
+    when as many people as asked gave a class of the list or skipped; a label outside the list
+    is no answer (the task waits, the annotation is kept and named)."""
+    def task(i, *annotations, overlap=1):
+        return {"id": i, "data": {"item": f"item{i}", "round": 1}, "overlap": overlap,
+                "annotations": list(annotations)}
+
+    assert task_answered([_ann(1, "3")], CLASSES)
+    assert task_answered([_ann(1, cancelled=True)], CLASSES)              # a skip answers
+    assert not task_answered([_ann(1, "eleven")], CLASSES)                # outside the list
+    assert not task_answered([_ann(1)], CLASSES) and not task_answered([], CLASSES)
+    assert not task_answered([_ann(1, "3")], CLASSES, per_task=2)         # two people asked
+    assert not task_answered([_ann(1, "3"), _ann(2, "eleven")], CLASSES, per_task=2)
+    assert task_answered([_ann(1, "3"), _ann(2, "5")], CLASSES, overlap=2)
+    assert not task_answered([_ann(1, "3"), _ann(2, "5")], CLASSES, overlap=3)  # a tie: one more
+
+    tasks = [task(1, _ann(1, "3")), task(2, _ann(2, "eleven"))]
+    assert not round_answered(tasks, CLASSES) and not round_answered([], CLASSES)
+    assert rejected_labels(tasks, CLASSES) == [
+        {"task": 2, "item": "item2", "annotation": 2, "label": "eleven"}]
+    tasks[1]["annotations"] = [_ann(2, "7")]                             # changed to a class
+    assert round_answered(tasks, CLASSES) and rejected_labels(tasks, CLASSES) == []
+    assert not round_answered(tasks, CLASSES, per_task=2)
+
+    # the run's resolution of a task agrees with the rule: answered ⇔ a label or a skip
+    for annotations in ([_ann(1, "3")], [_ann(1, "eleven")], [_ann(1, cancelled=True)],
+                        [_ann(1, cancelled=True), _ann(2, "eleven")], [_ann(1)],
+                        [_ann(1, "eleven"), _ann(2, "4")]):
+        r = resolve(annotations, CLASSES, "majority", "s")
+        assert task_answered(annotations, CLASSES) == (r.label is not None or r.skipped)
+
+    # the receiver reads the class list from the project's labelling config
+    assert project_classes(label_config(CLASSES)) == CLASSES
+    assert project_classes(label_config(["cat", "dog"], pixelated=True)) == ["cat", "dog"]
+    assert classes_digest(["b", "a"]) == classes_digest(["a", "b"]) != classes_digest(["a"])
 
 
 def test_each_digit_is_its_own_keyboard_shortcut():
@@ -259,17 +300,17 @@ def test_a_label_corrected_after_its_round_is_used_from_then_on(project, label_s
     adaptation trains on the corrected label, and MLflow records the correction."""
     from components.config import load_config
     from components.oracle import make_oracle
-    from components.runner import ActiveRun
-    from components.session import ActiveSession
+    from components.run.active_run import ActiveRun
+    from components.run.steps import RunSteps
 
     raw = _ls_project(project, label_studio)
     raw["active"]["rounds"] = 2
     (project / "params.yaml").write_text(yaml.safe_dump(raw))
     cfg = load_config("params.yaml")
-    session = ActiveSession(cfg, progress=False)
-    oracle = make_oracle(cfg, session.manifest, session.classes, auto_annotate=True,
+    steps = RunSteps(cfg, progress=False)
+    oracle = make_oracle(cfg, steps.manifest, steps.classes, auto_annotate=True,
                          progress=False)
-    run = ActiveRun.open(cfg, session, oracle)
+    run = ActiveRun.open(cfg, steps, oracle)
     run.pretrain()
     run.select(1)
     first = run.annotate(1, timeout=60)
@@ -281,8 +322,8 @@ def test_a_label_corrected_after_its_round_is_used_from_then_on(project, label_s
     oracle.client.annotations.update(id=task.annotations[0]["id"], result=choice_result(new))
 
     trained_on = []
-    adapt = session.adapt
-    session.adapt = lambda net, labelled, round: trained_on.append(dict(labelled)) or adapt(
+    adapt = steps.adapt
+    steps.adapt = lambda net, labelled, round: trained_on.append(dict(labelled)) or adapt(
         net, labelled, round)
     run.select(2)
     run.annotate(2, timeout=60)
@@ -391,6 +432,78 @@ def test_skips_unknown_labels_and_disagreements(label_studio, digits_manifest, d
     again = oracle.request([ids[0]], 2, context={ids[0]: context[ids[0]]})
     state = oracle.poll(again)[ids[0]]
     assert state.label is None and not state.skipped and state.n_annotations == 0
+
+
+def _receiver_module():
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("webhook_receiver",
+                                                  REPO / "infra/webhooks/receiver.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+@pytest.mark.slow
+def test_a_label_outside_the_class_list_neither_resumes_nor_loops(label_studio, digits_manifest,
+                                                                    digits_root, monkeypatch,
+                                                                    capsys):
+    """Issue 29: the receiver counted a label outside the class list as an answer and resumed
+    the run, which found its round unanswered and suspended again, on every sweep. Both now
+    decide with ``task_answered``: such a label is no answer, the receiver does not resume and
+    says which label to change, the run says the same, and nothing is lost; once the label is
+    changed to a class, both say answered and the receiver resumes the run once."""
+    import prefect.flow_runs
+
+    resumed = []
+    monkeypatch.setattr(prefect.flow_runs, "resume_flow_run",
+                        lambda flow_run_id, *a, **k: resumed.append(flow_run_id))
+    oracle = _oracle(label_studio, digits_root, "issue-29", poll_interval_s=0.2,
+                     on_timeout="fail")
+    pool = digits_manifest[digits_manifest.split == "target_train"].head(2)
+    ids, truth = list(pool.sample_id), dict(zip(pool.sample_id, pool.label))
+    handle = oracle.request(ids, 1, context={s: {"path": p} for s, p in zip(ids, pool.path)})
+    project = handle["project_id"]
+    receiver_url = f"http://127.0.0.1:{free_port()}"               # nothing listens: no call lands
+    oracle.watch(handle, receiver_url, "flow-run-29", deadline=None)
+    (hook,) = [h for h in oracle.client.webhooks.list(project=str(project))
+               if h.url.startswith(receiver_url)]
+    from urllib.parse import parse_qs, urlparse
+    query = {k: v[0] for k, v in parse_qs(urlparse(hook.url).query).items()}
+    assert query["per_task"] == "1" and query["classes"] == classes_digest(CLASSES)
+
+    tasks = oracle.tasks(project)
+    oracle.client.annotations.create(id=tasks[oracle.item(ids[0])].id,
+                                     result=choice_result(truth[ids[0]]))
+    bad = oracle.client.annotations.create(id=tasks[oracle.item(ids[1])].id,
+                                           result=choice_result("eleven"))
+    receiver = _receiver_module().Receiver(oracle.client, receiver_url)
+    capsys.readouterr()
+    for _ in range(3):                       # webhook calls and sweeps: the same answer each time
+        assert oracle.complete(handle) is False                     # what the run says
+        assert round_status(oracle.client, project, 1).answered is False
+        assert receiver.check(query, "sweep") == "waiting"
+    receiver.sweep()
+    assert resumed == []                                             # never resumed
+    said = capsys.readouterr().out
+    assert f"item {oracle.item(ids[1])}" in said and "'eleven'" in said
+    assert "outside the class list" in said and "1 of 2 tasks answered" in said
+    with pytest.raises(OracleTimeout, match=r"1 of 2 .*outside the class list \(.*'eleven'"):
+        oracle.collect(handle, timeout=0.3)                           # the run names it too
+    kept = oracle.tasks(project)[oracle.item(ids[1])].annotations     # nothing lost
+    assert [(a["id"], a["result"][0]["value"]["choices"]) for a in kept] == [(bad.id, ["eleven"])]
+
+    oracle.client.annotations.update(id=bad.id, result=choice_result(truth[ids[1]]))
+    assert oracle.complete(handle) is True
+    assert receiver.check(query, "webhook") == "resumed" and resumed == ["flow-run-29"]
+    assert oracle.collect(handle, timeout=5) == truth
+
+    # a class list changed in Label Studio: the receiver resumes the run, which says what to fix
+    oracle.client.projects.update(id=project, label_config=label_config(CLASSES + ["eleven"]))
+    assert receiver.check(query, "sweep") == "resumed" and len(resumed) == 2
+    with pytest.raises(OracleError, match=r"labelling config .* was changed.*added: \['eleven'\]"):
+        oracle.complete(handle)
+    oracle.unwatch(handle, receiver_url)
 
 
 @pytest.mark.slow

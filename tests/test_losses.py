@@ -4,12 +4,16 @@ from __future__ import annotations
 import math
 from dataclasses import replace
 
+import pytest
 import torch
 import torch.nn.functional as F
 
-from components.adaptation.losses import (ADVERSARIAL, REGULARISERS, Outputs, dann_loss, entropy,
-                                          omega_mme, omega_sum, omega_union, tsf_loss)
+from components.adaptation.losses import (ADVERSARIAL, REGULARISERS, AdversarialLoss, Outputs,
+                                          adversarial_loss, entropy,
+                                          omega_mme, omega_sum, omega_union)
 from components.models.grl import reverse_gradient
+
+DANN, TSF = ADVERSARIAL["dann"], ADVERSARIAL["tsf"]
 
 
 def test_gradient_reversal_flips_and_scales():
@@ -22,15 +26,18 @@ def test_gradient_reversal_flips_and_scales():
 
 def test_tsf_with_one_class_equals_dann():
     a_s, a_t = torch.randn(8, 1), torch.randn(6, 1)
-    tsf = tsf_loss(a_s, a_t, torch.ones(8, 1), torch.ones(6, 1))
-    torch.testing.assert_close(tsf, dann_loss(a_s, a_t, None, None))
+    w_s, w_t = DANN.weights(torch.zeros(8, dtype=torch.long), torch.randn(6, 3))
+    assert torch.equal(w_s, torch.ones(8, 1)) and torch.equal(w_t, torch.ones(6, 1))
+    torch.testing.assert_close(TSF.loss(a_s, a_t, w_s, w_t), DANN.loss(a_s, a_t, w_s, w_t))
+    y_one_class = torch.zeros(8, dtype=torch.long)
+    assert [torch.equal(w, torch.ones_like(w)) for w in TSF.weights(y_one_class, a_t)] == [True] * 2
 
 
 def test_dann_matches_binary_cross_entropy_definition():
     a_s, a_t = torch.randn(8, 1, dtype=torch.float64), torch.randn(6, 1, dtype=torch.float64)
     d_s, d_t = torch.sigmoid(a_s), torch.sigmoid(a_t)
     expect = -(torch.log(1 - d_s).mean() + torch.log(d_t).mean())
-    torch.testing.assert_close(dann_loss(a_s, a_t, None, None), expect)
+    torch.testing.assert_close(DANN.loss(a_s, a_t, torch.ones(8, 1), torch.ones(6, 1)), expect)
 
 
 def test_tsf_matches_eq2_and_is_stable_for_large_logits():
@@ -39,9 +46,71 @@ def test_tsf_matches_eq2_and_is_stable_for_large_logits():
     p = torch.softmax(torch.randn(5, 3, dtype=torch.float64), 1)
     expect = -((y * torch.log(1 - torch.sigmoid(a_s))).sum(1).mean()
                + (p * torch.log(torch.sigmoid(a_t))).sum(1).mean())
-    torch.testing.assert_close(tsf_loss(a_s, a_t, y, p), expect)
-    big = tsf_loss(torch.full((2, 3), 200.0), torch.full((2, 3), -200.0), y[:2], p[:2])
+    torch.testing.assert_close(TSF.loss(a_s, a_t, y, p), expect)
+    big = TSF.loss(torch.full((2, 3), 200.0), torch.full((2, 3), -200.0), y[:2], p[:2])
     assert torch.isfinite(big) and big > 100  # log(sigmoid) would give inf here
+
+
+def test_tsf_weights_are_source_labels_and_detached_target_predictions():
+    y = torch.tensor([0, 2, 1, 2])
+    logits = torch.randn(5, 3, requires_grad=True)
+    w_s, w_t = TSF.weights(y, logits)
+    assert torch.equal(w_s, F.one_hot(y, 3).float())
+    torch.testing.assert_close(w_t, torch.softmax(logits, 1))
+    assert not w_t.requires_grad  # ŷ is a constant: the classifier gets nothing from d
+
+
+@pytest.mark.parametrize("name, outputs", [("none", 0), ("dann", 1), ("tsf", 7)])
+def test_each_loss_sizes_its_discriminator(name, outputs):
+    """``build_network`` sizes ``d`` by the kind the loss declares (none: no ``d``)."""
+    from tests.conftest import tiny_network
+
+    if name != "none":
+        assert ADVERSARIAL[name].outputs(7) == outputs
+    disc = tiny_network(num_classes=7, adversarial=name).discriminator
+    assert (disc.outputs if disc is not None else 0) == outputs
+
+
+@pytest.mark.parametrize("name", ["dann", "tsf"])
+def test_a_unit_reverses_the_features_gradient_and_scales_each_domain(name):
+    """The unit's discriminator descends its loss, the features ascend it at ``reversal``
+    times the rate, and each domain's rows carry their own scale (a process's share)."""
+    unit, reversal, (cs, ct) = ADVERSARIAL[name], 0.25, (0.5, 2.0)
+    torch.manual_seed(0)
+    disc = torch.nn.Linear(4, unit.outputs(3))
+    z_s, z_t = torch.randn(6, 4, requires_grad=True), torch.randn(5, 4, requires_grad=True)
+    y, logits = torch.randint(3, (6,)), torch.randn(5, 3)
+    got = torch.autograd.grad(unit(disc, z_s, z_t, y, logits, reversal=reversal, scales=(cs, ct)),
+                              [z_s, z_t, disc.weight])
+    # by hand: no reversal layer, each domain's term scaled apart
+    w_s, w_t = unit.weights(y, logits)
+    a_s, a_t = disc(z_s), disc(z_t)
+    source = unit.loss(a_s, a_t.detach(), w_s, w_t)   # the source term's gradient ...
+    target = unit.loss(a_s.detach(), a_t, w_s, w_t)   # ... and the target term's
+    g_s = torch.autograd.grad(source, [z_s, disc.weight])
+    g_t = torch.autograd.grad(target, [z_t, disc.weight])
+    torch.testing.assert_close(got[0], -reversal * cs * g_s[0])
+    torch.testing.assert_close(got[1], -reversal * ct * g_t[0])
+    torch.testing.assert_close(got[2], cs * g_s[1] + ct * g_t[1])
+
+
+def test_a_new_adversarial_loss_is_one_registered_class(monkeypatch):
+    monkeypatch.setattr("components.adaptation.losses.ADVERSARIAL", dict(ADVERSARIAL))
+    from components.adaptation import losses
+
+    @adversarial_loss("toy", discriminator="class")
+    class Toy(AdversarialLoss):
+        def weights(self, y_source, logits_target):
+            return torch.ones(len(y_source), 1), torch.ones(len(logits_target), 1)
+
+        def loss(self, a_source, a_target, w_source, w_target):
+            return a_target.mean() - a_source.mean()
+
+    toy = losses.ADVERSARIAL["toy"]
+    assert isinstance(toy, Toy) and toy.name == "toy" and toy.outputs(5) == 5
+    assert "toy" not in ADVERSARIAL
+    with pytest.raises(ValueError, match="none means no adversary"):
+        adversarial_loss("none", discriminator="domain")
 
 
 def _outputs(n_s=6, n_l=2, c=3, m=4, seed=0):
@@ -111,6 +180,8 @@ def test_mme_classifier_and_features_get_opposite_entropy_gradients():
 
 def test_registries_name_every_loss():
     assert set(ADVERSARIAL) == {"dann", "tsf"}
+    assert {n: (u.name, u.discriminator) for n, u in ADVERSARIAL.items()} == {
+        "dann": ("dann", "domain"), "tsf": ("tsf", "class")}
     assert set(REGULARISERS) == {"source", "union", "sum", "mme"}
 
 

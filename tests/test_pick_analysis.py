@@ -3,16 +3,11 @@ from __future__ import annotations
 
 import json
 import math
-import sys
-from pathlib import Path
 
 import numpy as np
 import pytest
 
-REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO / "benchmarks"))
-
-import pick_analysis  # noqa: E402
+from benchmarks import pick_analysis
 
 
 def test_percentile_of_ranks_picks_among_the_pool():

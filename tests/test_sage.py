@@ -11,7 +11,7 @@ from components.query.diversity import embedding_distance, farthest_first
 from components.query.sage import (adversarial_jacobian, adversarial_jacobian_autograd,
                                    embed_pool, expected_gradient, positive_orthogonal_projection,
                                    sage_embedding, select_from_embedding)
-from tests.conftest import random_pool, tiny_network
+from tests.conftest import outputs_of, random_pool, tiny_network
 
 torch.set_default_dtype(torch.float32)
 
@@ -134,8 +134,8 @@ def test_no_diversity_is_top_norm():
 def test_sage_on_a_network_picks_distinct_unlabelled_ids_reproducibly(strategy):
     net = tiny_network(num_classes=4, adversarial="tsf")
     pool = random_pool(40).without([f"t/{i:03d}" for i in range(5)])  # 5 already labelled
-    ids, scores = select(strategy, net, pool, 8, seed=1)
-    again, _ = select(strategy, net, pool, 8, seed=1)
+    ids, scores = select(strategy, outputs_of(net, pool), 8, seed=1)
+    again, _ = select(strategy, outputs_of(net, pool), 8, seed=1)
     assert ids == again and len(set(ids)) == 8
     assert not set(ids) & {f"t/{i:03d}" for i in range(5)}
     assert all(s >= 0 for s in scores)
@@ -159,7 +159,7 @@ def test_pool_embedding_matches_manual_composition():
             rows.append(p[n, c].sqrt() * (g[n, c] - lam * E[n]))
         expect.append(torch.cat(rows))
     net = net.float()
-    emb, norms = embed_pool(net, pool, device=torch.device("cpu"), chunk=4)
+    emb, norms = embed_pool(outputs_of(net, pool), chunk=4)
     torch.testing.assert_close(emb.double(), torch.stack(expect), atol=1e-4, rtol=1e-4)
 
 
@@ -170,8 +170,8 @@ def test_each_sage_variant_scores_with_the_embedding_its_name_says(strategy, pop
     picks are the norms of that embedding, not of the other."""
     net = tiny_network(num_classes=4, adversarial="tsf")
     pool = random_pool(40)
-    ids, scores = select(strategy, net, pool, 6, seed=1)
-    norms = {flag: embed_pool(net, pool, device=torch.device("cpu"), chunk=4096, pop=flag)[1]
+    ids, scores = select(strategy, outputs_of(net, pool), 6, seed=1)
+    norms = {flag: embed_pool(outputs_of(net, pool), chunk=4096, pop=flag)[1]
              for flag in (True, False)}
     at = [list(pool.ids).index(i) for i in ids]
     assert scores == pytest.approx(norms[pop][at].tolist(), rel=1e-5)

@@ -12,7 +12,7 @@ from components.adaptation.trainer import Streams, train
 from components.config import Config
 from components.data.stream import Transform, stream_images
 from components.data.tensors import ImageLoadError, load_images
-from components.session import streams_images
+from components.run.steps import streams_images
 from tests.conftest import tiny_network
 
 torch.set_num_threads(1)
@@ -198,7 +198,7 @@ def test_float16_embedding_picks_what_float32_picks():
     the spread of a trained discriminator. k-means++ draws at random in proportion to
     distances, so a rounding can move a draw to a neighbour: the picks may differ, by few."""
     from components.query.sage import embed_pool, select_from_embedding
-    from tests.conftest import random_pool
+    from tests.conftest import outputs_of, random_pool
 
     for seed in range(4):
         net = tiny_network(num_classes=5, dim=8, seed=seed)
@@ -206,8 +206,8 @@ def test_float16_embedding_picks_what_float32_picks():
             net.discriminator[0].weight.mul_(10)
             net.classifier.weight.mul_(10)
         pool = random_pool(120, seed=seed)
-        e32, n32 = embed_pool(net, pool, device=torch.device("cpu"), chunk=64, storage="float32")
-        e16, n16 = embed_pool(net, pool, device=torch.device("cpu"), chunk=64, storage="float16")
+        e32, n32 = embed_pool(outputs_of(net, pool), chunk=64, storage="float32")
+        e16, n16 = embed_pool(outputs_of(net, pool), chunk=64, storage="float16")
         assert e16.dtype == torch.float16
         torch.testing.assert_close(n16, n32)
         a = select_from_embedding(e32, 12, diversity="greedy", seed=3, chunk=50, norms=n32)
@@ -223,12 +223,12 @@ def test_float16_embedding_survives_norms_beyond_its_range():
     """A saturated discriminator gives norms over float16's largest value (65504); stored
     unscaled they would be infinite and every distance NaN."""
     from components.query.sage import embed_pool
-    from tests.conftest import random_pool
+    from tests.conftest import outputs_of, random_pool
 
     net = tiny_network(num_classes=5, dim=8, seed=2)
     with torch.no_grad():
         net.discriminator[-1].weight.mul_(1e6)
-    emb, norms = embed_pool(net, random_pool(60, seed=2), device=torch.device("cpu"), chunk=64,
+    emb, norms = embed_pool(outputs_of(net, random_pool(60, seed=2)), chunk=64,
                             storage="float16")
     assert float(norms.max()) > 65504 and torch.isfinite(emb).all()
     torch.testing.assert_close(emb.float().norm(dim=1) * norms.max(), norms, rtol=2e-3, atol=0)

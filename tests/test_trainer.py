@@ -6,12 +6,13 @@ import os
 import pytest
 import torch
 
-from components.adaptation.trainer import (Streams, evaluate, load_checkpoint, save_checkpoint,
-                                           train)
+from components.adaptation.trainer import Streams, train
 from components.config import Config
 from components.data.split import class_list
 from components.data.tensors import load_images
 from components.models import build_network
+from components.models.checkpoints import load_checkpoint, save_checkpoint
+from components.models.inference import evaluate
 from tests.conftest import fresh_python
 
 
@@ -90,6 +91,8 @@ import sys, torch
 from components.adaptation.trainer import Streams, train
 from components.config import Config
 from components.models import build_network
+from components.models.checkpoints import load_checkpoint, save_checkpoint
+from components.models.inference import evaluate
 from tests.conftest import random_pool
 source = random_pool(64, seed=1)
 source.labels = torch.arange(64) % 10
@@ -145,20 +148,22 @@ def test_compiled_update_trains_like_the_eager_one(tmp_path):
 
 def test_a_change_to_the_training_code_invalidates_cached_pretraining(tmp_path):
     """The round-0 cache is keyed by the code that trains, so an edited loss is not answered
-    by a model the old loss trained; code that does not train (a query) keeps the key."""
+    by a model the old loss trained; code that does not train (a query, prediction, the DDP
+    launcher) keeps the key."""
     import shutil
     from pathlib import Path
 
     import components
-    from components.session import training_code_digest
+    from components.run.steps import training_code_digest
 
     copy = tmp_path / "components"
     shutil.copytree(Path(components.__file__).parent, copy,
                     ignore=shutil.ignore_patterns("__pycache__"))
     before = training_code_digest(copy)
     assert before == training_code_digest()
-    (copy / "query" / "sage.py").write_text((copy / "query" / "sage.py").read_text() + "\n# a\n")
-    assert training_code_digest(copy) == before
+    for kept in ("query/sage.py", "models/inference.py", "run/torchrun.py"):  # no weights move
+        (copy / kept).write_text((copy / kept).read_text() + "\n# a\n")
+        assert training_code_digest(copy) == before, kept
     losses = copy / "adaptation" / "losses.py"
     losses.write_text(losses.read_text().replace("lambda_entropy", "lambda_ent"))
     assert training_code_digest(copy) != before

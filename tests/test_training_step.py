@@ -10,7 +10,11 @@ import torch
 import torch.nn.functional as F
 
 from components.adaptation import trainer
+from components.adaptation.distributed import scale_grad
+from components.adaptation.losses import REGULARISERS, Outputs
 from components.config import Config
+from components.models.device import autocast
+from components.models.grl import reverse_gradient
 from tests.conftest import tiny_network
 
 NS, NL, NU, LAMBDA = 6, 2, 5, 0.7
@@ -73,6 +77,66 @@ def test_discriminator_descends_features_ascend_and_the_classifier_ignores_the_a
     assert all(g_adv[n].abs().sum() > 0 for n in got if n.startswith(("discriminator", "backbone")))
 
 
+def _step_losses_before_the_unit(net, xs, ys, xl, yl, xu, lambda_adv, *, adversarial: str,
+                                 regulariser: str, lambda_entropy: float,
+                                 target_share: float | None = None,
+                                 group_scales=(1.0, 1.0, 1.0), reversal=1.0) -> dict:
+    """A frozen copy of ``step_losses`` as it was before the adversarial loss became a unit
+    (issue 29), eq. 1 and eq. 2 inlined: the reference it must match bit for bit."""
+    ns, nl = len(ys), len(yl)
+    cs, cl, cu = group_scales
+    device = xs.device
+    with autocast(device):
+        z = net.features(torch.cat([xs, xl, xu]))
+        logits = net.classifier(z)
+        out = Outputs(scale_grad(logits[:ns], cs), ys, scale_grad(logits[ns:ns + nl], cl), yl,
+                      scale_grad(z[ns + nl:], cu), target_share)
+        omega = REGULARISERS[regulariser](out, net.classifier, lambda_entropy)
+        loss, adv = omega, torch.zeros((), device=device)
+        if adversarial != "none":
+            d_in = reverse_gradient(torch.cat([z[:ns], z[ns + nl:]]), reversal)
+            a = net.discriminator(d_in).float()
+            a = torch.cat([scale_grad(a[:ns], cs), scale_grad(a[ns:], cu)])
+            num_outputs = a.shape[1]
+            y_onehot = (F.one_hot(ys, num_outputs).float() if num_outputs > 1
+                        else torch.ones(ns, 1, device=device))
+            p_t = (F.softmax(logits[ns + nl:].float(), 1) if num_outputs > 1
+                   else torch.ones(len(xu), 1, device=device))
+            a_s, a_t = a[:ns], a[ns:]
+            if adversarial == "dann":
+                adv = F.softplus(a_s).mean() + F.softplus(-a_t).mean()
+            else:
+                adv = ((y_onehot * F.softplus(a_s)).sum(1).mean()
+                       + (p_t.detach() * F.softplus(-a_t)).sum(1).mean())
+            loss = omega + lambda_adv * adv
+    acc = (logits[:ns].argmax(1) == ys).float().mean()
+    return {"loss": loss, "omega": omega, "adv": adv, "src_acc": acc}
+
+
+@pytest.mark.parametrize("regulariser", ["sum", "mme"])
+@pytest.mark.parametrize("group_scales", [(1.0, 1.0, 1.0), (0.5, 1.5, 2.0)])
+@pytest.mark.parametrize("adversarial", ["none", "dann", "tsf"])
+def test_the_adversarial_unit_changes_no_bit_of_the_step(adversarial, group_scales, regulariser):
+    """``step_losses`` through the registered unit gives the very same loss parts and
+    gradients (``torch.equal``, not close) as the inlined formula it replaced."""
+    kind = "cosine" if regulariser == "mme" else "linear"
+    batch = _batch(4, seed=3)
+    results = []
+    for losses in (trainer.step_losses, _step_losses_before_the_unit):
+        net = tiny_network(num_classes=4, adversarial=adversarial, classifier=kind, seed=1)
+        parts = losses(net, *batch, LAMBDA, adversarial=adversarial, regulariser=regulariser,
+                       lambda_entropy=0.1, target_share=0.2, group_scales=group_scales,
+                       reversal=0.25)
+        results.append((parts, _grads(net, parts["loss"])))
+    (parts, grads), (ref_parts, ref_grads) = results
+    assert (net.discriminator is None) == (adversarial == "none")
+    for key, value in ref_parts.items():
+        assert torch.equal(parts[key], value), (key, parts[key], value)
+    assert adversarial == "none" or parts["adv"] != 0
+    for name, value in ref_grads.items():
+        assert torch.equal(grads[name], value), name
+
+
 def test_dann_schedule_ramps_the_reversal_not_the_discriminators_rate(monkeypatch,
                                                                       digits_manifest,
                                                                       digits_root):
@@ -104,17 +168,17 @@ def test_dann_schedule_ramps_the_reversal_not_the_discriminators_rate(monkeypatc
         np.testing.assert_allclose(reversals, expected, rtol=1e-6)
 
 
-def test_clue_weights_its_clusters_by_entropy(monkeypatch):
+def test_clue_weights_its_clusters_by_entropy():
     """CLUE's centroids follow uncertainty: with one budget, the pick sits among the uncertain
     few, not at the centre of the confident many (unweighted k-means would pick that)."""
-    from components.query import clue
+    from components.query import PoolOutputs, clue
 
     gen = np.random.default_rng(0)
     confident = gen.normal(0.0, 0.1, (40, 2))
     uncertain = gen.normal(5.0, 0.1, (4, 2))
     z = torch.tensor(np.vstack([confident, uncertain]))
     p = torch.tensor([[0.999, 0.001]] * 40 + [[0.5, 0.5]] * 4)
-    monkeypatch.setattr(clue, "pool_outputs", lambda model, pool, device: (z, p))
-    picks, scores = clue.clue_query(None, None, 1, 0, device="cpu", chunk=64)
+    pool = PoolOutputs([str(i) for i in range(len(z))], z, p)
+    picks, scores = clue.clue_query(pool, 1, 0, chunk=64)
     assert picks[0] >= 40, picks
     assert scores[0] == pytest.approx(math.log(2))

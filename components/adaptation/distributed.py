@@ -1,7 +1,8 @@
 """Pretraining and adaptation on several GPUs: DistributedDataParallel under ``torchrun``.
 
-``train.gpus > 1``: the session writes the job (settings, labels so far, starting weights) to a
-folder, ``torchrun`` starts one process per GPU (``gloo`` processes on a CPU), and each process
+``train.gpus > 1``: the run writes the job (settings, labels so far, starting weights) to a
+folder, ``torchrun`` starts one process per GPU (``gloo`` processes on a CPU) on the run's
+worker module (``components.run.training_job``), and each process
 trains on its share of every step's **global** batch (the batch one process would draw: the
 same seeded plan, positions ``rank::world``). Rank 0 writes the weights back.
 
@@ -16,22 +17,11 @@ What makes W processes compute the one-process update (``tests/test_distributed.
 """
 from __future__ import annotations
 
-import json
-import os
-import subprocess
-import sys
 from dataclasses import dataclass
-from pathlib import Path
 
 import torch
 import torch.distributed as dist
 from torch import nn
-
-WORKER = "components.adaptation.distributed"
-
-
-class DistributedError(RuntimeError):
-    """The distributed job failed; the message says where its log is."""
 
 
 @dataclass(frozen=True)
@@ -141,48 +131,3 @@ def wrap_for_ddp(net: nn.Module, losses, device: torch.device, *, adversarial: s
     ddp = DDP(UpdateModule(net, losses), device_ids=ids,
               find_unused_parameters=adversarial == "none" and net.discriminator is not None)
     return lambda _net, *args, **kwargs: ddp(*args, **kwargs)
-
-
-# ---------------------------------------------------------------------- the job and its launch
-def launch(job: Path, nproc: int, *, log: Path) -> None:
-    """``torchrun`` over this module, one process per GPU (or CPU process); waits for it."""
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone",
-           f"--nproc_per_node={nproc}", "-m", WORKER, str(job)]
-    env = {**os.environ, "OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS", "1")}
-    with open(log, "w") as out:
-        done = subprocess.run(cmd, stdout=out, stderr=subprocess.STDOUT, env=env)
-    if done.returncode != 0:
-        tail = log.read_text().strip().splitlines()[-15:]
-        raise DistributedError(f"the {nproc}-process training job failed (exit {done.returncode}); "
-                               f"its log is {log}:\n" + "\n".join(tail))
-
-
-def run_job(job_dir: Path) -> None:
-    """One process of a job written by ``ActiveSession``: train its shard, rank 0 saves."""
-    from components.adaptation.trainer import load_checkpoint, save_checkpoint
-    from components.config import Config
-    from components.session import ActiveSession
-
-    spec = json.loads((job_dir / "job.json").read_text())
-    cuda = spec["device"] != "cpu"
-    dist.init_process_group("nccl" if cuda else "gloo")
-    rank, world = dist.get_rank(), dist.get_world_size()
-    local = int(os.environ.get("LOCAL_RANK", rank))
-    device = torch.device(f"cuda:{local}") if cuda else torch.device("cpu")
-    if cuda:
-        torch.cuda.set_device(device)
-    try:
-        cfg = Config.model_validate(spec["config"])
-        session = ActiveSession(cfg, progress=spec["progress"] and rank == 0, device=device)
-        net = session.new_network()
-        load_checkpoint(net, job_dir / "start.pt")
-        session.train_phase(net, spec["round"], spec["labelled"], shard=Shard(rank, world))
-        if rank == 0:  # the synchronised BatchNorms keep the plain ones' state-dict keys
-            save_checkpoint(net, job_dir / "end.pt")
-        dist.barrier()
-    finally:
-        dist.destroy_process_group()
-
-
-if __name__ == "__main__":
-    run_job(Path(sys.argv[1]))

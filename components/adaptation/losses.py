@@ -1,4 +1,5 @@
-"""The losses of the paper, one small function each, registered by name.
+"""The losses of the paper, registered by name: each adversarial loss is one small class (a
+unit), each Ω regulariser one small function.
 
 Discriminator convention (METHOD.md): ``d`` outputs 1 on **target**, 0 on source; ``a`` are
 its logits, so ``log d = -softplus(-a)`` and ``log(1-d) = -softplus(a)`` (no ``log(sigmoid)``).
@@ -12,9 +13,10 @@ from typing import Callable
 import torch
 import torch.nn.functional as F
 
+from components.adaptation.distributed import scale_grad
 from components.models.grl import reverse_gradient
+from components.models.heads import discriminator_outputs
 
-ADVERSARIAL: dict[str, Callable] = {}
 REGULARISERS: dict[str, Callable] = {}
 
 
@@ -26,23 +28,116 @@ def _register(table: dict, name: str):
 
 
 # ---------------------------------------------------------------- adversarial losses
-@_register(ADVERSARIAL, "dann")
-def dann_loss(a_source: torch.Tensor, a_target: torch.Tensor, y_source: torch.Tensor,
-              p_target: torch.Tensor) -> torch.Tensor:
-    r"""Eq. 1: :math:`-(E_S[\log(1-d(z))] + E_T[\log d(z)])` with a scalar ``d`` (logits (N, 1))."""
-    return F.softplus(a_source).mean() + F.softplus(-a_target).mean()
+class AdversarialLoss:
+    r"""One adversarial loss of eq. 10, whole: what its discriminator ``d`` outputs, what it
+    sees, how each sample weighs, and the loss
 
+    .. math:: L_{adv} = \mathbb{E}_S[w_S \cdot \mathrm{softplus}(a)]
+                        + \mathbb{E}_T[w_T \cdot \mathrm{softplus}(-a)],
+              \quad a = d(\mathrm{GRL}_r(z))
 
-@_register(ADVERSARIAL, "tsf")
-def tsf_loss(a_source: torch.Tensor, a_target: torch.Tensor, y_source: torch.Tensor,
-             p_target: torch.Tensor) -> torch.Tensor:
-    r"""Eq. 2, soft-class conditioning:
-    :math:`-(E_S[y\cdot\log(1-d(z))] + E_T[\hat y\cdot\log d(z)])`, ``d: Z → [0,1]^C``.
+    ``d`` descends it at full rate; the features ascend it through the gradient reversal,
+    scaled by ``reversal`` (DANN's ramp from 0 to 1 acts on the features' side only).
 
-    ``y_source`` is one-hot (N_S, C); ``p_target`` = h(x) on target, detached (choice in METHOD.md).
+    A new loss is a subclass registered with :func:`adversarial_loss` that defines
+    :meth:`weights` and :meth:`loss` (and may redefine
+    :meth:`discriminator_input`). The trainer and ``build_network`` ask the registry; the
+    settings read the registration without importing torch (``config.declared_adversaries``).
+
+    Inputs (``__call__``):
+        - discriminator: ``z → a``, logits of ``outputs(C)`` sigmoids
+        - z_source (N_S, m), z_target (N_T, m): features of ``B_S`` and ``B_T^u``
+        - y_source (N_S,): class indices; logits_target (N_T, C): the classifier's, on ``B_T^u``
+        - reversal: the gradient reversal's coefficient (a float, or a 0-d tensor when compiled)
+        - scales: (source, target) gradient scales of a process's share (``distributed.Shard``)
+
+    Returns a 0-d float32 tensor.
+
+    Example::
+
+        unit = ADVERSARIAL["tsf"]
+        d = MLPDiscriminator(m, 128, unit.outputs(num_classes))
+        loss = omega + lambda_adv * unit(d, z[:ns], z[ns + nl:], ys, logits[ns + nl:])
     """
-    return ((y_source * F.softplus(a_source)).sum(1).mean()
-            + (p_target.detach() * F.softplus(-a_target)).sum(1).mean())
+
+    name: str = ""
+    discriminator: str = ""  # what d tells apart: "domain" or "class" (strategies require one)
+
+    def outputs(self, num_classes: int) -> int:
+        """How many sigmoids ``d`` has for ``num_classes`` classes (set by its kind)."""
+        return discriminator_outputs(self.discriminator, num_classes)
+
+    def discriminator_input(self, z_source: torch.Tensor, z_target: torch.Tensor,
+                            reversal: float | torch.Tensor) -> torch.Tensor:
+        """Source rows, then target rows, through the gradient reversal layer."""
+        return reverse_gradient(torch.cat([z_source, z_target]), reversal)
+
+    def weights(self, y_source: torch.Tensor,
+                logits_target: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """``(w_S, w_T)``: each sample's weight on each of ``d``'s outputs (constants)."""
+        raise NotImplementedError
+
+    def loss(self, a_source: torch.Tensor, a_target: torch.Tensor, w_source: torch.Tensor,
+             w_target: torch.Tensor) -> torch.Tensor:
+        """The loss from ``d``'s logits on source and target and the weights."""
+        raise NotImplementedError
+
+    def __call__(self, discriminator, z_source: torch.Tensor, z_target: torch.Tensor,
+                 y_source: torch.Tensor, logits_target: torch.Tensor, *,
+                 reversal: float | torch.Tensor = 1.0,
+                 scales: tuple[float, float] = (1.0, 1.0)) -> torch.Tensor:
+        ns, (cs, ct) = len(y_source), scales
+        a = discriminator(self.discriminator_input(z_source, z_target, reversal)).float()
+        a = torch.cat([scale_grad(a[:ns], cs), scale_grad(a[ns:], ct)])
+        w_source, w_target = self.weights(y_source, logits_target)
+        return self.loss(a[:ns], a[ns:], w_source, w_target)
+
+
+ADVERSARIAL: dict[str, AdversarialLoss] = {}
+
+
+def adversarial_loss(name: str, *, discriminator: str):
+    """Register an :class:`AdversarialLoss` subclass as ``train.adversarial: name``;
+    ``discriminator`` ("domain" or "class") is what a query strategy's ``requires`` names."""
+    if name == "none":
+        raise ValueError("train.adversarial: none means no adversary; name the loss otherwise")
+
+    def deco(cls):
+        cls.name, cls.discriminator = name, discriminator
+        ADVERSARIAL[name] = cls()
+        return cls
+    return deco
+
+
+@adversarial_loss("dann", discriminator="domain")
+class DANN(AdversarialLoss):
+    r"""Eq. 1: :math:`-(E_S[\log(1-d(z))] + E_T[\log d(z)])` with a scalar ``d`` (logits (N, 1))
+    telling the domains apart."""
+
+    def weights(self, y_source, logits_target):
+        """Every sample weighs 1 (eq. 2 with one output and these weights is eq. 1)."""
+        return (torch.ones(len(y_source), 1, device=y_source.device),
+                torch.ones(len(logits_target), 1, device=logits_target.device))
+
+    def loss(self, a_source, a_target, w_source, w_target):
+        """The weights are all 1: plain means."""
+        return F.softplus(a_source).mean() + F.softplus(-a_target).mean()
+
+
+@adversarial_loss("tsf", discriminator="class")
+class TSF(AdversarialLoss):
+    r"""Eq. 2, soft-class conditioning:
+    :math:`-(E_S[y\cdot\log(1-d(z))] + E_T[\hat y\cdot\log d(z)])`, ``d: Z → [0,1]^C``."""
+
+    def weights(self, y_source, logits_target):
+        """Source: the one-hot labels (N_S, C); target: ``ŷ = h(x)``, detached (choice in
+        METHOD.md: the classifier gets no gradient from the adversary)."""
+        return (F.one_hot(y_source, logits_target.shape[1]).float(),
+                F.softmax(logits_target.float(), 1).detach())
+
+    def loss(self, a_source, a_target, w_source, w_target):
+        return ((w_source * F.softplus(a_source)).sum(1).mean()
+                + (w_target * F.softplus(-a_target)).sum(1).mean())
 
 
 # ---------------------------------------------------------------- Ω regularisers

@@ -1,40 +1,21 @@
-"""One update of eq. 10, UDA pretraining and SSDA rounds, evaluation and checkpoints.
+"""One update of eq. 10, UDA pretraining and SSDA rounds (prediction, evaluation and
+checkpoints are ``components.models``'s: they do not change the weights).
 
 Batches follow Algorithm 2: ``B_S`` from the labelled source, ``B_T^l`` from the target labels
 so far, ``B_T^u`` from the **whole** target-train pool (never the shrinking one).
 """
 from __future__ import annotations
 
-import contextlib
 import math
 from dataclasses import dataclass
-from pathlib import Path
 
 import torch
-import torch.nn.functional as F
 from tqdm.auto import tqdm
 
 from components.adaptation.distributed import Shard, scale_grad, synchronise_batchnorm, wrap_for_ddp
 from components.adaptation.losses import ADVERSARIAL, REGULARISERS, Outputs
-from components.config import ConfigError
 from components.data.tensors import ImageSet
-from components.files import replacing
-from components.models.grl import reverse_gradient
-
-
-def resolve_device(name: str = "auto") -> torch.device:
-    """``auto`` (the first GPU when there is one), ``cpu``, ``cuda`` or ``cuda:N``."""
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if name.startswith("cuda"):
-        if not torch.cuda.is_available():
-            raise ConfigError(f"train.device = {name!r}, but no GPU is visible; set "
-                              "train.device: auto or cpu (--device cpu)")
-        index = torch.device(name).index
-        if index is not None and index >= torch.cuda.device_count():
-            raise ConfigError(f"train.device = {name!r}, but only {torch.cuda.device_count()} "
-                              f"GPU(s) are visible (cuda:0 to cuda:{torch.cuda.device_count() - 1})")
-    return torch.device(name)
+from components.models.device import autocast, prepare_input, to_device
 
 
 def seed_everything(seed: int) -> None:
@@ -52,33 +33,16 @@ class Streams:
     unlabelled: ImageSet
 
 
-def _to_device(net, device: torch.device):
-    """On a GPU, channels-last weights to match channels-last inputs (cuDNN's fast layout)."""
-    net.to(device)
-    return net.to(memory_format=torch.channels_last) if device.type == "cuda" else net
-
-
-def _prepare(net, images: torch.Tensor, device: torch.device) -> torch.Tensor:
-    """uint8 batch → the network's normalised float input on ``device`` (channels-last on GPU)."""
-    x = net.normalise(images.to(device, non_blocking=True))
-    return x.contiguous(memory_format=torch.channels_last) if device.type == "cuda" else x
-
-
-def _autocast(device: torch.device):
-    if device.type == "cuda":
-        return torch.autocast("cuda", dtype=torch.bfloat16)
-    return contextlib.nullcontext()
-
-
 def step_losses(net, xs, ys, xl, yl, xu, lambda_adv, *, adversarial: str, regulariser: str,
                 lambda_entropy: float, target_share: float | None = None,
                 group_scales: tuple[float, float, float] = (1.0, 1.0, 1.0),
                 reversal: float | torch.Tensor = 1.0) -> dict:
     """The forward half of eq. 10 on one batch: ``Ω + λ L_adv`` and its parts (tensors).
 
-    The discriminator descends ``λ L_adv``; the features ascend it through the gradient
-    reversal, scaled by ``reversal`` (DANN's ramp from 0 to 1: only the features' side ramps,
-    the discriminator learns at full rate from the first step, as in Ganin et al.).
+    ``L_adv`` is the unit ``ADVERSARIAL[adversarial]`` (``losses.AdversarialLoss``; ``none``:
+    no adversary). The discriminator descends ``λ L_adv``; the features ascend it through the
+    gradient reversal, scaled by ``reversal`` (DANN's ramp from 0 to 1: only the features' side
+    ramps, the discriminator learns at full rate from the first step, as in Ganin et al.).
     Kept apart from the update so ``train.compile`` can compile it whole (forward and, through
     AOTAutograd, its backward) into few fused kernels; ``lambda_adv`` and ``reversal`` may be
     0-d tensors then, so the ramp does not recompile. ``group_scales`` (source, labelled,
@@ -88,7 +52,7 @@ def step_losses(net, xs, ys, xl, yl, xu, lambda_adv, *, adversarial: str, regula
     ns, nl = len(ys), len(yl)
     cs, cl, cu = group_scales
     device = xs.device
-    with _autocast(device):
+    with autocast(device):
         z = net.features(torch.cat([xs, xl, xu]))
         logits = net.classifier(z)
         out = Outputs(scale_grad(logits[:ns], cs), ys, scale_grad(logits[ns:ns + nl], cl), yl,
@@ -96,14 +60,8 @@ def step_losses(net, xs, ys, xl, yl, xu, lambda_adv, *, adversarial: str, regula
         omega = REGULARISERS[regulariser](out, net.classifier, lambda_entropy)
         loss, adv = omega, torch.zeros((), device=device)
         if adversarial != "none":
-            d_in = reverse_gradient(torch.cat([z[:ns], z[ns + nl:]]), reversal)
-            a = net.discriminator(d_in).float()
-            a = torch.cat([scale_grad(a[:ns], cs), scale_grad(a[ns:], cu)])
-            num_outputs = a.shape[1]
-            y_onehot = F.one_hot(ys, num_outputs).float() if num_outputs > 1 else torch.ones(ns, 1, device=device)
-            p_t = (F.softmax(logits[ns + nl:].float(), 1) if num_outputs > 1
-                   else torch.ones(len(xu), 1, device=device))
-            adv = ADVERSARIAL[adversarial](a[:ns], a[ns:], y_onehot, p_t)
+            adv = ADVERSARIAL[adversarial](net.discriminator, z[:ns], z[ns + nl:], ys,
+                                           logits[ns + nl:], reversal=reversal, scales=(cs, cu))
             loss = omega + lambda_adv * adv
     acc = (logits[:ns].argmax(1) == ys).float().mean()
     return {"loss": loss, "omega": omega, "adv": adv, "src_acc": acc}
@@ -184,7 +142,7 @@ def train(net, streams: Streams, *, steps: int, train_cfg, regulariser: str, see
     distributed = shard.world > 1
     if distributed:
         synchronise_batchnorm(net, device)
-    _to_device(net, device).train()
+    to_device(net, device).train()
     optimizer = make_optimizer(net, train_cfg)
     src, unl = streams.source, streams.unlabelled
     lab = streams.labelled if streams.labelled is not None and len(streams.labelled) else None
@@ -219,9 +177,9 @@ def train(net, streams: Streams, *, steps: int, train_cfg, regulariser: str, see
         else:
             xl, yl = xs[:0], empty
         stats = update_step(
-            net, optimizer, _prepare(net, xs, device),
+            net, optimizer, prepare_input(net, xs, device),
             src.labels[plan["source"][step]].to(device, non_blocking=True),
-            _prepare(net, xl, device), yl.to(device, non_blocking=True), _prepare(net, xu, device),
+            prepare_input(net, xl, device), yl.to(device, non_blocking=True), prepare_input(net, xu, device),
             adversarial=train_cfg.adversarial, regulariser=regulariser, lambda_adv=lam,
             lambda_entropy=train_cfg.lambda_entropy, target_share=target_share, losses=losses,
             group_scales=scales, reversal=reversal)
@@ -232,43 +190,3 @@ def train(net, streams: Streams, *, steps: int, train_cfg, regulariser: str, see
     bar.close()
     net.eval()
     return _floats(stats)
-
-
-@torch.no_grad()
-def predict(net, data, *, device: torch.device, batch_size: int = 512):
-    """Return (z, logits) for an image set (or a uint8 tensor), in eval mode, batched."""
-    _to_device(net, device).eval()
-    batches = (data.eval_batches(batch_size) if hasattr(data, "eval_batches")
-               else (data[s:s + batch_size] for s in range(0, len(data), batch_size)))
-    zs, logits = [], []
-    for images in batches:
-        with _autocast(device):
-            z = net.features(_prepare(net, images, device))
-            zs.append(z.float())
-            logits.append(net.classifier(z).float())
-    if not zs:
-        return torch.zeros(0), torch.zeros(0)
-    return torch.cat(zs), torch.cat(logits)
-
-
-def evaluate(net, data: ImageSet, classes: list[str], *, device: torch.device) -> dict:
-    """Accuracy overall and per class (target-test: never used for training)."""
-    _, logits = predict(net, data, device=device)
-    pred = logits.argmax(1).cpu()
-    correct = pred == data.labels
-    per_class = {}
-    for index, name in enumerate(classes):
-        mask = data.labels == index
-        per_class[name] = float(correct[mask].float().mean()) if mask.any() else float("nan")
-    return {"accuracy": float(correct.float().mean()), "per_class": per_class}
-
-
-def save_checkpoint(net, path: str | Path) -> None:
-    """A plain state dict, written atomically (two runs filling the same cache entry at once
-    cannot tear each other's file)."""
-    with replacing(path) as tmp:
-        torch.save({k: v.detach().cpu() for k, v in net.state_dict().items()}, tmp)
-
-
-def load_checkpoint(net, path: str | Path) -> None:
-    net.load_state_dict(torch.load(path, map_location="cpu", weights_only=True))

@@ -12,11 +12,11 @@ import pandas as pd
 
 from components.config import Config
 from components.data.checksums import ChecksumCache
-from components.data.shipped import build_shipped, uses_shipped_data
+from components.data.shipped import (build_shipped, check_channels, check_data_root,
+                                      uses_shipped_data)
 from components.data.split import build_manifest, class_list, read_manifest, write_manifest
 from components.data.validate import validate_manifest
 from components.files import exclusive, write_atomic
-from components.preflight import check_channels, check_data_root
 
 CHECKSUM_CACHE = Path(".sage-ada/cache/sha256.json")  # file hashes by path, size and time
 VALIDATED = Path(".sage-ada/cache/validated")          # keys of manifests proved valid

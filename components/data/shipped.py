@@ -22,6 +22,7 @@ from typing import Callable, NamedTuple
 import numpy as np
 from PIL import Image
 
+from components.config import ConfigError, DataConfig
 from components.files import replacing
 
 
@@ -104,3 +105,21 @@ def build_shipped(root: str | Path, *, overwrite: bool = False) -> dict[str, int
                 Image.fromarray(image, mode=mode).save(tmp, format="PNG", optimize=False)
         counts[name] = len(labels)
     return counts
+
+
+def check_data_root(cfg) -> None:
+    """A missing data.root is a mistyped path, unless it is the shipped benchmark's own."""
+    shipped = uses_shipped_data(cfg) and cfg.data.root == DataConfig().root
+    if not Path(cfg.data.root).is_dir() and not shipped:
+        raise ConfigError(f"data.root = {cfg.data.root!r} is not a folder; fix data.root, or "
+                          f"build the shipped digits benchmark there on purpose with `sage-ada "
+                          f"data digits --root {cfg.data.root}`")
+
+
+def check_channels(cfg) -> None:
+    """A shipped colour domain read as grey would lose the very shift it is made of."""
+    colour = colour_domains(cfg)
+    if colour and cfg.data.channels != 3:
+        what = "is a colour domain" if len(colour) == 1 else "are colour domains"
+        raise ConfigError(f"{' and '.join(colour)} {what} but data.channels = {cfg.data.channels}; pass --channels 3 (or set "
+                          "data.channels: 3)")

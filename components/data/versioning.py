@@ -5,7 +5,10 @@ hash, and put into the local DVC cache, so ``dvc status`` is clean without any r
 """
 from __future__ import annotations
 
+import hashlib
 from pathlib import Path
+
+import yaml
 
 
 class DataVersionMismatch(RuntimeError):
@@ -19,8 +22,6 @@ def verify_and_cache(dvc_file: str | Path = "data.dvc") -> str:
     whether an uncached folder differs (it reports "not in cache" either way), and a forced
     commit would record whatever is there."""
     from dvc.repo import Repo
-
-    from components.tracking.lineage import data_hash
 
     dvc_file = Path(dvc_file)
     if not dvc_file.exists():
@@ -44,3 +45,24 @@ def verify_and_cache(dvc_file: str | Path = "data.dvc") -> str:
     finally:
         repo.close()
     return data_hash(dvc_file)
+
+
+def data_hash(dvc_file: str | Path = "data.dvc", *, root: str | Path | None = None,
+              manifest: str | Path | None = None) -> str:
+    """The version of the data a run used: DVC's hash (``outs[0].md5`` of ``dvc_file``) when
+    ``root`` is the folder it tracks (or no root is given), else ``sha256:<…>``, a hash of the
+    manifest's per-file sha256s (which validation checks against the files), so data elsewhere
+    is never tagged with the shipped benchmark's version."""
+    path = Path(dvc_file)
+    if path.exists():
+        outs = ((yaml.safe_load(path.read_text()) or {}).get("outs") or [{}])[0]
+        tracked = (path.parent / str(outs.get("path", ""))).resolve()
+        if root is None or Path(root).resolve() == tracked:
+            return str(outs.get("md5", "unknown"))
+    if manifest is not None and Path(manifest).is_file():
+        import pandas as pd
+
+        files = pd.read_csv(manifest, usecols=["path", "sha256"]).sort_values("path")
+        listing = "\n".join(f"{p} {h}" for p, h in zip(files["path"], files["sha256"]))
+        return "sha256:" + hashlib.sha256(listing.encode()).hexdigest()[:29]  # MLflow keeps 36
+    return "untracked"

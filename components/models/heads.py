@@ -29,6 +29,12 @@ class CosineClassifier(nn.Module):
         return F.linear(F.normalize(z, dim=1), F.normalize(self.weight, dim=1)) / self.temperature
 
 
+def discriminator_outputs(kind: str | None, num_classes: int) -> int:
+    """How many sigmoids ``d`` has: one telling the domains apart (``domain``: DANN, AADA),
+    one per class (``class``: TSF, Sage), none without an adversary (``None``)."""
+    return {None: 0, "domain": 1, "class": num_classes}[kind]
+
+
 class MLPDiscriminator(nn.Sequential):
     """``z → logits`` of ``outputs`` sigmoids: 1 for DANN/AADA, C for the TSF class-level d.
 

@@ -4,10 +4,11 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from components.config import declared_adversaries
 from components.data.tensors import to_float
 from components.models.backbones import build_backbone, input_statistics
 from components.models.heads import (Bottleneck, CosineClassifier, LinearClassifier,
-                                     MLPDiscriminator)
+                                     MLPDiscriminator, discriminator_outputs)
 
 
 class Network(nn.Module):
@@ -56,13 +57,14 @@ class Network(nn.Module):
 
 
 def build_network(cfg, num_classes: int) -> Network:
-    """From a ``components.config.Config``; the discriminator matches ``train.adversarial``."""
+    """From a ``components.config.Config``; the discriminator is the kind the adversarial loss
+    ``train.adversarial`` declares it trains (none for ``none``), read from its registration."""
     backbone = build_backbone(cfg.model.backbone, channels=cfg.data.channels,
                               weights=cfg.model.weights)
     m = cfg.model.bottleneck_dim
     classifier = (CosineClassifier(m, num_classes, cfg.model.temperature)
                   if cfg.classifier_kind == "cosine" else LinearClassifier(m, num_classes))
-    outputs = {"none": 0, "dann": 1, "tsf": num_classes}[cfg.train.adversarial]
+    outputs = discriminator_outputs(declared_adversaries().get(cfg.train.adversarial), num_classes)
     disc = MLPDiscriminator(m, cfg.model.discriminator_hidden, outputs) if outputs else None
     return Network(backbone, Bottleneck(backbone.out_dim, m), classifier, disc,
                    input_stats=input_statistics(cfg.model.backbone),

@@ -2,9 +2,12 @@
 
 One interface, so the simulated oracle (benchmarks, ``dvc repro``) and people in Label Studio
 run the same code path: ``request(sample_ids, round) -> handle`` then
-``collect(handle, timeout) -> {sample_id: label}``.
+``collect(handle, timeout) -> {sample_id: label}``; ``check_labels`` is what any answer must be
+before a run keeps it. Where people answer in Label Studio, ``label_studio`` owns asking,
+checking (``task_answered``: the one definition of "answered", which the webhook receiver of
+infra/webhooks/ imports too) and collecting.
 """
-from components.oracle.base import Oracle, OracleError, OracleTimeout
+from components.oracle.base import Oracle, OracleError, OracleTimeout, check_labels, wait_over
 from components.oracle.simulated import SimulatedOracle
 
 ORACLES = {"simulated": SimulatedOracle}
@@ -33,4 +36,5 @@ def make_oracle(cfg, manifest, classes: list[str], *, auto_annotate: bool = Fals
     return oracle
 
 
-__all__ = ["ORACLES", "Oracle", "OracleError", "OracleTimeout", "SimulatedOracle", "make_oracle"]
+__all__ = ["ORACLES", "Oracle", "OracleError", "OracleTimeout", "SimulatedOracle", "check_labels",
+           "make_oracle", "wait_over"]

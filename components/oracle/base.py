@@ -21,3 +21,25 @@ class Oracle(Protocol):
 
     def collect(self, handle: Any, timeout: float) -> dict[str, str]:
         """Wait for and return ``{sample_id: class name}``; raises OracleTimeout."""
+
+
+def check_labels(requested: list[str], labels: dict[str, str],
+                 classes: list[str]) -> dict[str, str]:
+    """What any oracle's answer must be before a run keeps it: a class of ``classes`` for a
+    requested sample. Returns the labels in request order (as ``str``)."""
+    unknown = {s: l for s, l in labels.items() if str(l) not in classes}
+    if unknown:
+        raise OracleError(f"labels outside the class list for {unknown}; allowed: "
+                          f"{classes}. Correct them in the annotation tool and collect again.")
+    extra = set(labels) - set(requested)
+    if extra:
+        raise OracleError(f"labels for samples that were not requested: {sorted(extra)[:5]}")
+    return {s: str(labels[s]) for s in requested if s in labels}
+
+
+def wait_over(deadline: float | None, now: float | None = None) -> bool:
+    """Whether a wait with this ``deadline`` (epoch seconds; None: no end) has timed out: the
+    run then collects what there is (``on_timeout``), and the receiver resumes it to do so."""
+    import time
+
+    return deadline is not None and (time.time() if now is None else now) >= deadline

@@ -23,7 +23,9 @@
   sample, old and new label, who and when);
 * a skipped (cancelled) task goes back to the pool unlabelled; when its round closes, it and any
   task left unanswered (``partial``) leave the queue, so a later selection gets a fresh task;
-  a label outside the class list is rejected with a log line and never reaches training;
+  a label outside the class list is not an answer (``task_answered``, the one definition the
+  run and the webhook receiver share): it never reaches training, is named in the log (and in a
+  timeout's error), and its task waits, annotation kept, until someone changes it to a class;
   ``annotators_per_task`` people answer each task; their labels resolve by ``majority`` or
   ``latest``, credited to who gave the label (the last to edit it), with the share of the labels
   that agree; a majority tie is settled by ``ties``: ``ask_another`` (the task is served to one
@@ -32,8 +34,9 @@
   annotators see it on Label Studio's project list;
 * a deployed run can wait without a process (``label_studio.wait: suspend``): ``watch`` asks
   Label Studio to call the receiver of ``infra/webhooks/`` on each annotation of the run's
-  project, with the flow run and round in the URL; the receiver resumes the flow run once every
-  task of the round has its answers, and the resumed run checks with ``complete`` itself.
+  project, with the flow run and round in the URL; the receiver resumes the flow run once
+  ``round_status`` finds every task of the round answered, by the same ``task_answered`` the
+  resumed run checks with ``complete``, so a resumed run never finds its round unanswered.
 """
 from __future__ import annotations
 
@@ -164,6 +167,121 @@ def connect(url: str, api_key: str):
     return client
 
 
+# ------------------------------------------------------------------ a round's answers
+# The one place that says what an annotation counts as and when a task, and a round, is
+# answered. The run (``LabelStudioOracle.poll``, ``complete``, ``collect``) and the webhook
+# receiver (``round_status``, infra/webhooks/) both decide with ``task_answered``, so a round
+# the receiver resumes is a round the run collects.
+#
+# A label outside the class list is not an answer: it never reaches training, the task keeps
+# waiting, and the annotation stays in Label Studio, untouched, until someone changes it to a
+# class of the list (or skips); the run's log, a timeout's error and the receiver's log name it.
+
+SKIP, LABEL, REJECTED = "skip", "label", "rejected"
+
+
+def _choice(annotation: dict) -> Optional[str]:
+    for item in annotation.get("result") or []:
+        choices = (item.get("value") or {}).get("choices") or []
+        if choices:
+            return str(choices[0])
+    return None
+
+
+def answer_kind(annotation: dict, classes) -> Optional[str]:
+    """What one annotation counts as: ``skip`` (cancelled), ``label`` (a class of the list),
+    ``rejected`` (a label outside the list: not an answer), or None (no choice made yet)."""
+    if annotation.get("was_cancelled"):
+        return SKIP
+    label = _choice(annotation)
+    if label is None:
+        return None
+    return LABEL if label in classes else REJECTED
+
+
+def _field(task, name: str):
+    """A task's field, from a plain dict or from the SDK's task object."""
+    return task.get(name) if isinstance(task, dict) else getattr(task, name, None)
+
+
+def task_answered(annotations: list[dict], classes, *, overlap: Optional[int] = None,
+                  per_task: int = 1) -> bool:
+    """THE definition of "answered": as many people as are asked each labelled the task with
+    a class of the list or skipped it. Asked: ``per_task`` (``annotators_per_task``), or more
+    where Label Studio asks more of the task (its ``overlap``, raised when a tie asks one more
+    annotator). A label outside the class list is not an answer."""
+    answers = sum(1 for a in annotations if answer_kind(a, classes) in (SKIP, LABEL))
+    return answers >= max(per_task, overlap or 1)
+
+
+def round_answered(tasks, classes, *, per_task: int = 1) -> bool:
+    """Every task of a round (dicts or SDK tasks: ``annotations``, ``overlap``) is answered."""
+    tasks = list(tasks)
+    return bool(tasks) and all(
+        task_answered(_field(t, "annotations") or [], classes, overlap=_field(t, "overlap"),
+                      per_task=per_task) for t in tasks)
+
+
+def rejected_labels(tasks, classes) -> list[dict]:
+    """The labels outside the class list, one per annotation: task, item, annotation, label."""
+    return [{"task": _field(t, "id"), "item": (_field(t, "data") or {}).get("item"),
+             "annotation": a.get("id"), "label": _choice(a)}
+            for t in tasks for a in _field(t, "annotations") or []
+            if answer_kind(a, classes) == REJECTED]
+
+
+def outside_class_list(rejected: list[tuple[str, str]], classes) -> str:
+    """What to fix, for ``rejected`` as ``(where, label)`` pairs: said the same way by the run
+    and by the receiver."""
+    listed = "; ".join(f"{where}: {label!r}" for where, label in rejected[:5])
+    more = f" and {len(rejected) - 5} more" if len(rejected) > 5 else ""
+    return (f"{len(rejected)} label(s) outside the class list ({listed}{more}) do not count "
+            f"as answers: change each in Label Studio to one of {list(classes)} (or skip the "
+            "task); the annotation is kept until then")
+
+
+def project_classes(config: str) -> list[str]:
+    """The class list of a project, as its labelling config (made by ``label_config``) offers it."""
+    from xml.etree import ElementTree
+
+    return [c.get("value") for c in ElementTree.fromstring(config).iter("Choice")
+            if c.get("value") is not None]
+
+
+def classes_digest(classes) -> str:
+    """A short fingerprint of a class list (order does not matter), for the webhook URL."""
+    return hashlib.sha256("\0".join(sorted(map(str, classes))).encode()).hexdigest()[:12]
+
+
+@dataclass
+class RoundStatus:
+    """A round as the webhook receiver sees it (``round_status``)."""
+    answered: bool
+    n_tasks: int
+    n_answered: int
+    rejected: list              # rejected_labels(): labels outside the class list
+    classes: list               # the project's class list (from its labelling config)
+
+
+def round_status(client, project: int, round: int, *,
+                 per_task: Optional[int] = None) -> RoundStatus:
+    """The tasks of ``round`` in ``project`` checked with ``task_answered``, against the class
+    list of the project's labelling config (the run made it from its classes, and checks that
+    it still has them before it waits: ``LabelStudioOracle.complete``). ``per_task``: the
+    run's ``annotators_per_task`` (in the webhook URL), else the project's
+    ``maximum_annotations``."""
+    settings = client.projects.get(id=project)
+    classes = project_classes(settings.label_config)
+    per_task = per_task or getattr(settings, "maximum_annotations", None) or 1
+    tasks = [t for t in client.tasks.list(project=project, fields="all", page_size=500)
+             if (t.data or {}).get("round") == round]
+    done = sum(1 for t in tasks if task_answered(t.annotations or [], classes,
+                                                 overlap=t.overlap, per_task=per_task))
+    return RoundStatus(answered=round_answered(tasks, classes, per_task=per_task),
+                       n_tasks=len(tasks), n_answered=done,
+                       rejected=rejected_labels(tasks, classes), classes=classes)
+
+
 @dataclass
 class Resolution:
     label: Optional[str]          # None: not (validly) labelled yet, or skipped
@@ -176,6 +294,8 @@ class Resolution:
     agreement: Optional[float] = None  # share of the labels that equal the one resolved
     tied: tuple = ()                  # the labels a majority tie left unsettled (label: None)
     updated_at: Optional[str] = None  # when the resolving annotation was last saved
+    rejected: tuple = ()              # (annotation id, label) of labels outside the class list
+    done: bool = False                # answered as asked (task_answered); set by the oracle's poll
 
 
 def _author(annotation: dict) -> Optional[int]:
@@ -184,40 +304,34 @@ def _author(annotation: dict) -> Optional[int]:
     return annotation.get("updated_by") or annotation.get("completed_by")
 
 
-def _choice(annotation: dict) -> Optional[str]:
-    for item in annotation.get("result") or []:
-        choices = (item.get("value") or {}).get("choices") or []
-        if choices:
-            return str(choices[0])
-    return None
-
-
 def resolve(annotations: list[dict], classes: list[str], rule: str, sample_id: str,
             ties: str = "latest") -> Resolution:
-    """Turn a task's annotations into one label (or a skip), rejecting unknown labels. A
-    majority tie gives the latest of the tied labels under ``ties: latest``; otherwise no label
-    yet, and the tied labels, for the oracle to ask another annotator or fail."""
-    valid, cancelled = [], []
+    """Turn a task's annotations into one label (or a skip), rejecting labels outside the class
+    list (``answer_kind``). Skipped: no label of the list, and someone skipped. A majority tie
+    gives the latest of the tied labels under ``ties: latest``; otherwise no label yet, and the
+    tied labels, for the oracle to ask another annotator or fail."""
+    valid, cancelled, rejected = [], [], []
     for ann in sorted(annotations, key=lambda a: (a.get("updated_at") or a.get("created_at") or "",
                                                   a.get("id") or 0)):
-        if ann.get("was_cancelled"):
+        kind = answer_kind(ann, classes)
+        if kind == SKIP:
             cancelled.append(ann)
-            continue
-        label = _choice(ann)
-        if label is None:
-            continue
-        if label not in classes:
-            log.warning("rejected label %r for %s (annotation %s): not one of %s", label,
+        elif kind == LABEL:
+            valid.append((_choice(ann), ann))
+        elif kind == REJECTED:
+            log.warning("rejected label %r for %s (annotation %s): not one of %s; it does not "
+                        "count as an answer until it is changed in Label Studio", _choice(ann),
                         sample_id, ann.get("id"), classes)
-            continue
-        valid.append((label, ann))
-    answered = len(valid) + len(cancelled)
+            rejected.append((ann.get("id"), _choice(ann)))
+    answered, rejected = len(valid) + len(cancelled), tuple(rejected)
     if not valid:
-        if cancelled and len(cancelled) == len(annotations):  # skipped: who, and after how long
+        if cancelled:  # skipped: who, and after how long
             return Resolution(None, skipped=True, annotator=_author(cancelled[-1]),
                               lead_time_s=cancelled[-1].get("lead_time"),
-                              n_annotations=len(annotations), answered=answered)
-        return Resolution(None, n_annotations=len(annotations), answered=answered)
+                              n_annotations=len(annotations), answered=answered,
+                              rejected=rejected)
+        return Resolution(None, n_annotations=len(annotations), answered=answered,
+                          rejected=rejected)
     counts = Counter(label for label, _ in valid)
     if rule == "majority":
         best = max(counts.values())
@@ -225,7 +339,7 @@ def resolve(annotations: list[dict], classes: list[str], rule: str, sample_id: s
         tied = tuple(sorted({l for l, _ in leaders}))
         if len(tied) > 1 and ties != "latest":
             return Resolution(None, n_annotations=len(annotations), answered=answered, tied=tied,
-                              agreement=best / len(valid))
+                              agreement=best / len(valid), rejected=rejected)
         label, ann = leaders[-1]
     else:
         label, ann = valid[-1]
@@ -233,18 +347,7 @@ def resolve(annotations: list[dict], classes: list[str], rule: str, sample_id: s
                       updated_at=str(ann.get("updated_at") or ann.get("created_at") or "") or None,
                       n_annotations=len(annotations), answered=answered,
                       annotators=tuple(_author(a) for l, a in valid if l == label),
-                      agreement=counts[label] / len(valid))
-
-
-def round_answered(client, project: int, round: int) -> bool:
-    """Every task of ``round`` in ``project`` has as many answers (labels or skips) as Label
-    Studio asks of it (its overlap). What the webhook receiver checks before it resumes a run;
-    the run then applies its own rules (class list, ties) and waits again if they say so."""
-    tasks = [t for t in client.tasks.list(project=project, fields="all", page_size=500)
-             if (t.data or {}).get("round") == round]
-    return bool(tasks) and all(
-        sum(1 for a in t.annotations or [] if a.get("was_cancelled") or _choice(a))
-        >= max(t.overlap or 1, 1) for t in tasks)
+                      agreement=counts[label] / len(valid), rejected=rejected)
 
 
 class LabelStudioOracle:
@@ -363,15 +466,24 @@ class LabelStudioOracle:
         if missing:
             raise OracleError(f"tasks for {missing[:5]} vanished from project "
                               f"{handle['project_id']}; were they deleted in Label Studio?")
-        self._settle_ties(handle, found)
+        overlap = {sid: task.overlap for sid, (task, _) in found.items()}
+        overlap.update(self._settle_ties(handle, found))
+        for sid, (task, r) in found.items():
+            r.done = self._answered(task, overlap[sid])
         return {sid: found[sid][1] for sid in handle["sample_ids"]}
 
-    def _settle_ties(self, handle: dict, found: dict[str, tuple]) -> None:
+    def _answered(self, task, overlap: Optional[int]) -> bool:
+        """``task_answered``, with this run's classes and ``annotators_per_task``."""
+        return task_answered(task.annotations or [], self.classes, overlap=overlap,
+                             per_task=self.annotators_per_task)
+
+    def _settle_ties(self, handle: dict, found: dict[str, tuple]) -> dict[str, int]:
         """A tie among as many labels as were asked for: under ``ask_another`` the task wants
-        one more annotator (Label Studio serves it to someone who has not labelled it yet);
-        under ``fail``, one error naming the tied samples."""
+        one more annotator (Label Studio serves it to someone who has not labelled it yet), so
+        it is not answered until then (its new overlap is returned); under ``fail``, one error
+        naming the tied samples."""
         tied = {sid: (task, r) for sid, (task, r) in found.items()
-                if r.tied and r.answered >= max(self.annotators_per_task, task.overlap or 1)}
+                if r.tied and self._answered(task, task.overlap)}
         if tied and self.ties == "fail":
             listed = "; ".join(f"{sid}: {' vs '.join(r.tied)}" for sid, (_, r) in
                                list(tied.items())[:5])
@@ -384,6 +496,7 @@ class LabelStudioOracle:
             log.info("round %d: %s is tied (%s); asking one more annotator", handle["round"],
                      self.item(sid), " vs ".join(r.tied))
             self.client.tasks.update(id=str(task.id), overlap=r.answered + 1, is_labeled=False)
+        return {sid: r.answered + 1 for sid, (_, r) in tied.items()}
 
     def close(self, handle: dict) -> int:
         """Take the round's skipped and unanswered tasks out of the queue (deleted: Label Studio
@@ -434,24 +547,37 @@ class LabelStudioOracle:
                 time.sleep(pause)
                 pause = min(2 * pause, 30.0)
 
-    def _complete(self, r: Resolution) -> bool:
-        """Labelled or skipped, by as many people as ``annotators_per_task`` asks."""
-        return (r.label is not None or r.skipped) and r.answered >= self.annotators_per_task
-
     def complete(self, handle: dict) -> bool:
-        """Whether every task of the round is answered as the settings ask (one poll)."""
-        return all(self._complete(r) for r in self.poll(handle).values())
+        """Whether every task of the round is answered (``task_answered``; one poll): what the
+        run checks before and after it suspends. The receiver checks the same round with the
+        class list of the project's labelling config, so that list must still be this run's:
+        where someone changed it in Label Studio, one error says so, rather than a run that
+        the receiver resumes and that suspends again."""
+        settings = self.client.projects.get(id=handle["project_id"])
+        theirs = project_classes(settings.label_config)
+        if set(theirs) != set(self.classes):
+            added, gone = sorted(set(theirs) - set(self.classes)), sorted(
+                set(self.classes) - set(theirs))
+            raise OracleError(
+                f"the labelling config of Label Studio project {handle['project_id']} was "
+                f"changed: its choices are not this run's classes (added: {added}, missing: "
+                f"{gone}); labels are checked against the run's classes {self.classes}, so put "
+                f"the config back (project settings, Labeling Interface), then `sage-ada run "
+                "--resume <run id>`")
+        return all(r.done for r in self.poll(handle).values())
 
     def watch(self, handle: dict, receiver: str, flow_run_id: str,
               deadline: Optional[float]) -> None:
         """Have Label Studio tell ``receiver`` of each annotation in this round's project (one
         webhook per project; an earlier round's is replaced). The URL carries what the receiver
-        needs: the flow run to resume, the round to check, and when its wait times out."""
+        needs: the flow run to resume, the round to check (with ``annotators_per_task`` and a
+        fingerprint of the class list: ``round_status``), and when its wait times out."""
         from urllib.parse import urlencode
 
         project = handle["project_id"]
         self.unwatch(handle, receiver)
-        query = {"flow_run": flow_run_id, "project": project, "round": handle["round"]}
+        query = {"flow_run": flow_run_id, "project": project, "round": handle["round"],
+                 "per_task": self.annotators_per_task, "classes": classes_digest(self.classes)}
         if deadline is not None:
             query["deadline"] = f"{deadline:.0f}"
         self.client.webhooks.create(
@@ -475,7 +601,7 @@ class LabelStudioOracle:
         try:
             while True:
                 state = self._poll_through_outages(handle, deadline)
-                done = sum(1 for r in state.values() if self._complete(r))
+                done = sum(1 for r in state.values() if r.done)
                 bar.n = done
                 bar.refresh()
                 if done == total:
@@ -484,11 +610,15 @@ class LabelStudioOracle:
                     if self.on_timeout == "partial":
                         break
                     if self.on_timeout == "fail":
+                        rejected = [(sid, label) for sid, r in state.items() if not r.done
+                                    for _, label in r.rejected]
                         raise OracleTimeout(
                             f"{done} of {total} tasks of round {handle['round']} annotated after "
-                            f"{timeout:.0f}s; the tasks stay at {handle['url']}; resume the run "
-                            "(`sage-ada run --resume <run id>`) to keep waiting, or set "
-                            "label_studio.on_timeout: partial")
+                            f"{timeout:.0f}s; the tasks stay at {handle['url']}; "
+                            + (outside_class_list(rejected, self.classes) + "; "
+                               if rejected else "")
+                            + "resume the run (`sage-ada run --resume <run id>`) to keep "
+                            "waiting, or set label_studio.on_timeout: partial")
                     deadline = time.monotonic() + timeout  # "wait": keep polling
                     log.info("still waiting: %d of %d annotated", done, total)
                 time.sleep(self.poll_interval_s)

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import torch
 
-from components.query.base import entropy_of, pool_outputs, register, top
+from components.query.base import PoolOutputs, entropy_of, register, top
 
 
 def aada_scores(probs: torch.Tensor, domain_logits: torch.Tensor) -> torch.Tensor:
@@ -15,11 +15,10 @@ def aada_scores(probs: torch.Tensor, domain_logits: torch.Tensor) -> torch.Tenso
 
 
 @register("aada", requires="domain")
-def aada_query(model, pool, budget, seed, *, device, chunk, **_):
-    z, p = pool_outputs(model, pool, device)
-    disc = model.discriminator
+def aada_query(pool: PoolOutputs, budget, seed, *, chunk, **_):
+    disc = pool.discriminator
     if disc is None or getattr(disc, "outputs", 0) != 1:
         raise ValueError("AADA needs the DANN domain discriminator: set train.adversarial: dann")
     with torch.no_grad():
-        a = disc.to(device).eval()(z)
-    return top(aada_scores(p, a), budget)
+        a = disc(pool.features)
+    return top(aada_scores(pool.probabilities, a), budget)

@@ -9,7 +9,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from components.query.base import pool_outputs, register
+from components.query.base import PoolOutputs, register
 from components.query.diversity import kmeanspp
 
 
@@ -28,8 +28,8 @@ def factorised_distance(g: torch.Tensor, z: torch.Tensor):
 
 
 @register("badge")
-def badge_query(model, pool, budget, seed, *, device, chunk, **_):
-    z, p = pool_outputs(model, pool, device)
+def badge_query(pool: PoolOutputs, budget, seed, *, chunk, **_):
+    z, p = pool.features, pool.probabilities
     g, z = gradient_factors(p.double(), z.double())
     distance_to, sq = factorised_distance(g, z)
     picks = kmeanspp(distance_to, len(z), budget, first=int(torch.argmax(sq)), seed=seed)

@@ -1,4 +1,9 @@
-"""The registry and the shared plumbing of every strategy."""
+"""The registry and the shared plumbing of every strategy.
+
+A strategy never runs the model: the run predicts over the pool once and hands every strategy
+the same :class:`PoolOutputs`, so ``query/`` depends on neither the networks nor the trainer,
+and a new strategy is a function of tensors.
+"""
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -6,9 +11,33 @@ from typing import Callable, Optional
 
 import torch
 import torch.nn.functional as F
+from torch import nn
 
-from components.adaptation.trainer import predict
-from components.data.tensors import ImageSet
+
+@dataclass(frozen=True)
+class PoolOutputs:
+    """What a strategy may read about the unlabelled pool, row by row in ``ids`` order."""
+
+    ids: list[str]
+    features: torch.Tensor        # z = phi(x), (N, m), on the device selection runs on
+    probabilities: torch.Tensor   # h(x) = softmax of the classifier's logits, (N, C)
+    discriminator: Optional[nn.Module] = None  # d, in eval mode on that device: Sage's
+    #                                            Jacobian (eq. 3) and AADA's domain logits
+
+    @classmethod
+    def from_logits(cls, ids: list[str], features: torch.Tensor, logits: torch.Tensor,
+                    discriminator: Optional[nn.Module] = None) -> "PoolOutputs":
+        if discriminator is not None:
+            discriminator = discriminator.to(features.device).eval()
+        probabilities = F.softmax(logits, dim=1) if len(logits) else logits.reshape(0, 0)
+        return cls(list(ids), features, probabilities, discriminator)
+
+    def __len__(self) -> int:
+        return len(self.ids)
+
+    @property
+    def device(self) -> torch.device:
+        return self.features.device
 
 
 @dataclass(frozen=True)
@@ -31,8 +60,7 @@ def requirement_of(name: str) -> Optional[str]:
     return STRATEGIES[name].requires
 
 
-def select(name: str, model, pool: ImageSet, budget: int, seed: int, *,
-           device: torch.device | str = "cpu", chunk: int = 4096,
+def select(name: str, pool: PoolOutputs, budget: int, seed: int, *, chunk: int = 4096,
            storage: str = "auto") -> tuple[list[str], list[float]]:
     """Pick ``budget`` samples of ``pool``; return their ids and query scores.
 
@@ -42,18 +70,10 @@ def select(name: str, model, pool: ImageSet, budget: int, seed: int, *,
         raise KeyError(f"unknown strategy {name!r}; choose one of {sorted(STRATEGIES)}")
     if budget > len(pool):
         raise ValueError(f"budget {budget} exceeds the {len(pool)} unlabelled samples left")
-    device = torch.device(device)
-    positions, scores = STRATEGIES[name].fn(model, pool, budget, seed, device=device, chunk=chunk,
-                                            storage=storage)
+    positions, scores = STRATEGIES[name].fn(pool, budget, seed, chunk=chunk, storage=storage)
     positions = [int(p) for p in positions]
     assert len(set(positions)) == len(positions) == budget, "a strategy returned duplicates"
     return [pool.ids[p] for p in positions], [float(s) for s in scores]
-
-
-def pool_outputs(model, pool: ImageSet, device) -> tuple[torch.Tensor, torch.Tensor]:
-    """(z, probabilities) over the pool, computed once per query."""
-    z, logits = predict(model, pool, device=device)
-    return z, F.softmax(logits, dim=1)
 
 
 def entropy_of(p: torch.Tensor) -> torch.Tensor:

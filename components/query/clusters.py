@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from components.query.base import pool_outputs, register
+from components.query.base import PoolOutputs, register
 
 
 def nearest_to_centroids(features: np.ndarray, budget: int, seed: int,
@@ -23,7 +23,6 @@ def nearest_to_centroids(features: np.ndarray, budget: int, seed: int,
 
 
 @register("clusters")
-def clusters_query(model, pool, budget, seed, *, device, chunk, **_):
-    z, _ = pool_outputs(model, pool, device)
-    picks = nearest_to_centroids(z.cpu().double().numpy(), budget, seed)
+def clusters_query(pool: PoolOutputs, budget, seed, *, chunk, **_):
+    picks = nearest_to_centroids(pool.features.cpu().double().numpy(), budget, seed)
     return picks, [0.0] * budget

@@ -14,7 +14,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from components.query.base import pool_outputs, register, top
+from components.query.base import PoolOutputs, register, top
 from components.query.diversity import embedding_distance, farthest_first, kmeanspp
 
 POP_EPS = 1e-12
@@ -102,14 +102,13 @@ def storage_dtype(n: int, width: int, device: torch.device, setting: str = "auto
     return torch.float32 if n * width * 4 < free / 2 else torch.float16
 
 
-def embed_pool(model, pool, *, device, chunk: int, pop: bool = True,
+def embed_pool(pool: PoolOutputs, *, chunk: int, pop: bool = True,
                storage: str = "auto") -> tuple[torch.Tensor, torch.Tensor]:
     """S(x) for the whole pool: :func:`embed` on the model's features and probabilities."""
-    z, p = pool_outputs(model, pool, device)
-    disc = model.discriminator
+    disc = pool.discriminator
     if disc is None or getattr(disc, "outputs", 0) < 2:
         raise ValueError("Sage needs the class-level (TSF) discriminator: set train.adversarial: tsf")
-    return embed(disc.to(device).eval(), z, p, chunk=chunk, pop=pop, storage=storage)
+    return embed(disc, pool.features, pool.probabilities, chunk=chunk, pop=pop, storage=storage)
 
 
 def embed(disc: nn.Module, z: torch.Tensor, p: torch.Tensor, *, chunk: int, pop: bool = True,
@@ -166,8 +165,8 @@ def select_from_embedding(emb: torch.Tensor, budget: int, *, diversity: str, see
 
 
 def _sage(pop: bool, diversity: str):
-    def strategy(model, pool, budget, seed, *, device, chunk, storage="auto"):
-        emb, norms = embed_pool(model, pool, device=device, chunk=chunk, pop=pop, storage=storage)
+    def strategy(pool: PoolOutputs, budget, seed, *, chunk, storage="auto"):
+        emb, norms = embed_pool(pool, chunk=chunk, pop=pop, storage=storage)
         return select_from_embedding(emb, budget, diversity=diversity, seed=seed, chunk=chunk,
                                      norms=norms)
     return strategy

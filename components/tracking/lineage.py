@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import contextlib
 import csv
-import hashlib
 import json
 import os
 import subprocess
@@ -30,7 +29,6 @@ os.environ.setdefault("MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR", "1")
 
 import matplotlib.pyplot as plt  # noqa: E402
 import mlflow  # noqa: E402
-import yaml  # noqa: E402
 from mlflow.entities import Metric, Param  # noqa: E402
 from mlflow.tracking import MlflowClient  # noqa: E402
 
@@ -70,27 +68,6 @@ def configure_mlflow(root: Path | None = None) -> str:
     uri = os.environ.get("MLFLOW_TRACKING_URI") or default_tracking_uri(root)
     mlflow.set_tracking_uri(uri)
     return uri
-
-
-def data_hash(dvc_file: str | Path = "data.dvc", *, root: str | Path | None = None,
-              manifest: str | Path | None = None) -> str:
-    """The version of the data a run used: DVC's hash (``outs[0].md5`` of ``dvc_file``) when
-    ``root`` is the folder it tracks (or no root is given), else ``sha256:<…>``, a hash of the
-    manifest's per-file sha256s (which validation checks against the files), so data elsewhere
-    is never tagged with the shipped benchmark's version."""
-    path = Path(dvc_file)
-    if path.exists():
-        outs = ((yaml.safe_load(path.read_text()) or {}).get("outs") or [{}])[0]
-        tracked = (path.parent / str(outs.get("path", ""))).resolve()
-        if root is None or Path(root).resolve() == tracked:
-            return str(outs.get("md5", "unknown"))
-    if manifest is not None and Path(manifest).is_file():
-        import pandas as pd
-
-        files = pd.read_csv(manifest, usecols=["path", "sha256"]).sort_values("path")
-        listing = "\n".join(f"{p} {h}" for p, h in zip(files["path"], files["sha256"]))
-        return "sha256:" + hashlib.sha256(listing.encode()).hexdigest()[:29]  # MLflow keeps 36
-    return "untracked"
 
 
 def git_commit() -> str:

@@ -4,7 +4,8 @@ A run deployed with ``label_studio.wait: suspend`` registers a webhook on its La
 project whose URL names its flow run and round (``/label-studio?flow_run=…&project=…&round=…``,
 plus ``deadline`` when its wait times out). On each annotation event this receiver answers at
 once (Label Studio waits only a second), then checks the round in the background and resumes
-the flow run when every task has its answers or the deadline has passed. Every
+the flow run when every task has its answers (``round_status``: the run's own definition of
+answered, labels outside the class list not counted) or the deadline has passed. Every
 ``SAGE_ADA_SWEEP_S`` seconds it also checks every webhook that points here (a missed or failed
 call, a deadline), and removes the webhooks of runs that ended. It keeps no state of its own:
 the webhooks are the list of waiting runs.
@@ -28,7 +29,9 @@ from urllib.parse import parse_qs, urlparse
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
-from components.oracle.label_studio import connect, read_api_key, round_answered  # noqa: E402
+from components.oracle.base import wait_over  # noqa: E402
+from components.oracle.label_studio import (  # noqa: E402
+    classes_digest, connect, outside_class_list, read_api_key, round_status)
 
 
 def log(message: str) -> None:
@@ -41,25 +44,41 @@ class Receiver:
         self._lock = threading.Lock()  # one check at a time: events come in bursts
 
     def check(self, query: dict[str, str], reason: str) -> str:
-        """Resume the flow run if its round is answered or its wait timed out; says what
-        happened (for the log and the tests)."""
+        """Resume the flow run if its round is answered (``round_status``: the run's own
+        definition, so a resumed run collects and does not suspend again) or its wait timed
+        out; says what happened (for the log and the tests). A label outside the class list is
+        not an answer: the run keeps waiting, and the log says which label to change. Where the
+        project's class list is no longer the run's (its labelling config was edited), the run
+        is resumed to say so (``LabelStudioOracle.complete`` fails with what to fix)."""
         from prefect.exceptions import ObjectNotFound
         from prefect.flow_runs import NotPausedError, resume_flow_run
 
         flow_run, round_ = query["flow_run"], int(query["round"])
         deadline = float(query["deadline"]) if query.get("deadline") else None
         with self._lock:
-            timed_out = deadline is not None and time.time() >= deadline
-            if not timed_out and not round_answered(self.client, int(query["project"]), round_):
-                return "waiting"
+            why = "timed out" if wait_over(deadline) else None
+            if why is None:
+                status = round_status(self.client, int(query["project"]), round_,
+                                      per_task=int(query.get("per_task") or 0) or None)
+                if query.get("classes") and query["classes"] != classes_digest(status.classes):
+                    why = "has another class list in Label Studio than the run"
+                elif status.answered:
+                    why = "answered"
+                else:
+                    if status.rejected:
+                        log(f"flow run {flow_run}, round {round_}: {status.n_answered} of "
+                            f"{status.n_tasks} tasks answered; " + outside_class_list(
+                                [(f"item {r['item']} (task {r['task']}, annotation "
+                                  f"{r['annotation']})", r["label"]) for r in status.rejected],
+                                status.classes))
+                    return "waiting"
             try:
                 resume_flow_run(flow_run)
             except NotPausedError:
                 return "not suspended"
             except ObjectNotFound:
                 return "no such flow run"
-            log(f"resumed flow run {flow_run}: round {round_} "
-                f"{'timed out' if timed_out else 'answered'} ({reason})")
+            log(f"resumed flow run {flow_run}: round {round_} {why} ({reason})")
             return "resumed"
 
     def sweep(self) -> None:

@@ -5,8 +5,8 @@ from __future__ import annotations
 import pytest
 from mlflow.tracking import MlflowClient
 
-from components.state import PendingRound, RunState, StateStore
-from components.tracking.run_files import FLOW_RUN_TAG, RunFiles, shares_runs
+from components.run.saved import PendingRound, RunState, SavedRuns
+from components.tracking.artifact_mirror import FLOW_RUN_TAG, ArtifactMirror, shares_runs
 
 
 @pytest.fixture
@@ -14,13 +14,13 @@ def store_run(tmp_path):
     client = MlflowClient(f"sqlite:///{tmp_path / 'mlflow.db'}")
     experiment = client.create_experiment("x", artifact_location=(tmp_path / "art").as_uri())
     run = client.create_run(experiment, tags={FLOW_RUN_TAG: "flow-1"})
-    return RunFiles(client), run.info.run_id
+    return ArtifactMirror(client), run.info.run_id
 
 
 def test_another_clone_loads_the_newest_state_settings_and_checkpoint(tmp_path, store_run):
     files, run_id = store_run
-    a = StateStore(tmp_path / "a", mirror=files)
-    b = StateStore(tmp_path / "b", mirror=files)
+    a = SavedRuns(tmp_path / "a", mirror=files)
+    b = SavedRuns(tmp_path / "b", mirror=files)
     a.save_settings(run_id, {"active": {"rounds": 3}})
     a.save(RunState(run_id=run_id, rounds_done=0, flow_run_id="flow-1"))
     checkpoint = a.dir(run_id) / "checkpoint-r0.pt"
@@ -41,8 +41,8 @@ def test_another_clone_loads_the_newest_state_settings_and_checkpoint(tmp_path, 
 
 def test_without_a_mirror_a_clone_only_knows_its_own_runs(tmp_path, store_run):
     files, run_id = store_run
-    StateStore(tmp_path / "a", mirror=files).save(RunState(run_id=run_id, flow_run_id="flow-1"))
-    alone = StateStore(tmp_path / "b", mirror=None)
+    SavedRuns(tmp_path / "a", mirror=files).save(RunState(run_id=run_id, flow_run_id="flow-1"))
+    alone = SavedRuns(tmp_path / "b", mirror=None)
     assert alone.find_by_flow_run("flow-1") is None
     with pytest.raises(FileNotFoundError, match="no saved state"):
         alone.load(run_id)

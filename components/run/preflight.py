@@ -12,8 +12,9 @@ import glob
 from pathlib import Path
 from typing import Optional
 
-from components.config import Config, ConfigError, DataConfig
-from components.state import StateStore, config_hash
+from components.config import Config, ConfigError
+from components.data.shipped import check_channels, check_data_root
+from components.run.saved import SavedRuns, settings_hash
 
 
 class ServerDown(ConnectionError):
@@ -21,8 +22,8 @@ class ServerDown(ConnectionError):
 
 
 def check_run(cfg: Config, *, resume: Optional[str] = None, pretrain_only: bool = False,
-              allow_duplicate: bool = False, store: StateStore | None = None) -> None:
-    store = store or StateStore()
+              allow_duplicate: bool = False, store: SavedRuns | None = None) -> None:
+    store = store or SavedRuns()
     if resume:  # a resumed run keeps its own settings, rounds included
         check_resumable(resume, store)
     else:
@@ -35,28 +36,6 @@ def check_run(cfg: Config, *, resume: Optional[str] = None, pretrain_only: bool 
     check_gpus(cfg.train.gpus, cfg.train.device)
     check_budget(cfg)
     check_servers(cfg)
-
-
-def check_data_root(cfg: Config) -> None:
-    """A missing data.root is a mistyped path, unless it is the shipped benchmark's own."""
-    from components.data.shipped import uses_shipped_data
-
-    shipped = uses_shipped_data(cfg) and cfg.data.root == DataConfig().root
-    if not Path(cfg.data.root).is_dir() and not shipped:
-        raise ConfigError(f"data.root = {cfg.data.root!r} is not a folder; fix data.root, or "
-                          f"build the shipped digits benchmark there on purpose with `sage-ada "
-                          f"data digits --root {cfg.data.root}`")
-
-
-def check_channels(cfg: Config) -> None:
-    """A shipped colour domain read as grey would lose the very shift it is made of."""
-    from components.data.shipped import colour_domains
-
-    colour = colour_domains(cfg)
-    if colour and cfg.data.channels != 3:
-        what = "is a colour domain" if len(colour) == 1 else "are colour domains"
-        raise ConfigError(f"{' and '.join(colour)} {what} but data.channels = {cfg.data.channels}; pass --channels 3 (or set "
-                          "data.channels: 3)")
 
 
 def check_rounds(cfg: Config, pretrain_only: bool) -> None:
@@ -122,20 +101,20 @@ def check_budget(cfg: Config) -> None:
             "or --budget")
 
 
-def check_not_running(cfg: Config, store: StateStore) -> None:
+def check_not_running(cfg: Config, store: SavedRuns) -> None:
     """Two runs of the same settings side by side would compute the same thing twice and
     register two versions of it: refused while the first one's process lives."""
-    mine = config_hash(cfg)
+    mine = settings_hash(cfg)
     for run_id in store.run_ids():
         state = store.load(run_id)
-        if (state.config_hash == mine and state.rounds_done < cfg.active.rounds
+        if (state.settings_hash == mine and state.rounds_done < cfg.active.rounds
                 and store.alive(run_id)):
             raise ConfigError(f"a run with the same settings is in progress ({run_id}; see "
                               "`sage-ada runs`); wait for it, or pass --allow-duplicate to start "
                               "another anyway")
 
 
-def check_resumable(run_id: str, store: StateStore) -> None:
+def check_resumable(run_id: str, store: SavedRuns) -> None:
     if (store.dir(run_id) / "state.json").is_file():
         return
     if store.mirror is not None and store.file(run_id, "state.json").is_file():

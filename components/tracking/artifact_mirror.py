@@ -25,7 +25,7 @@ def shares_runs(uri: Optional[str] = None) -> bool:
     return uri.startswith(("http://", "https://"))
 
 
-class RunFiles:
+class ArtifactMirror:
     """Files of a run under its ``sage_ada_state/`` artifacts (MLflow client API)."""
 
     def __init__(self, client=None):

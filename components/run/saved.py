@@ -4,7 +4,7 @@ One JSON file per run (``.sage-ada/runs/<run id>/state.json``), replaced atomica
 checkpoint of the last finished round beside it. A restarted run resumes from the last
 finished step and never asks the oracle again for a sample it already has a label for.
 Through a tracking server each file is kept in the run's MLflow artifacts too
-(``components.tracking.run_files``), and read from there first, so any worker continues it.
+(``components.tracking.artifact_mirror``), and read from there first, so any worker continues it.
 """
 from __future__ import annotations
 
@@ -49,7 +49,7 @@ class RunState:
     history: list[dict] = field(default_factory=list)        # one row per finished round
     pending: Optional[PendingRound] = None
     flow_run_id: Optional[str] = None
-    config_hash: str = ""             # a resume must use the settings the run started with
+    settings_hash: str = ""             # a resume must use the settings the run started with
 
     def to_json(self) -> dict:
         return asdict(self)
@@ -77,23 +77,23 @@ def differing(started: dict, asked: dict) -> list[str]:
             if key not in WAITING.get(section, ()) and asked.get(section, {}).get(key) != value]
 
 
-def config_hash(cfg) -> str:
+def settings_hash(cfg) -> str:
     """Settings that must not change within a run (everything but the oracle's waiting)."""
     relevant = cfg.model_dump(exclude=WAITING)
     return hashlib.sha256(json.dumps(relevant, sort_keys=True).encode()).hexdigest()[:16]
 
 
-class StateStore:
+class SavedRuns:
     """Run states on disk, looked up by MLflow run id or by Prefect flow-run id; beside each,
     the settings it started with (``settings.json``), which a resume uses. ``mirror`` (a
-    ``RunFiles``; by default one when the tracking URI is a server) keeps every file in the
+    ``ArtifactMirror``; by default one when the tracking URI is a server) keeps every file in the
     run's MLflow artifacts too, where the state is read first."""
 
     def __init__(self, root: str | Path = ".sage-ada/runs", mirror: Any = "auto"):
-        from components.tracking.run_files import RunFiles, shares_runs
+        from components.tracking.artifact_mirror import ArtifactMirror, shares_runs
 
         self.root = Path(root)
-        self.mirror = (RunFiles() if shares_runs() else None) if mirror == "auto" else mirror
+        self.mirror = (ArtifactMirror() if shares_runs() else None) if mirror == "auto" else mirror
 
     def dir(self, run_id: str) -> Path:
         return self.root / run_id

@@ -14,21 +14,22 @@ from pathlib import Path
 from typing import Callable, Optional
 
 from components.config import Config
-from components.oracle import OracleError, OracleTimeout
-from components.session import ActiveSession
-from components.state import (PendingRound, ResumeMismatch, RunState, StateStore, config_hash,
-                              differing)
-from components.tracking.lineage import STATE_TAG, Tracker, data_hash, git_commit
-from components.tracking.run_files import FLOW_RUN_TAG
+from components.data.versioning import data_hash
+from components.oracle import OracleError, OracleTimeout, check_labels, wait_over
+from components.run.saved import (PendingRound, ResumeMismatch, RunState, SavedRuns, differing,
+                                  settings_hash)
+from components.run.steps import RunSteps
+from components.tracking.artifact_mirror import FLOW_RUN_TAG
+from components.tracking.lineage import STATE_TAG, Tracker, git_commit
 
 
 log = logging.getLogger("sage_ada.run")
 
 
 class ActiveRun:
-    def __init__(self, cfg: Config, session: ActiveSession, tracker: Tracker, store: StateStore,
+    def __init__(self, cfg: Config, steps: RunSteps, tracker: Tracker, store: SavedRuns,
                  oracle, state: RunState):
-        self.cfg, self.session, self.tracker = cfg, session, tracker
+        self.cfg, self.steps, self.tracker = cfg, steps, tracker
         self.store, self.oracle, self.state = store, oracle, state
         self.net = None
         self.train_seconds = 0.0
@@ -36,14 +37,14 @@ class ActiveRun:
 
     # ------------------------------------------------------------------ lifecycle
     @classmethod
-    def open(cls, cfg: Config, session: ActiveSession, oracle, *, resume: Optional[str] = None,
-             flow_run_id: Optional[str] = None, store: StateStore | None = None,
+    def open(cls, cfg: Config, steps: RunSteps, oracle, *, resume: Optional[str] = None,
+             flow_run_id: Optional[str] = None, store: SavedRuns | None = None,
              run_name: Optional[str] = None) -> "ActiveRun":
         """Resume ``resume`` (an MLflow run id), or the run of this Prefect flow run, or start."""
-        store = store or StateStore()
+        store = store or SavedRuns()
         tracker = Tracker(cfg.experiment_name)
         state = store.load(resume) if resume else store.find_by_flow_run(flow_run_id)
-        if state is not None and state.config_hash != config_hash(cfg):
+        if state is not None and state.settings_hash != settings_hash(cfg):
             started = store.settings(state.run_id)
             changed = f" ({'; '.join(differing(started, cfg.model_dump()))})" if started else ""
             raise ResumeMismatch(
@@ -62,7 +63,7 @@ class ActiveRun:
                 params=cfg.model_dump(),
                 tags={f"sage_ada.{k}": v for k, v in lineage_tags.items()},
                 run_name=run_name or f"{cfg.active.strategy} seed {cfg.active.seed}")
-            state = RunState(run_id=run_id, flow_run_id=flow_run_id, config_hash=config_hash(cfg))
+            state = RunState(run_id=run_id, flow_run_id=flow_run_id, settings_hash=settings_hash(cfg))
             store.save_settings(run_id, cfg.model_dump())
             tracker.log_dataset(run_id, name=f"{cfg.experiment_name} manifest",
                                 digest=lineage_tags["data_hash"], source=cfg.data.root)
@@ -79,7 +80,7 @@ class ActiveRun:
         store.claim(state.run_id)
         if hasattr(oracle, "bind"):  # e.g. one Label Studio project per pipeline run
             oracle.bind(state.run_id)
-        return cls(cfg, session, tracker, store, oracle, state)
+        return cls(cfg, steps, tracker, store, oracle, state)
 
     @property
     def run_id(self) -> str:
@@ -90,7 +91,7 @@ class ActiveRun:
 
     def _load_checkpoint(self, round: int):
         """The network after ``round``, from this worker's copy or the run's artifacts."""
-        return self.session.load(self.store.file(self.run_id, self._checkpoint(round).name))
+        return self.steps.load(self.store.file(self.run_id, self._checkpoint(round).name))
 
     def _save_state(self) -> None:
         self.store.save(self.state)
@@ -101,7 +102,7 @@ class ActiveRun:
         if self.state.rounds_done >= 0:
             self.net = self._load_checkpoint(self.state.rounds_done)
             return self.state.history[-1]
-        net, seconds, cached = self.session.pretrain()
+        net, seconds, cached = self.steps.pretrain()
         self.net = net
         self.train_seconds = seconds
         return self._finish_round(0, labelled=dict(self.state.labelled), selection=[],
@@ -111,7 +112,7 @@ class ActiveRun:
         pending = self.state.pending
         if pending is not None and pending.round == round:
             return pending.selected
-        ids, scores, seconds = self.session.select(self.net, self.state.labelled, round)
+        ids, scores, seconds = self.steps.select(self.net, self.state.labelled, round)
         self.state.pending = PendingRound(round, ids, scores, seconds)
         self._save_state()
         return ids
@@ -124,7 +125,7 @@ class ActiveRun:
         if pending.labels is not None:
             return
         if pending.handle is None:
-            context = self.session.request_context(self.net, pending.selected, pending.scores)
+            context = self.steps.request_context(self.net, pending.selected, pending.scores)
             pending.suggestions = {sid: [c["prediction"], c["confidence"]]
                                    for sid, c in context.items()}
             pending.handle = self.oracle.request(pending.selected, round, context=context)
@@ -146,15 +147,25 @@ class ActiveRun:
             return None
         return (self.state.pending.asked_at or time.time()) + timeout
 
-    def answered(self, timeout: float) -> bool:
-        """Whether the round can be collected without waiting: every request answered, or its
+    def can_collect(self, timeout: float) -> bool:
+        """Whether the round can be collected without waiting: the oracle finds every request
+        answered (``complete``: the same definition the webhook receiver resumes on), or the
         wait timed out (collecting then applies ``on_timeout``)."""
         pending = self.state.pending
         if pending.labels is not None or not hasattr(self.oracle, "complete"):
             return True
-        deadline = self.deadline(timeout)
-        return (deadline is not None and time.time() >= deadline) or \
-            self.oracle.complete(pending.handle)
+        return wait_over(self.deadline(timeout)) or self.oracle.complete(pending.handle)
+
+    def watch(self, flow_run_id: str, timeout: float) -> None:
+        """Have the oracle tell the receiver of infra/webhooks/ (``label_studio.webhook_url``)
+        of each answer to the round, so it resumes flow run ``flow_run_id`` once the round is
+        answered or its wait times out."""
+        self.oracle.watch(self.state.pending.handle, self.cfg.label_studio.webhook_url,
+                          flow_run_id, self.deadline(timeout))
+
+    def unwatch(self) -> None:
+        """The round is collected: no more calls to the receiver for it."""
+        self.oracle.unwatch(self.state.pending.handle, self.cfg.label_studio.webhook_url)
 
     def annotate(self, round: int, timeout: float,
                  announce: Optional[Callable[[int, str], None]] = None) -> dict[str, str]:
@@ -172,7 +183,7 @@ class ActiveRun:
             pending.asked_at = None  # a resumed run waits the whole timeout again
             self._save_state()
             raise
-        pending.labels = self.session.check_labels(pending.selected, labels)
+        pending.labels = check_labels(pending.selected, labels, self.steps.classes)
         if hasattr(self.oracle, "describe"):
             pending.details = self.oracle.describe(pending.handle)
         self._save_state()
@@ -202,8 +213,8 @@ class ActiveRun:
         if not hasattr(self.oracle, "relabelled"):
             return {}
         changed = self.oracle.relabelled(self.state.labelled)
-        valid = self.session.check_labels(sorted(changed),
-                                          {sid: c["new"] for sid, c in changed.items()})
+        valid = check_labels(sorted(changed), {sid: c["new"] for sid, c in changed.items()},
+                             self.steps.classes)
         return {sid: changed[sid] for sid in valid}
 
     def _labelled_now(self) -> dict[str, str]:
@@ -214,7 +225,7 @@ class ActiveRun:
     def adapt(self, round: int) -> None:
         """Always from the previous round's checkpoint, so a retried adapt is the same adapt."""
         self.net = self._load_checkpoint(round - 1)
-        self.train_seconds = self.session.adapt(self.net, self._labelled_now(), round)
+        self.train_seconds = self.steps.adapt(self.net, self._labelled_now(), round)
 
     def evaluate(self, round: int) -> dict:
         pending = self.state.pending
@@ -243,12 +254,12 @@ class ActiveRun:
         """``annotation``: the round's figures on its annotators (share of suggestions accepted,
         mean agreement where several labelled a sample); absent ones are left out."""
         annotation = {k: v for k, v in (annotation or {}).items() if v is not None}
-        result = self.session.evaluate(self.net)
+        result = self.steps.evaluate(self.net)
         row = {"round": round, "n_labels": len(labelled), "accuracy": result["accuracy"],
                "select_seconds": round_(select_seconds), "train_seconds": round_(self.train_seconds),
                **{k: round_(v) for k, v in annotation.items()}}
         history = [h for h in self.state.history if h["round"] < round] + [row]
-        self.session.save(self.net, self._checkpoint(round))
+        self.steps.save(self.net, self._checkpoint(round))
         self.store.keep(self.run_id, self._checkpoint(round))
         self.tracker.log_round(
             self.run_id, round=round,
@@ -256,7 +267,7 @@ class ActiveRun:
                      "n_corrected": n_corrected, **annotation,
                      "select_seconds": select_seconds, "train_seconds": self.train_seconds},
             per_class=result["per_class"], selection=selection, model=self.net.cpu(),
-            example=self.session.example_input(self.net), history=history)
+            example=self.steps.example_input(self.net), history=history)
         self.state.labelled, self.state.history = labelled, history
         self.state.rounds_done, self.state.pending = round, None
         self._save_state()

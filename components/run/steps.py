@@ -1,6 +1,6 @@
 """The science of one active-adaptation run, step by step, without any orchestration.
 
-``ActiveSession`` loads the validated manifest once and exposes the steps of the design card
+``RunSteps`` loads the validated manifest once and exposes the steps of the design card
 (pretrain, select, annotate, adapt, evaluate). The Prefect flow calls these steps as tasks;
 the benchmark calls them in a plain loop; both get the same numbers for the same seed.
 """
@@ -17,17 +17,19 @@ from pathlib import Path
 import torch
 
 from components import numerics
-from components.adaptation.distributed import Shard, launch
-from components.adaptation.trainer import (Streams, evaluate, load_checkpoint, predict,
-                                           resolve_device, save_checkpoint, seed_everything, train)
+from components.adaptation.distributed import Shard
+from components.adaptation.trainer import Streams, seed_everything, train
 from components.config import Config
-from components.files import exclusive
 from components.data.split import class_list, read_manifest
 from components.data.stream import stream_images
 from components.data.tensors import ImageSet, load_images
+from components.files import exclusive, write_atomic
 from components.models import build_network
-from components.oracle.base import OracleError
-from components.query import select as run_query
+from components.models.checkpoints import load_checkpoint, save_checkpoint
+from components.models.device import resolve_device
+from components.models.inference import evaluate, predict
+from components.query import PoolOutputs, select as run_query
+from components.run.torchrun import launch
 
 
 def streams_images(data_cfg, n_images: int) -> bool:
@@ -39,20 +41,27 @@ def streams_images(data_cfg, n_images: int) -> bool:
     return decoded > data_cfg.memory_limit_gb * 1e9
 
 
+TRAINING_JOB = "components.run.training_job"  # each torchrun process's entry point (named, not
+#                                          imported: it builds the steps itself)
+
 # The code a pretrained model depends on: a change to any of it must not reuse a cached model.
+# Prediction and evaluation (models/inference.py) are not in it: they do not change the weights.
 TRAINING_CODE = ("adaptation", "models", "data/tensors.py", "data/stream.py", "numerics.py")
+NOT_TRAINING_CODE = ("models/inference.py",)
 
 
-def training_code_digest(root: Path = Path(__file__).parent) -> str:
+def training_code_digest(root: Path = Path(__file__).parents[1]) -> str:
     digest = hashlib.sha256()
     for name in TRAINING_CODE:
         path = root / name
         for file in sorted(path.rglob("*.py")) if path.is_dir() else [path]:
+            if str(file.relative_to(root)) in NOT_TRAINING_CODE:
+                continue
             digest.update(f"{file.relative_to(root)}\n".encode() + file.read_bytes())
     return digest.hexdigest()
 
 
-class ActiveSession:
+class RunSteps:
     def __init__(self, cfg: Config, *, progress: bool = True,
                  cache_dir: str | Path = ".sage-ada/cache", device: torch.device | None = None):
         self.cfg, self.progress = cfg, progress
@@ -118,10 +127,16 @@ class ActiveSession:
         a = self.cfg.active
         pool = self.unlabelled(labelled)
         start = time.perf_counter()
-        ids, scores = run_query(a.strategy, net, pool, min(a.budget, len(pool)),
-                                seed=a.seed * 1000 + round, device=self.device,
-                                chunk=a.selection_chunk, storage=a.embedding_storage)
+        ids, scores = run_query(a.strategy, self.pool_outputs(net, pool), min(a.budget, len(pool)),
+                                seed=a.seed * 1000 + round, chunk=a.selection_chunk,
+                                storage=a.embedding_storage)
         return ids, scores, time.perf_counter() - start
+
+    def pool_outputs(self, net, pool: ImageSet) -> PoolOutputs:
+        """What every strategy reads: the pool's features and probabilities, predicted once,
+        and the discriminator (in eval mode)."""
+        z, logits = predict(net, pool, device=self.device)
+        return PoolOutputs.from_logits(pool.ids, z, logits, net.discriminator)
 
     def request_context(self, net, ids: list[str], scores: list[float]) -> dict[str, dict]:
         """What annotators see beside each image: path, query score, the model's guess."""
@@ -132,17 +147,6 @@ class ActiveSession:
         return {sid: {"path": paths[sid], "score": float(score),
                       "prediction": self.classes[int(k)], "confidence": float(p)}
                 for sid, score, k, p in zip(ids, scores, pred, prob)}
-
-    def check_labels(self, requested: list[str], labels: dict[str, str]) -> dict[str, str]:
-        """Annotations must name a known class and only the requested samples."""
-        unknown = {s: l for s, l in labels.items() if str(l) not in self.classes}
-        if unknown:
-            raise OracleError(f"labels outside the class list for {unknown}; allowed: "
-                              f"{self.classes}. Correct them in the annotation tool and collect again.")
-        extra = set(labels) - set(requested)
-        if extra:
-            raise OracleError(f"labels for samples that were not requested: {sorted(extra)[:5]}")
-        return {s: str(labels[s]) for s in requested if s in labels}
 
     def labelled_set(self, labelled: dict[str, str]) -> ImageSet:
         data = self.pool.subset(sorted(labelled))
@@ -181,12 +185,12 @@ class ActiveSession:
         job.mkdir(parents=True, exist_ok=True)
         save_checkpoint(net, job / "start.pt")
         device = "cpu" if self.device.type == "cpu" else "cuda"
-        (job / "job.json").write_text(json.dumps({
+        write_atomic(job / "job.json", json.dumps({
             "config": self.cfg.model_dump(), "round": round, "labelled": labelled,
             "device": device, "progress": self.progress}))
         print(f"round {round}: training on {self.cfg.train.gpus} {device} processes "
               f"(torchrun; log: {job / 'log.txt'})", flush=True)
-        launch(job, self.cfg.train.gpus, log=job / "log.txt")
+        launch(TRAINING_JOB, job, self.cfg.train.gpus, log=job / "log.txt")
         load_checkpoint(net, job / "end.pt")
         shutil.rmtree(job, ignore_errors=True)
         return net.to(self.device).eval()

@@ -8,7 +8,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Optional
 
-from components.state import StateStore
+from components.run.saved import SavedRuns
 
 
 @dataclass
@@ -20,7 +20,7 @@ class RunSummary:
     next_step: str       # the command that continues it, or ""
 
 
-def summarise(store: StateStore, client, *, mark_killed: bool = True) -> list[RunSummary]:
+def summarise(store: SavedRuns, client, *, mark_killed: bool = True) -> list[RunSummary]:
     """One line per saved run, newest first; ``client``: an MLflow client of the run's store."""
     from mlflow.exceptions import MlflowException
 

@@ -1,0 +1,140 @@
+"""What the protocol runs: the arms, the floors and ceiling, the presets, and each job's settings.
+
+Kept apart from running and reporting so that ``pick_analysis.py`` replays exactly the jobs
+(same overrides, same settings key) that ``reproduce.py`` ran.
+"""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+ARMS = {  # name → overrides on params.yaml (the default is TSF + Ω_S+T)
+    "sage": {},
+    "sage-no-pop": {"active.strategy": "sage-no-pop"},
+    "sage-no-diversity": {"active.strategy": "sage-no-diversity"},
+    "aada": {"active.strategy": "aada", "train.adversarial": "dann"},
+    "badge": {"active.strategy": "badge"},
+    "badge-no-adaptation": {"active.strategy": "badge", "train.adversarial": "none",
+                            "train.regulariser": "union"},
+    "entropy": {"active.strategy": "entropy"},
+    "confidence": {"active.strategy": "confidence"},
+    "random": {"active.strategy": "random"},
+    "clusters": {"active.strategy": "clusters"},
+    "clue": {"active.strategy": "clue"},
+    "sage-union": {"train.regulariser": "union"},
+    "sage-mme": {"train.regulariser": "mme"},
+}
+LINES = {  # floors and ceiling: one accuracy each
+    "source-only": {"active.strategy": "random", "train.adversarial": "none", "active.rounds": 0},
+    "uda-dann": {"active.strategy": "random", "train.adversarial": "dann", "active.rounds": 0},
+    "uda-tsf": {"active.strategy": "random", "active.rounds": 0},
+    # every pool label in one round, trained as long as an arm trains over all its rounds
+    "all-target-labels": {"active.strategy": "random", "active.rounds": 1, "active.budget": "pool"},
+}
+COLOUR = ("mnist-colour", "optdigits-texture")  # the colour benchmark's task (data.channels: 3)
+# the arms users choose between: more seeds, so their differences can be told apart
+DECISIVE = ("sage", "badge", "entropy", "random", "clue", "sage-no-pop")
+CONTENDERS = tuple(a for a in DECISIVE if a != "sage")  # what users weigh Sage against
+PRESETS = {
+    # The colour task first: its runs are the ones the digits' earlier reports lack.
+    "full": {"tasks": {COLOUR: [10, 50], ("mnist", "optdigits"): [10, 50],
+                       ("optdigits", "mnist"): [10]},
+             "seeds": 5, "seeds_for": {arm: 10 for arm in DECISIVE}, "rounds": 10,
+             "arms": list(ARMS), "note": "This is the whole protocol."},
+    "small": {"tasks": {("mnist", "optdigits"): [10]}, "seeds": 3, "rounds": 5,
+              "arms": list(ARMS), "note": "This is a reduced preset: claims that need the other "
+              "task or b = 50 (claim 4's large-budget part, claim 6) are not settled by it; "
+              "`--preset full` runs them."},
+    # Claim 6 at b = 50 under other hyper-parameters: run it once per `--set` variant.
+    "sensitivity": {"tasks": {("mnist", "optdigits"): [50]}, "seeds": 3, "rounds": 10,
+                    "arms": ["sage", "sage-union", "sage-mme", "random"], "lines": False,
+                    "note": "This is a sensitivity check of claim 6: compare it with the same "
+                            "arms at b = 50 in `--preset full`, which uses `params.yaml` as is."},
+    "smoke": {"tasks": {("mnist", "optdigits"): [5]}, "seeds": 2, "rounds": 2,
+              "arms": ["sage", "random", "entropy"], "set": {"train.pretrain_steps": 30,
+                                                             "train.steps_per_round": 10},
+              "note": "This checks the script only: its runs are far too short to mean anything."},
+}
+
+
+def task_overrides(source: str, target: str) -> dict:
+    """A task's data and tracking settings: its own manifest and experiment, so tasks never
+    share a split or mix their runs."""
+    from components.data.shipped import DOMAINS
+
+    channels = max(DOMAINS[d].channels if d in DOMAINS else 1 for d in (source, target))
+    return {"data.source": source, "data.target": target, "data.channels": channels,
+            "data.manifest": f".sage-ada/reproduce/splits/{source}-{target}.csv",
+            "tracking.experiment": f"reproduce {source}→{target}",
+            "tracking.registered_model": "sage-ada-reproduce"}
+
+
+def settings_key(flat_params: dict[str, str]) -> str:
+    """A run's identity: its flattened settings, so a finished twin is found whatever ran it."""
+    return json.dumps(sorted(flat_params.items()))
+
+
+def jobs_of(preset: dict) -> list[tuple]:
+    """Every (source, target, budget, arm, seed, overrides), in the order that matters most:
+    b = 10 on every task before any large budget; per task, the floors and ceiling first, line
+    by line (they fill the pretraining cache, and two workers never pretrain the same model
+    at once), then seed by seed across the arms, so that a preset stopped early still has
+    every arm on the same first seeds."""
+    order = sorted({(b, i, task) for i, (task, budgets) in enumerate(preset["tasks"].items())
+                    for b in budgets})
+    jobs, seen = [], set()
+    for budget, _, (source, target) in order:
+        if (source, target) not in seen and preset.get("lines", True):
+            seen.add((source, target))
+            jobs += [(source, target, None, line, seed, overrides)
+                     for line, overrides in LINES.items() for seed in range(preset["seeds"])]
+        most = max(seeds_of(preset, arm) for arm in preset["arms"])
+        jobs += [(source, target, budget, arm, seed, ARMS[arm])
+                 for seed in range(most) for arm in preset["arms"]
+                 if seed < seeds_of(preset, arm)]
+    return jobs
+
+
+def seeds_of(preset: dict, arm: str) -> int:
+    """How many seeds ``arm`` runs: the arms users choose between may get more."""
+    return preset.get("seeds_for", {}).get(arm, preset["seeds"])
+
+
+def seed_counts(preset: dict) -> str:
+    """The seed counts as the page states them, e.g. ``5 seeds; 10 for sage, badge``."""
+    more = {a: n for a, n in preset.get("seeds_for", {}).items() if n != preset["seeds"]}
+    by_count: dict[int, list[str]] = {}
+    for arm, n in more.items():
+        by_count.setdefault(n, []).append(arm)
+    return f"{preset['seeds']} seeds" + "".join(f"; {n} for {', '.join(arms)}"
+                                                for n, arms in sorted(by_count.items()))
+
+
+def job_overrides(preset: dict, job: tuple) -> dict:
+    """The overrides on params.yaml that one job runs with (the ceiling's budget is the whole
+    pool, trained for as many steps as an arm's rounds add up to)."""
+    from components.config import load_config
+
+    source, target, budget, _, seed, extra = job
+    overrides = {**task_overrides(source, target), "active.rounds": preset["rounds"],
+                 "active.seed": seed, "train.seed": seed, **preset.get("set", {}),
+                 **{k: v for k, v in extra.items() if v != "pool"}}
+    if budget is not None:
+        overrides["active.budget"] = budget
+    if extra.get("active.budget") == "pool":
+        cfg = load_config("params.yaml", overrides)
+        overrides["active.budget"] = pool_size(cfg)
+        overrides["train.steps_per_round"] = preset["rounds"] * cfg.train.steps_per_round
+    return overrides
+
+
+def pool_size(cfg) -> int:
+    """Target-train images in the task's split (built first if missing): the ceiling's budget."""
+    from components.data import prepare
+    from components.data.split import read_manifest
+
+    if not Path(cfg.data.manifest).exists():
+        prepare.ensure_data(cfg)
+        prepare.split_and_validate(cfg)
+    manifest = read_manifest(cfg.data.manifest)
+    return int((manifest["split"] == "target_train").sum())
