@@ -83,7 +83,7 @@ def describe_picks(net, steps, picks: list[str], labelled: dict, truth: dict[str
     """The picks under the model that chose them, against the pool they were chosen from."""
     import torch
 
-    from components.adaptation.trainer import predict
+    from components.models.inference import predict
 
     pool = steps.unlabelled(labelled)
     z, logits = predict(net, pool, device=steps.device)

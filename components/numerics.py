@@ -8,7 +8,7 @@ pretraining amplifies a last-bit difference into points of accuracy (measured by
 ``portable`` pins each library to a path that every x86-64 CPU with AVX2 runs (Intel and AMD)
 and fixes the thread count; ``native`` lets each library choose. The libraries read these
 settings once, when their first kernel runs, so they are applied at process start: by the
-``sage-ada`` command before torch loads, and checked again when a session opens.
+``sage-ada`` command before torch loads, and checked again when a run's steps open (``RunSteps``).
 """
 from __future__ import annotations
 

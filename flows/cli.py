@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import argparse
+import errno
 import json
 import logging
 import os
@@ -261,7 +262,7 @@ USER_ERRORS = {  # mistakes a user can make and fix, each told in one line: modu
 def _is_user_error(err: BaseException) -> bool:
     """Looked up among the modules already loaded (one that never loaded raised nothing), so a
     settings error does not wait for torch and MLflow to import."""
-    if isinstance(err, OSError):  # a missing file, the disk, permissions: said in one line
+    if isinstance(err, FileNotFoundError) or _file_system_error(err):
         return True
     lineage = sys.modules.get("components.tracking.lineage")
     if lineage and lineage.tracking_server_lost(err):  # told once, by the flow, with the resume
@@ -308,10 +309,20 @@ def main(argv: list[str] | None = None) -> int:
         return 2
 
 
+FILE_SYSTEM_ERRNOS = {errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EACCES, errno.EPERM,
+                      errno.EEXIST, errno.ENOTDIR, errno.EISDIR, errno.ENOENT}
+
+
+def _file_system_error(err: BaseException) -> bool:
+    """What the disk or its permissions refused (a full disk, a read-only folder, a file where a
+    folder should be): the user's to fix. Network errors are OSErrors too, but not these."""
+    return isinstance(err, OSError) and err.errno in FILE_SYSTEM_ERRNOS
+
+
 def _what_to_do(err: BaseException) -> str:
     """The operating system's own words (``[Errno 28] No space left on device``) say what
     happened but not what to do; the project's own errors already say both."""
-    if isinstance(err, OSError) and err.errno is not None:
+    if _file_system_error(err):
         return ("; check the path, its permissions and the free disk space, then rerun "
                 "(a run resumes with `sage-ada runs`; --debug shows the traceback)")
     return ""

@@ -51,3 +51,19 @@ def test_without_a_mirror_a_clone_only_knows_its_own_runs(tmp_path, store_run):
 def test_runs_are_shared_through_a_tracking_server_only():
     assert shares_runs("http://mlflow:5000") and shares_runs("https://x")
     assert not shares_runs("sqlite:///mlflow/mlflow.db") and not shares_runs("")
+
+
+def test_a_state_saved_before_the_vocabulary_change_still_loads(tmp_path):
+    """Runs saved (on disk or in a team's MLflow) before ``config_hash`` became
+    ``settings_hash`` stay listable and resumable."""
+    import json
+
+    from components.run.saved import SavedRuns
+
+    folder = tmp_path / "runs" / "old"
+    folder.mkdir(parents=True)
+    (folder / "state.json").write_text(json.dumps({
+        "run_id": "old", "rounds_done": 2, "labelled": {"t/1": "3"}, "history": [],
+        "pending": None, "flow_run_id": None, "config_hash": "abc123"}))
+    state = SavedRuns(tmp_path / "runs", mirror=None).load("old")
+    assert state.settings_hash == "abc123" and state.labelled == {"t/1": "3"}

@@ -36,7 +36,10 @@
   Label Studio to call the receiver of ``infra/webhooks/`` on each annotation of the run's
   project, with the flow run and round in the URL; the receiver resumes the flow run once
   ``round_status`` finds every task of the round answered, by the same ``task_answered`` the
-  resumed run checks with ``complete``, so a resumed run never finds its round unanswered.
+  resumed run checks with ``complete``: a label outside the class list keeps both waiting, so
+  nothing resumes and re-suspends in a loop. (One exception, once per tie: under
+  ``ties: ask_another`` only the run raises a tied task's overlap, so the receiver may resume
+  it for a tie that the run then sends to one more annotator, suspending again.)
 """
 from __future__ import annotations
 

@@ -35,10 +35,6 @@ class PoolOutputs:
     def __len__(self) -> int:
         return len(self.ids)
 
-    @property
-    def device(self) -> torch.device:
-        return self.features.device
-
 
 @dataclass(frozen=True)
 class Strategy:

@@ -58,6 +58,8 @@ class RunState:
     def from_json(cls, raw: dict) -> "RunState":
         pending = raw.get("pending")
         raw = {**raw, "pending": PendingRound(**pending) if pending else None}
+        if "config_hash" in raw:  # saved before the field's rename (issue 29)
+            raw["settings_hash"] = raw.pop("config_hash")
         return cls(**raw)
 
 
