@@ -3,8 +3,8 @@
 Two runs validate the same data and fill the same caches; several ``sage-ada data validate``
 may start together. Before the atomic-write helper, a fixed temporary name made one of them die
 with ``FileNotFoundError: sha256.tmp -> sha256.json`` and the hash cache kept only the last
-writer's hashes. ``SAGE_ADA_CONCURRENCY_REPEAT`` repeats the process test (default 1; `SAGE_ADA_CONCURRENCY_REPEAT=20` for the soak). Two
-whole runs started together in one clone: ``test_prefect_server.py``'s
+writer's hashes. ``SAGE_ADA_CONCURRENCY_REPEAT=N`` repeats the process test N times (default
+1; 20 for a soak). Two whole runs started together in one clone: ``test_prefect_server.py``'s
 ``test_two_runs_take_turns_on_the_machines_training_slot`` (the test that found the race).
 """
 from __future__ import annotations
