@@ -9,8 +9,8 @@ from pathlib import Path
 from typing import Any, Literal, Optional
 
 import yaml
-from pydantic import (BaseModel, ConfigDict, Field, ValidationError, field_validator,
-                      model_validator)
+from pydantic import (BaseModel, ConfigDict, Field, PrivateAttr, ValidationError,
+                      field_validator, model_validator)
 
 
 class _Section(BaseModel):
@@ -43,8 +43,13 @@ class DataConfig(_Section):
         return self.resize_size or round(self.image_size * 8 / 7)
 
 
+# Seeds feed numpy's and torch's generators, which take 0 … 2³²-1 (numpy refuses negatives):
+# checked here, so a bad seed is one line before the run, not a crash after round 0.
+Seed = Field(0, ge=0, lt=2**32)
+
+
 class SplitConfig(_Section):
-    seed: int = 0
+    seed: int = Seed
     target_test_fraction: float = Field(0.5, gt=0, lt=1)
 
 
@@ -62,7 +67,7 @@ class TrainConfig(_Section):
     device: str = Field("auto", pattern=r"^(auto|cpu|cuda(:\d+)?)$")  # auto | cpu | cuda | cuda:N
     cpu_kernels: Literal["native", "portable"] = "native"
     cpu_threads: Optional[int] = Field(None, gt=0)
-    seed: int = 0
+    seed: int = Seed
     batch_size: int = Field(64, gt=0)
     lr: float = Field(0.01, gt=0)
     lr_schedule: Literal["constant", "anneal"] = "constant"
@@ -79,6 +84,10 @@ class TrainConfig(_Section):
     compile: Literal["none", "default", "reduce-overhead"] = "none"
     # processes under torchrun (DDP), one per GPU; with device cpu, CPU processes (gloo)
     gpus: int = Field(1, ge=1)
+    # gpus > 1: the longest a phase's torchrun job may take (then it is stopped), and the
+    # longest a process waits for the others in a collective (one died or hangs)
+    job_timeout_s: float = Field(21600, gt=0)
+    collective_timeout_s: float = Field(600, gt=0)
 
     @field_validator("adversarial")
     @classmethod
@@ -93,7 +102,7 @@ class ActiveConfig(_Section):
     strategy: str = "sage"
     rounds: int = Field(5, ge=0)
     budget: int = Field(10, gt=0)
-    seed: int = 0
+    seed: int = Seed
     oracle: Literal["simulated", "label_studio"] = "simulated"
     annotate_timeout_s: float = Field(3600, gt=0)
     selection_chunk: int = Field(4096, gt=0)
@@ -141,6 +150,8 @@ class Config(_Section):
     active: ActiveConfig = ActiveConfig()
     label_studio: LabelStudioConfig = LabelStudioConfig()
     tracking: TrackingConfig = TrackingConfig()
+    # where the settings came from, named by an error (a --params file, a run's saved settings)
+    _origin: str = PrivateAttr("params.yaml")
 
     @model_validator(mode="after")
     def _check_combinations(self) -> "Config":
@@ -195,19 +206,22 @@ class Config(_Section):
             if section not in raw or key not in raw[section]:
                 raise ConfigError(f"{dotted} is not a setting (misspelt?)")
             raw[section][key] = value
-        return parse_config(raw)
+        return parse_config(raw, self._origin)
 
 
 class ConfigError(ValueError):
     """A configuration that cannot run; the message says which setting to fix."""
 
 
-def parse_config(raw: dict[str, Any]) -> Config:
+def parse_config(raw: dict[str, Any], origin: str = "params.yaml") -> Config:
+    """``origin`` names where ``raw`` came from in an error: the file, or a run's settings."""
     try:
-        return Config.model_validate(raw or {})
+        cfg = Config.model_validate(raw or {})
     except ValidationError as err:
         raise ConfigError("; ".join(_describe(e) for e in err.errors())
-                          + " (in params.yaml or the flag that overrides it)") from None
+                          + f" (in {origin} or the flag that overrides it)") from None
+    cfg._origin = origin
+    return cfg
 
 
 def _describe(error: dict) -> str:
@@ -268,5 +282,15 @@ def load_config(path: str | Path = "params.yaml", overrides: dict[str, Any] | No
     path = Path(path)
     if not path.exists():
         raise ConfigError(f"{path} not found; run from the repository root or pass --params")
-    cfg = parse_config(yaml.safe_load(path.read_text()))
+    try:
+        raw = yaml.safe_load(path.read_text())
+    except yaml.YAMLError as err:
+        where = getattr(err, "problem_mark", None)
+        at = f" at line {where.line + 1}, column {where.column + 1}" if where else ""
+        raise ConfigError(f"{path} is not valid YAML{at} ({getattr(err, 'problem', None) or err})"
+                          "; fix it there (params.yaml in git shows the expected form)") from None
+    if raw is not None and not isinstance(raw, dict):
+        raise ConfigError(f"{path} holds a {type(raw).__name__}, not settings: it must be "
+                          "sections (data:, train:, active:, ...) as in the project's params.yaml")
+    cfg = parse_config(raw, str(path))
     return cfg.with_overrides(overrides) if overrides else cfg

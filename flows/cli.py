@@ -92,7 +92,9 @@ def cmd_run(args) -> int:
     registered = (f"model registered as version {result['registered_version']}"
                   if result["registered_version"] else "nothing registered (pretraining only)")
     print(f"MLflow run {result['run_id']} (experiment '{result['experiment']}'); {registered}.")
-    print("Look at it: `sage-ada ui` then open http://127.0.0.1:5000")
+    server = os.environ.get("MLFLOW_TRACKING_URI", "")
+    print(f"Look at it: open {server}" if server.startswith(("http://", "https://")) else
+          "Look at it: `sage-ada ui` then open http://127.0.0.1:5000")
     return 0
 
 
@@ -103,7 +105,7 @@ def cmd_compare(args) -> int:
         quiet_user_errors()
 
     summary = compare(params=args.params, strategies=args.strategies.split(","),
-                      seeds=[int(s) for s in args.seeds.split(",")], overrides=_overrides(args),
+                      seeds=args.seeds, overrides=_overrides(args),
                       progress=not args.no_progress)
     print(json.dumps(summary["final"], indent=2))
     print(f"comparison logged to MLflow run {summary['run_id']}")
@@ -115,9 +117,11 @@ def cmd_runs(args) -> int:
     from mlflow.tracking import MlflowClient
 
     from components.run.listing import summarise
+    from components.run.preflight import check_tracking_server
     from components.run.saved import SavedRuns
     from components.tracking.lineage import configure_mlflow
 
+    check_tracking_server()  # a server that is down is one line, not a minute of retries
     rows = summarise(SavedRuns(), MlflowClient(configure_mlflow()))
     if not rows:
         print("no runs started from this folder yet (sage-ada run starts one)")
@@ -162,13 +166,24 @@ def check_settings(args):
     resume = getattr(args, "resume", None)
     cfg = ((resume and SavedRuns().resume_config(resume, _overrides(args)))
            or load_config(args.params, _overrides(args)))
-    if args.command == "compare":
+    if args.command == "compare":  # every arm's settings, before the first arm trains
         for strategy in args.strategies.split(","):
-            cfg.with_overrides({"active.strategy": strategy})
+            for seed in args.seeds:
+                cfg.with_overrides({"active.strategy": strategy, "active.seed": seed,
+                                    "train.seed": seed})
     check_run(cfg, resume=resume, pretrain_only=getattr(args, "pretrain_only", False),
               allow_duplicate=getattr(args, "allow_duplicate", False))
     numerics.pin_environment(cfg.train.cpu_kernels, cfg.train.cpu_threads)
     return cfg
+
+
+def _seed_list(text: str) -> list[int]:
+    """``0,1,2`` → [0, 1, 2]; anything else is argparse's one-line error."""
+    try:
+        return [int(s) for s in text.split(",")]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a comma-separated list of whole "
+                                         "numbers (for example 0,1,2)") from None
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -231,7 +246,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     c = sub.add_parser("compare", help="several strategies × seeds, with a comparison plot")
     c.add_argument("--strategies", default="sage,random,entropy")
-    c.add_argument("--seeds", default="0,1,2")
+    c.add_argument("--seeds", default="0,1,2", type=_seed_list,
+                   help="comma-separated seeds (default: 0,1,2)")
     run_flags(c)
     c.set_defaults(fn=cmd_compare)
 
@@ -254,7 +270,8 @@ USER_ERRORS = {  # mistakes a user can make and fix, each told in one line: modu
     "components.config": "ConfigError", "components.data.importers": "DataLayoutError",
     "components.data.validate": "ManifestInvalid",
     "components.data.versioning": "DataVersionMismatch", "components.oracle.base": "OracleError",
-    "components.run.saved": "ResumeMismatch", "components.run.preflight": "ServerDown",
+    "components.run.saved": ("ResumeMismatch", "UnreadableState"),
+    "components.run.preflight": "ServerDown",
     "components.run.torchrun": "DistributedError",
 }
 
@@ -268,7 +285,11 @@ def _is_user_error(err: BaseException) -> bool:
     if lineage and lineage.tracking_server_lost(err):  # told once, by the flow, with the resume
         return True
     return any(module in sys.modules and isinstance(err, getattr(sys.modules[module], name))
-               for module, name in USER_ERRORS.items())
+               for module, names in USER_ERRORS.items() for name in _names(names))
+
+
+def _names(names: str | tuple[str, ...]) -> tuple[str, ...]:
+    return (names,) if isinstance(names, str) else names
 
 
 class _QuietUserErrors(logging.Filter):
@@ -281,7 +302,7 @@ class _QuietUserErrors(logging.Filter):
             return not _is_user_error(error)
         message = record.getMessage()
         return not any(f"{name}(" in message or f"{name}:" in message
-                       for name in USER_ERRORS.values())
+                       for names in USER_ERRORS.values() for name in _names(names))
 
 
 def quiet_user_errors() -> None:
@@ -301,6 +322,11 @@ def main(argv: list[str] | None = None) -> int:
     try:
         if args.command in ("run", "compare", "serve"):
             check_settings(args)
+            # what the flow starts (Prefect's temporary server, torchrun) ends with this
+            # process, even killed with SIGKILL
+            from components.run.watchdog import start as end_with_this_process
+
+            end_with_this_process()
         return args.fn(args)
     except Exception as err:
         if args.debug or not _is_user_error(err):

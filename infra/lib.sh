@@ -29,7 +29,8 @@ launch() {  # name port health_url timeout_s command...
     echo "$name is already running (pid $(cat "$pidfile")); stop it with '$0 stop'"; return 0
   fi
   if port_busy "$port"; then
-    echo "error: port $port on 127.0.0.1 is taken; stop what uses it or set a free port" >&2; return 1
+    echo "error: port $port on 127.0.0.1 is taken; stop what uses it, or choose a free port" \
+         "with ${PORT_SETTING:-PORT}=<port>" >&2; return 1
   fi
   nohup "$@" >"$log" 2>&1 &
   echo $! >"$pidfile"

@@ -148,4 +148,5 @@ def outputs_of(net, pool, device: str = "cpu"):
     from components.query import PoolOutputs
 
     z, logits = predict(net, pool, device=torch.device(device))
-    return PoolOutputs.from_logits(pool.ids, z, logits, net.discriminator)
+    return PoolOutputs.from_logits(pool.ids, z, logits, net.discriminator,
+                                   classifier=net.classifier)

@@ -34,7 +34,7 @@ def scan_folders(root: str | Path, domain: str,
     if not base.is_dir():
         raise DataLayoutError(
             f"domain folder {base} not found; expected <root>/<domain>/<class>/<image>. "
-            "Check data.root and data.source/data.target in params.yaml "
+            "Check data.root and data.source/data.target (the settings file or flags) "
             "(for the shipped benchmark run `sage-ada data digits`).")
     rows = []
     for class_dir in sorted(p for p in base.iterdir() if p.is_dir()):

@@ -18,9 +18,9 @@ from components.data.split import build_manifest, class_list, read_manifest, wri
 from components.data.validate import validate_manifest
 from components.files import exclusive, write_atomic
 
-CHECKSUM_CACHE = Path(".sage-ada/cache/sha256.json")  # file hashes by path, size and time
+CHECKSUM_CACHE = Path(".sage-ada/cache/sha256.json")  # file hashes by path and stamp
 VALIDATED = Path(".sage-ada/cache/validated")          # keys of manifests proved valid
-SUITE_VERSION = 2  # raise when the checks change, so older proofs no longer count
+SUITE_VERSION = 3  # raise when the checks change, so older proofs no longer count
 
 
 def ensure_data(cfg: Config) -> dict[str, int]:
@@ -46,9 +46,10 @@ def split_and_validate(cfg: Config) -> pd.DataFrame:
 
 def validate(cfg: Config, manifest: pd.DataFrame | None = None,
              checksums: ChecksumCache | None = None) -> pd.DataFrame:
-    """The whole suite, once per content: a manifest already proved, over files whose size and
-    time have not changed since, is not decoded again (``dvc repro split``, ``data validate``
-    and each run's validate step used to prove the same files three times)."""
+    """The whole suite, once per content: a manifest already proved, over files whose stamp
+    (size, times and inode; see ``validation_key``) has not changed since, is not decoded
+    again (``dvc repro split``, ``data validate`` and each run's validate step used to prove
+    the same files three times)."""
     manifest = read_manifest(cfg.data.manifest) if manifest is None else manifest
     size = cfg.data.image_size if uses_shipped_data(cfg) else None
     key = validation_key(manifest, Path(cfg.data.root), size)
@@ -68,13 +69,16 @@ def _proved() -> list[str]:
 
 def validation_key(manifest: pd.DataFrame, root: Path, expected_size: int | None) -> str:
     """What a validation proved: the manifest's rows, the suite's settings, and each file's
-    size and modification time (a changed or replaced file changes the key)."""
+    size, modification time, inode change time and inode number (a changed or replaced file
+    changes the key, even one of the same size whose modification time was put back, as
+    ``cp -p`` and ``rsync -a`` do: the change time cannot be put back)."""
     digest = hashlib.sha256(pd.util.hash_pandas_object(manifest, index=False).values.tobytes())
     digest.update(f"{root.resolve()}|{expected_size}|{SUITE_VERSION}".encode())
     for rel in manifest["path"]:
         try:
             stat = (root / rel).stat()
-            digest.update(f"{rel}|{stat.st_size}|{stat.st_mtime_ns}\n".encode())
+            digest.update(f"{rel}|{stat.st_size}|{stat.st_mtime_ns}|{stat.st_ctime_ns}|"
+                          f"{stat.st_ino}\n".encode())
         except OSError:
             digest.update(f"{rel}|missing\n".encode())
     return digest.hexdigest()

@@ -41,11 +41,16 @@ def class_list(manifest: pd.DataFrame) -> list[str]:
     return sorted(labels, key=lambda s: (0, int(s)) if s.isdigit() else (1, s))
 
 
+# How a user rebuilds the manifest. Not `dvc repro split` alone: that splits params.yaml's
+# data (./data), not a --params file's or a data.root elsewhere.
+RESPLIT = ("`sage-ada data split` (with the --params file the run used; `dvc repro split` for "
+           "the DVC-tracked ./data)")
+
+
 def read_manifest(path: str | Path) -> pd.DataFrame:
     path = Path(path)
     if not path.exists():
-        raise FileNotFoundError(f"manifest {path} not found; run `dvc repro split` "
-                                "(or `sage-ada data split`) first")
+        raise FileNotFoundError(f"manifest {path} not found; build it first: {RESPLIT}")
     return pd.read_csv(path, dtype=str, keep_default_na=False)
 
 

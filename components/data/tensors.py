@@ -15,6 +15,8 @@ import pandas as pd
 import torch
 from PIL import Image
 
+from components.data.split import RESPLIT
+
 
 class ImageLoadError(ValueError):
     """An image cannot be read; the message names the file and what to do."""
@@ -77,11 +79,11 @@ def read_image(path: Path, channels: int, *, draft: int | None = None) -> Image.
                 im.draft(mode, (draft, draft))
             return im.convert(mode)
     except FileNotFoundError:
-        raise ImageLoadError(f"image {path} is missing; run `dvc checkout` or rebuild the data "
-                             "and the manifest (`dvc repro split`)") from None
+        raise ImageLoadError(f"image {path} is missing; restore it (`dvc checkout` for the "
+                             f"DVC-tracked ./data) or rebuild the manifest: {RESPLIT}") from None
     except Exception as err:
         raise ImageLoadError(f"image {path} cannot be decoded ({err}); replace or delete it and "
-                             "rebuild the manifest (`dvc repro split`)") from None
+                             f"rebuild the manifest: {RESPLIT}") from None
 
 
 def to_array(im: Image.Image) -> np.ndarray:

@@ -10,10 +10,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pandas as pd
-from PIL import Image
 
 from components.data.checksums import ChecksumCache
-from components.data.split import SPLITS
+from components.data.split import RESPLIT, SPLITS
 
 os.environ.setdefault("GX_ANALYTICS_ENABLED", "False")
 
@@ -32,33 +31,34 @@ class Check:
 
 
 def _file_facts(manifest: pd.DataFrame, root: Path, checksums: ChecksumCache) -> pd.DataFrame:
-    """Add what GX cannot see by itself: is the file there, readable, of which size, and its
-    content's hash (to compare with the manifest's, and across rows)."""
-    exists, readable, width, height, content = [], [], [], [], []
+    """Add what GX cannot see by itself: is the file there, decodable, of which size, its
+    content's hash (to compare with the manifest's, and across rows) and its pixels' hash (to
+    find the same picture encoded otherwise). Each file is decoded once, and not again while
+    it is unchanged (the cache keeps what decoding showed)."""
+    exists, readable, width, height, content, pixels = [], [], [], [], [], []
     for rel in manifest["path"]:
         path = root / rel
         ok_exists = path.is_file()
-        ok_read, w, h = False, 0, 0
-        content.append(checksums.sha256(path) if ok_exists else None)
-        if ok_exists:
-            try:
-                with Image.open(path) as im:
-                    im.load()  # decodes fully: a truncated PNG fails here
-                    w, h = im.size
-                ok_read = True
-            except Exception:  # any decoder error means the file is unusable
-                ok_read = False
+        digest, picture = checksums.sha256_and_picture(path) if ok_exists else (None, None)
         exists.append(ok_exists)
-        readable.append(ok_read)
-        width.append(w)
-        height.append(h)
+        readable.append(picture is not None)
+        width.append(picture.width if picture else 0)
+        height.append(picture.height if picture else 0)
+        content.append(digest)
+        pixels.append(picture.pixels if picture else None)
     facts = manifest.copy()
     facts["file_exists"], facts["decodable"] = exists, readable
     facts["width"], facts["height"] = width, height
     facts["content_sha256"] = content
+    facts["pixels_sha256"] = pixels
     recorded = manifest["sha256"] if "sha256" in manifest else content
     facts["content_matches"] = [c is None or r is None or pd.isna(r) or c == r
                                 for c, r in zip(content, recorded)]
+    # the same picture in files whose bytes differ (re-encoded, metadata added); copies with the
+    # same bytes are the content check's to report, so a plain copy is not reported twice
+    encodings = facts.dropna(subset=["pixels_sha256"]).groupby("pixels_sha256")[
+        "content_sha256"].nunique()
+    facts["reencoded"] = facts["pixels_sha256"].map(encodings).fillna(0).gt(1).tolist()
     facts["row"] = range(2, len(facts) + 2)  # line number in the CSV (header is line 1)
     return facts
 
@@ -73,28 +73,35 @@ def _checks(classes: list[str], expected_size: int | None) -> list[Check]:
               "sample_id"),
         Check(E.ExpectColumnValuesToBeUnique(column="path"),
               "the same image is listed more than once (a sample in two splits)",
-              "rebuild the split with `dvc repro split` so every image is in exactly one split",
+              f"rebuild the split so every image is in exactly one split: {RESPLIT}",
               "path"),
         Check(E.ExpectColumnValuesToBeInSet(column="split", value_set=list(SPLITS)),
               "unknown split value", f"split must be one of {list(SPLITS)}", "split"),
         Check(E.ExpectColumnValuesToBeInSet(column="label", value_set=classes),
               "label outside the class list", f"labels must be one of {classes}", "label"),
         Check(E.ExpectColumnValuesToBeInSet(column="file_exists", value_set=[True]),
-              "image file missing", "restore the files (`dvc checkout`) or rebuild the data",
+              "image file missing", "restore the files (`dvc checkout` for the DVC-tracked ./data) or rebuild the "
+              f"manifest: {RESPLIT}",
               "path"),
         Check(E.ExpectColumnValuesToBeInSet(column="decodable", value_set=[True]),
               "image cannot be decoded (corrupt or truncated)",
-              "replace or delete the file and rebuild the manifest", "path"),
+              f"replace or delete the file and rebuild the manifest: {RESPLIT}", "path"),
         Check(E.ExpectColumnValuesToBeInSet(column="content_matches", value_set=[True]),
               "image content differs from the manifest's sha256 (the file changed after the split)",
-              "restore it (`dvc checkout`), or if the change is meant, rebuild the manifest with "
-              "`dvc repro split`", "path"),
+              "restore it (`dvc checkout` for the DVC-tracked ./data), or if the change is "
+              f"meant, rebuild the manifest: {RESPLIT}", "path"),
         Check(E.ExpectColumnValuesToBeUnique(column="content_sha256",
                                              row_condition="file_exists == True",
                                              condition_parser="pandas"),
               "the same image content is listed more than once (a copy under another name; "
               "across splits it leaks test images into training)",
-              "delete the copies, then rebuild the manifest with `dvc repro split`", "path"),
+              f"delete the copies, then rebuild the manifest: {RESPLIT}", "path"),
+        Check(E.ExpectColumnValuesToBeUnique(column="pixels_sha256",
+                                             row_condition="reencoded == True",
+                                             condition_parser="pandas"),
+              "the same picture is listed more than once in files that differ only in their "
+              "encoding (a re-saved copy; across splits it leaks test images into training)",
+              f"delete the copies, then rebuild the manifest: {RESPLIT}", "path"),
     ]
     if expected_size:
         for axis in ("width", "height"):

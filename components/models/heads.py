@@ -16,6 +16,10 @@ class Bottleneck(nn.Sequential):
 class LinearClassifier(nn.Linear):
     """Logits ``W z + b``."""
 
+    def classifier_input(self, z: torch.Tensor) -> torch.Tensor:
+        """What the (linear) last layer sees: ``z`` itself."""
+        return z
+
 
 class CosineClassifier(nn.Module):
     """Logits ``W z / ||z|| / T`` with unit-norm rows of W (MME, Saito et al. 2019)."""
@@ -27,6 +31,11 @@ class CosineClassifier(nn.Module):
 
     def forward(self, z: torch.Tensor) -> torch.Tensor:
         return F.linear(F.normalize(z, dim=1), F.normalize(self.weight, dim=1)) / self.temperature
+
+    def classifier_input(self, z: torch.Tensor) -> torch.Tensor:
+        """What the last layer sees: ``z / ||z|| / T``, mapped by the unit-norm prototypes
+        ``W / ||W||`` to the logits (a last-layer gradient embedding, BADGE's, is built on it)."""
+        return F.normalize(z, dim=1) / self.temperature
 
 
 def discriminator_outputs(kind: str | None, num_classes: int) -> int:

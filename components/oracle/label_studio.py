@@ -57,12 +57,13 @@ from xml.sax.saxutils import quoteattr
 
 from tqdm.auto import tqdm
 
+from components.data.split import RESPLIT
 from components.oracle.base import OracleError, OracleTimeout
 
 log = logging.getLogger("sage_ada.label_studio")
 
 START_HINT = ("start it with `infra/label-studio/server.sh start` (install it once with "
-              "`infra/label-studio/install.sh`), or set label_studio.url in params.yaml")
+              "`infra/label-studio/install.sh`), or set label_studio.url")
 
 
 def hotkeys_for(classes: list[str], explicit: dict[str, str] | None = None) -> dict[str, str]:
@@ -112,7 +113,7 @@ def image_data_uri(path: Path, max_side: int = 1024) -> str:
         return _inline(path, max_side)
     except (OSError, ValueError) as err:
         raise OracleError(f"image {path} cannot be shown to annotators ({err}); replace or delete "
-                          "it and rebuild the manifest (`dvc repro split`)") from None
+                          f"it and rebuild the manifest: {RESPLIT}") from None
 
 
 def _inline(path: Path, max_side: int) -> str:

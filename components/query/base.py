@@ -23,14 +23,29 @@ class PoolOutputs:
     probabilities: torch.Tensor   # h(x) = softmax of the classifier's logits, (N, C)
     discriminator: Optional[nn.Module] = None  # d, in eval mode on that device: Sage's
     #                                            Jacobian (eq. 3) and AADA's domain logits
+    classifier_inputs: Optional[torch.Tensor] = None  # what the classifier's last layer sees,
+    #   (N, m): z for the linear classifier, z / ||z|| / T for the cosine one (MME); None: z
+
+    @property
+    def last_layer_inputs(self) -> torch.Tensor:
+        """The input of the classifier's last (linear) layer, row by row: what a last-layer
+        gradient embedding (BADGE's ``(p - onehot(ŷ)) ⊗ ·``) is built on."""
+        return self.features if self.classifier_inputs is None else self.classifier_inputs
 
     @classmethod
     def from_logits(cls, ids: list[str], features: torch.Tensor, logits: torch.Tensor,
-                    discriminator: Optional[nn.Module] = None) -> "PoolOutputs":
+                    discriminator: Optional[nn.Module] = None,
+                    classifier: Optional[nn.Module] = None) -> "PoolOutputs":
+        """``classifier``: the head that gave ``logits``; its ``classifier_input(z)`` (the
+        models' heads define it) fills ``classifier_inputs``. Without it, z stands in."""
         if discriminator is not None:
             discriminator = discriminator.to(features.device).eval()
         probabilities = F.softmax(logits, dim=1) if len(logits) else logits.reshape(0, 0)
-        return cls(list(ids), features, probabilities, discriminator)
+        inputs = None
+        if classifier is not None and len(features):
+            with torch.no_grad():
+                inputs = classifier.classifier_input(features)
+        return cls(list(ids), features, probabilities, discriminator, inputs)
 
     def __len__(self) -> int:
         return len(self.ids)

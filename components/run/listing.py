@@ -8,7 +8,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Optional
 
-from components.run.saved import SavedRuns
+from components.run.saved import SavedRuns, UnreadableState
 
 
 @dataclass
@@ -26,7 +26,12 @@ def summarise(store: SavedRuns, client, *, mark_killed: bool = True) -> list[Run
 
     out = []
     for run_id in store.run_ids():
-        state = store.load(run_id)
+        try:
+            state = store.load(run_id)
+        except UnreadableState:
+            out.append(RunSummary(run_id, "state unreadable", "?", None,
+                                  f"see {store.dir(run_id) / 'state.json'}"))
+            continue
         settings = store.settings(run_id) or {}
         total = settings.get("active", {}).get("rounds")
         try:

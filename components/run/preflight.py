@@ -14,7 +14,7 @@ from typing import Optional
 
 from components.config import Config, ConfigError
 from components.data.shipped import check_channels, check_data_root
-from components.run.saved import SavedRuns, settings_hash
+from components.run.saved import SavedRuns, UnreadableState, settings_hash
 
 
 class ServerDown(ConnectionError):
@@ -36,6 +36,8 @@ def check_run(cfg: Config, *, resume: Optional[str] = None, pretrain_only: bool 
     check_gpus(cfg.train.gpus, cfg.train.device)
     check_budget(cfg)
     check_servers(cfg)
+    if not resume and not allow_duplicate:  # last: a refused start writes nothing
+        claim_settings(cfg, store)
 
 
 def check_rounds(cfg: Config, pretrain_only: bool) -> None:
@@ -106,7 +108,10 @@ def check_not_running(cfg: Config, store: SavedRuns) -> None:
     register two versions of it: refused while the first one's process lives."""
     mine = settings_hash(cfg)
     for run_id in store.run_ids():
-        state = store.load(run_id)
+        try:
+            state = store.load(run_id)
+        except UnreadableState:
+            continue  # told by `sage-ada runs` and by a resume of that run
         if (state.settings_hash == mine and state.rounds_done < cfg.active.rounds
                 and store.alive(run_id)):
             raise ConfigError(f"a run with the same settings is in progress ({run_id}; see "
@@ -114,8 +119,20 @@ def check_not_running(cfg: Config, store: SavedRuns) -> None:
                               "another anyway")
 
 
+def claim_settings(cfg: Config, store: SavedRuns) -> None:
+    """Take this run's settings before any slow work: a second start of the same settings
+    (even 0.1 s later, before either has written a state file) is refused at once. The claim
+    is an flock, so it ends with the process however that ends."""
+    holder = store.claim_settings(settings_hash(cfg))
+    if holder is not None:
+        raise ConfigError(f"a run with the same settings is in progress ({holder}; see "
+                          "`sage-ada runs`); wait for it, or pass "
+                          "--allow-duplicate to start another anyway")
+
+
 def check_resumable(run_id: str, store: SavedRuns) -> None:
     if (store.dir(run_id) / "state.json").is_file():
+        store.load(run_id)  # unreadable: told now, not after a minute of start-up
         return
     if store.mirror is not None and store.file(run_id, "state.json").is_file():
         return  # kept by the tracking server: started by another worker or clone
@@ -140,10 +157,9 @@ def answers(url: str, timeout: float = 5.0) -> Optional[str]:
         return str(getattr(err, "reason", err))
 
 
-def check_servers(cfg: Config, timeout: float = 5.0) -> None:
-    """The tracking server (when ``MLFLOW_TRACKING_URI`` names one) and Label Studio (when
-    people annotate) must answer now: a closed port is one message in seconds, not minutes of
-    retries and a failed run."""
+def check_tracking_server(timeout: float = 5.0) -> None:
+    """When ``MLFLOW_TRACKING_URI`` names a server, it answers now (one message in seconds,
+    not MLflow's minutes of retries per call)."""
     import os
 
     uri = os.environ.get("MLFLOW_TRACKING_URI", "")
@@ -153,6 +169,13 @@ def check_servers(cfg: Config, timeout: float = 5.0) -> None:
             raise ServerDown(f"the MLflow server at {uri} does not answer ({why}); start it with "
                              "`infra/mlflow/server.sh start`, or unset MLFLOW_TRACKING_URI to use "
                              "the local store under mlflow/")
+
+
+def check_servers(cfg: Config, timeout: float = 5.0) -> None:
+    """The tracking server (when ``MLFLOW_TRACKING_URI`` names one) and Label Studio (when
+    people annotate) must answer now: a closed port is one message in seconds, not minutes of
+    retries and a failed run."""
+    check_tracking_server(timeout)
     if cfg.active.oracle == "label_studio":
         why = answers(cfg.label_studio.url.rstrip("/") + "/health", timeout)
         if why:

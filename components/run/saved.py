@@ -67,6 +67,10 @@ class ResumeMismatch(ValueError):
     """A resume asked for with settings other than the run's own."""
 
 
+class UnreadableState(ValueError):
+    """A run's saved file that is not what this project writes (edited, or a disk fault)."""
+
+
 # settings that may change while a run waits for people: how long and how often to wait
 WAITING = {"label_studio": {"poll_interval_s", "on_timeout", "wait", "webhook_url"},
            "active": {"annotate_timeout_s"}}
@@ -83,6 +87,9 @@ def settings_hash(cfg) -> str:
     """Settings that must not change within a run (everything but the oracle's waiting)."""
     relevant = cfg.model_dump(exclude=WAITING)
     return hashlib.sha256(json.dumps(relevant, sort_keys=True).encode()).hexdigest()[:16]
+
+
+_HELD: dict[str, int] = {}  # settings claimed by this process → the open, locked file
 
 
 class SavedRuns:
@@ -137,7 +144,7 @@ class SavedRuns:
         started = self.settings(run_id)
         if started is None:
             return None
-        cfg = parse_config(started)
+        cfg = parse_config(started, f"the settings run {run_id} started with")
         asked = cfg.with_overrides(overrides) if overrides else cfg
         changed = differing(cfg.model_dump(), asked.model_dump())
         if changed:
@@ -156,6 +163,29 @@ class SavedRuns:
         me = psutil.Process()
         write_atomic(self.dir(run_id) / "owner.json", json.dumps({"pid": me.pid, "host": socket.gethostname(),
                                     "created": me.create_time()}))
+
+    def claim_settings(self, digest: str) -> Optional[str]:
+        """Hold ``digest`` (a ``settings_hash``) for this process's life; None when taken
+        now (or already held by this process), else who holds it (``process <pid> on <host>``)."""
+        import fcntl
+        import os
+        import socket
+
+        if digest in _HELD:
+            return None
+        path = self.root / ".settings-claims" / f"{digest}.lock"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            holder = os.read(fd, 200).decode(errors="replace").strip() or "another process"
+            os.close(fd)
+            return holder
+        os.ftruncate(fd, 0)
+        os.write(fd, f"process {os.getpid()} on {socket.gethostname()}".encode())
+        _HELD[digest] = fd  # kept open: the lock lasts as long as the process
+        return None
 
     def alive(self, run_id: str) -> Optional[bool]:
         """Whether the process that last claimed the run still runs (None: unknown, another
@@ -193,7 +223,7 @@ class SavedRuns:
             raise FileNotFoundError(
                 f"no saved state for run {run_id} {where}; resume needs the machine (or copied "
                 ".sage-ada/runs folder) that ran it, or a tracking server that keeps runs.")
-        return RunState.from_json(json.loads(path.read_text()))
+        return _read_state(path, run_id)
 
     def find_by_flow_run(self, flow_run_id: str) -> Optional[RunState]:
         if not flow_run_id:
@@ -204,7 +234,22 @@ class SavedRuns:
         if not self.root.exists():
             return None
         for path in sorted(self.root.glob("*/state.json")):
-            raw = json.loads(path.read_text())
+            try:
+                raw = json.loads(path.read_text())
+            except ValueError:
+                continue  # not this run's: told when that run is resumed or listed
             if raw.get("flow_run_id") == flow_run_id:
-                return RunState.from_json(raw)
+                return _read_state(path, path.parent.name)
         return None
+
+
+def _read_state(path: Path, run_id: str) -> RunState:
+    """The state in ``path``; a file this project did not write is one clear error (writes are
+    atomic, so a crash cannot leave half a file: someone edited it, or the disk failed)."""
+    try:
+        return RunState.from_json(json.loads(path.read_text()))
+    except (ValueError, TypeError, KeyError) as err:
+        raise UnreadableState(
+            f"run {run_id}'s saved state {path} is unreadable ({type(err).__name__}: {err}); "
+            f"restore it from a backup, or move {path.parent} away to forget the run (it cannot "
+            "be resumed without it)") from None

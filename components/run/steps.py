@@ -48,6 +48,8 @@ TRAINING_JOB = "components.run.training_job"  # each torchrun process's entry po
 # Prediction and evaluation (models/inference.py) are not in it: they do not change the weights.
 TRAINING_CODE = ("adaptation", "models", "data/tensors.py", "data/stream.py", "numerics.py")
 NOT_TRAINING_CODE = ("models/inference.py",)
+# Settings that bound how long a phase may take, not what it computes.
+NOT_TRAINING_SETTINGS = ("job_timeout_s", "collective_timeout_s")
 
 
 def training_code_digest(root: Path = Path(__file__).parents[1]) -> str:
@@ -93,7 +95,8 @@ class RunSteps:
         blob = json.dumps({"data": cfg.data.model_dump(), "split": cfg.split.model_dump(),
                            "model": cfg.model.model_dump(), "classifier": cfg.classifier_kind,
                            "train": cfg.train.model_dump(exclude={"steps_per_round", "device",
-                                                                  "regulariser", "lambda_entropy"}),
+                                                                  "regulariser", "lambda_entropy",
+                                                                  *NOT_TRAINING_SETTINGS}),
                            "manifest": hashlib.sha256(
                                self.manifest.to_csv(index=False).encode()).hexdigest(),
                            "code": training_code_digest()},
@@ -134,9 +137,10 @@ class RunSteps:
 
     def pool_outputs(self, net, pool: ImageSet) -> PoolOutputs:
         """What every strategy reads: the pool's features and probabilities, predicted once,
-        and the discriminator (in eval mode)."""
+        the discriminator (in eval mode) and what the classifier's last layer sees."""
         z, logits = predict(net, pool, device=self.device)
-        return PoolOutputs.from_logits(pool.ids, z, logits, net.discriminator)
+        return PoolOutputs.from_logits(pool.ids, z, logits, net.discriminator,
+                                       classifier=net.classifier)
 
     def request_context(self, net, ids: list[str], scores: list[float]) -> dict[str, dict]:
         """What annotators see beside each image: path, query score, the model's guess."""
@@ -190,10 +194,19 @@ class RunSteps:
             "device": device, "progress": self.progress}))
         print(f"round {round}: training on {self.cfg.train.gpus} {device} processes "
               f"(torchrun; log: {job / 'log.txt'})", flush=True)
-        launch(TRAINING_JOB, job, self.cfg.train.gpus, log=job / "log.txt")
-        load_checkpoint(net, job / "end.pt")
+        # Rank 0 trains on the GPU this process uses: this process holds neither the model nor
+        # cached memory there meanwhile (the weights come back from end.pt).
+        net.to("cpu")
+        if torch.cuda.is_initialized():
+            torch.cuda.empty_cache()
+        try:
+            launch(TRAINING_JOB, job, self.cfg.train.gpus, log=job / "log.txt",
+                   timeout_s=self.cfg.train.job_timeout_s)
+            load_checkpoint(net, job / "end.pt")
+        finally:  # a failed job leaves the net as it was, where it was
+            net.to(self.device)
         shutil.rmtree(job, ignore_errors=True)
-        return net.to(self.device).eval()
+        return net.eval()
 
     def evaluate(self, net) -> dict:
         return evaluate(net, self.test, self.classes, device=self.device)

@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import os
 import sys
+from datetime import timedelta
 from pathlib import Path
 
 import torch
@@ -24,15 +25,17 @@ from components.run.steps import RunSteps
 def run_job(job_dir: Path) -> None:
     """One process of a job: train its shard; rank 0 saves."""
     spec = json.loads((job_dir / "job.json").read_text())
+    cfg = Config.model_validate(spec["config"])
     cuda = spec["device"] != "cpu"
-    dist.init_process_group("nccl" if cuda else "gloo")
+    # a rank that waits longer than this for the others (one died, or hangs) fails the job
+    dist.init_process_group("nccl" if cuda else "gloo",
+                            timeout=timedelta(seconds=cfg.train.collective_timeout_s))
     rank, world = dist.get_rank(), dist.get_world_size()
     local = int(os.environ.get("LOCAL_RANK", rank))
     device = torch.device(f"cuda:{local}") if cuda else torch.device("cpu")
     if cuda:
         torch.cuda.set_device(device)
     try:
-        cfg = Config.model_validate(spec["config"])
         steps = RunSteps(cfg, progress=spec["progress"] and rank == 0, device=device)
         net = steps.new_network()
         load_checkpoint(net, job_dir / "start.pt")

@@ -10,6 +10,7 @@
 # Then: export MLFLOW_TRACKING_URI=http://127.0.0.1:5000
 source "$(dirname "$0")/../lib.sh"
 PORT=${MLFLOW_PORT:-5000}
+export PORT_SETTING=MLFLOW_PORT  # named by the "port taken" error
 STORE=${MLFLOW_STORE:-$REPO_ROOT/mlflow}
 BACKEND=${MLFLOW_BACKEND_STORE_URI:-sqlite:///$STORE/mlflow.db}
 ARTIFACTS=${MLFLOW_ARTIFACTS_DESTINATION:-$STORE/artifacts}

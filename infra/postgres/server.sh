@@ -8,6 +8,7 @@
 # Run as root it runs the server as the postgres user (PostgreSQL refuses root).
 source "$(dirname "$0")/../lib.sh"
 PORT=${POSTGRES_PORT:-5432}
+export PORT_SETTING=POSTGRES_PORT  # named by the "port taken" error
 DATA=${POSTGRES_DATA:-$REPO_ROOT/.sage-ada/postgres}
 CREDS="$(dirname "$DATA")/postgres.env"
 BIN=$(ls -d /usr/lib/postgresql/*/bin 2>/dev/null | sort -V | tail -1)
@@ -37,7 +38,7 @@ case "${1:-}" in
       echo "postgres is already running ($DATA)"
     else
       if port_busy "$PORT"; then
-        echo "error: port $PORT on 127.0.0.1 is taken; stop what uses it or set POSTGRES_PORT" >&2; exit 1
+        echo "error: port $PORT on 127.0.0.1 is taken; stop what uses it, or choose a free port with POSTGRES_PORT=<port>" >&2; exit 1
       fi
       as_owner "$BIN/pg_ctl" -D "$DATA" -l "$DATA/server.log" -w -t "${POSTGRES_START_TIMEOUT:-120}" \
         -o "-p $PORT -k $DATA -c listen_addresses=127.0.0.1" start >/dev/null \
