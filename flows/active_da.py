@@ -226,6 +226,7 @@ def active_domain_adaptation(params: str = "params.yaml", overrides: Optional[di
         return _rounds(cfg, run)
     except Exception as err:
         if not tracking_server_lost(err):
+            run.failed()
             raise
         raise ServerDown(
             f"the MLflow server at {mlflow.get_tracking_uri()} stopped answering during run "

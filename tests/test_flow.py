@@ -122,11 +122,13 @@ def test_crash_mid_round_then_resume_never_asks_twice(project, monkeypatch):
     (state_file,) = list((project / ".sage-ada" / "runs").glob("*/state.json"))
     saved = json.loads(state_file.read_text())
     assert saved["rounds_done"] == 1 and saved["pending"]["labels"]  # labels kept
+    assert MlflowClient().get_run(saved["run_id"]).info.status == "FAILED"  # not left RUNNING
     asked_before = list(CountingOracle.log)
 
     monkeypatch.setattr(RunSteps, "adapt", real_adapt)
     result = _run(resume=saved["run_id"])
     assert result["run_id"] == saved["run_id"]
+    assert MlflowClient().get_run(saved["run_id"]).info.status == "FINISHED"
     assert [h["round"] for h in result["history"]] == [0, 1, 2]
     assert CountingOracle.log == asked_before          # round 2's labels were not re-asked
     assert len(CountingOracle.log) == len(set(CountingOracle.log)) == 10

@@ -72,7 +72,7 @@ class ActiveRun:
             store.save(state)
         else:
             if tracker.client.get_run(state.run_id).info.status != "FINISHED":
-                tracker.client.update_run(state.run_id, status="RUNNING")  # KILLED if it died
+                tracker.client.update_run(state.run_id, status="RUNNING")  # KILLED or FAILED
             if flow_run_id and state.flow_run_id != flow_run_id:
                 state.flow_run_id = flow_run_id
                 tracker.set_tags(state.run_id, {FLOW_RUN_TAG: flow_run_id})
@@ -275,6 +275,15 @@ class ActiveRun:
         if round >= 2 and old.exists():
             old.unlink()
         return row
+
+    def failed(self) -> None:
+        """Mark the run FAILED in MLflow as it stops on an error (it stays resumable: its
+        finished steps are saved), so the UI does not show it RUNNING until `sage-ada runs`
+        marks it KILLED. Best effort: the error being raised is the one to tell."""
+        try:
+            self.tracker.client.set_terminated(self.run_id, status="FAILED")
+        except Exception:  # noqa: BLE001 - the store may be what failed
+            pass
 
     def finish(self) -> Optional[str]:
         """Register the last model. Labels corrected after the last adaptation cannot be
