@@ -5,23 +5,21 @@ evaluate. The science lives in ``components``; this file only orchestrates: retr
 a timeout on annotation, readable task-run names, resume after a crash, and, for a deployed
 run with ``label_studio.wait: suspend``, a wait for annotators that holds no process.
 """
-# No ``from __future__ import annotations``: a served flow's parameters are validated against
-# its annotations, and the string ``Optional[Strategy]`` could not be resolved there.
 import os
 import socket
 import uuid
-from typing import Any, Literal, Optional
+from typing import Any, Optional
 
 import mlflow
 from prefect import flow, get_run_logger, task
 from prefect.cache_policies import NO_CACHE
 
-from components.config import Config, declared_strategies, load_config
+from components.config import Config, load_config
 from components.data import prepare as data_steps
 from components.data.versioning import data_hash
 from components.oracle import OracleTimeout, make_oracle
 from components.run.active_run import ActiveRun
-from components.run.preflight import ServerDown
+from components.run.preflight import ServerDown, claim_settings
 from components.run.saved import SavedRuns
 from components.run.steps import RunSteps
 from components.tracking.lineage import git_commit, tracking_server_lost
@@ -181,41 +179,25 @@ def print_row(row: dict) -> None:
           f"train {row['train_seconds']:7.2f}s", flush=True)
 
 
-# The settings people change most, as typed parameters: the Prefect UI shows them as a form
-# (a strategy menu, numbers) on a deployment's run page; None keeps params.yaml's value.
-Strategy = Literal[tuple(declared_strategies())]  # type: ignore[valid-type]
-TYPED = {"strategy": "active.strategy", "rounds": "active.rounds", "budget": "active.budget",
-         "seed": "active.seed", "oracle": "active.oracle"}
-
-
 @flow(name="active-domain-adaptation", log_prints=False)
 def active_domain_adaptation(params: str = "params.yaml", overrides: Optional[dict[str, Any]] = None,
                              resume: Optional[str] = None, progress: bool = True,
-                             auto_annotate: bool = False, strategy: Optional[Strategy] = None,
-                             rounds: Optional[int] = None, budget: Optional[int] = None,
-                             seed: Optional[int] = None,
-                             oracle: Optional[Literal["simulated", "label_studio"]] = None) -> dict:
+                             auto_annotate: bool = False, allow_duplicate: bool = False) -> dict:
     """Run (or resume) one active domain adaptation run; returns its run id and history. A
-    resumed run keeps the settings it started with (flags given again must agree).
+    resumed run keeps the settings it started with (flags given again must agree). People start
+    it from the Prefect UI's form through ``flows/deployment.py``.
 
     Args:
         params: the settings file, relative to the working directory.
-        overrides: any other settings, by dotted key: {"train.regulariser": "mme"} (the typed
-            parameters below win over the same key here).
+        overrides: settings by dotted key, over the file's: {"train.regulariser": "mme"}.
         resume: an MLflow run id to continue.
-        strategy: the query strategy (default: params.yaml's).
-        rounds: labelling rounds.
-        budget: labels asked for per round.
-        seed: every seed of the run: training and selection (the split keeps split.seed).
-        oracle: simulated (held-back labels) or label_studio (people).
+        allow_duplicate: start even while a run with the same settings is in progress on this
+            machine (refused otherwise, the command line's rule).
     """
-    given = dict(strategy=strategy, rounds=rounds, budget=budget, seed=seed, oracle=oracle)
-    overrides = {**(overrides or {}), **{TYPED[name]: value for name, value in given.items()
-                                         if value is not None}}
-    if seed is not None:  # one seed for the whole run: training and selection
-        overrides["train.seed"] = seed
     cfg = (resume and SavedRuns().resume_config(resume, overrides)) or load_config(params,
                                                                                   overrides)
+    if not resume and not allow_duplicate:
+        claim(cfg)
     prepare(cfg)
     validate(cfg)
     steps = load(cfg, progress)
@@ -233,6 +215,17 @@ def active_domain_adaptation(params: str = "params.yaml", overrides: Optional[di
             f"{run.run_id}; every finished step is saved: start the server again "
             f"(`infra/mlflow/server.sh start`) and continue with `sage-ada run --resume "
             f"{run.run_id}`") from None
+
+
+def claim(cfg: Config) -> None:
+    """The command line's rule for every start, deployments included: the settings of a run
+    in progress on this machine are refused to a second run, before any slow work. A flow
+    run that already has saved state (resumed after a suspend or a crash) is that run."""
+    from prefect.runtime import flow_run
+
+    store = SavedRuns()
+    if store.find_by_flow_run(str(flow_run.id or "")) is None:
+        claim_settings(cfg, store)
 
 
 def _rounds(cfg: Config, run: ActiveRun) -> dict:

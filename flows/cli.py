@@ -83,7 +83,8 @@ def cmd_run(args) -> int:
 
     result = active_domain_adaptation(params=args.params, overrides=_overrides(args),
                                       resume=args.resume, progress=not args.no_progress,
-                                      auto_annotate=args.auto_annotate)
+                                      auto_annotate=args.auto_annotate,
+                                      allow_duplicate=args.allow_duplicate)
     if args.results:
         _write_results(result, args.results)
     h = result["history"]
@@ -146,11 +147,14 @@ def cmd_ui(args) -> int:
 
 
 def cmd_serve(args) -> int:
-    from flows.active_da import active_domain_adaptation
+    from components.config import load_config
+    from flows.deployment import deployed_run
 
-    active_domain_adaptation.serve(name=args.name, cron=args.cron,
-                                   parameters={"params": str(Path(args.params).resolve()),
-                                               "progress": False})
+    cfg = load_config(args.params)  # the form's defaults: this settings file's values
+    deployed_run.serve(name=args.name, cron=args.cron, parameters={
+        "params": str(Path(args.params).resolve()), "strategy": cfg.active.strategy,
+        "rounds": cfg.active.rounds, "budget": cfg.active.budget, "seed": cfg.active.seed,
+        "oracle": cfg.active.oracle})
     return 0
 
 
@@ -171,8 +175,9 @@ def check_settings(args):
             for seed in args.seeds:
                 cfg.with_overrides({"active.strategy": strategy, "active.seed": seed,
                                     "train.seed": seed})
+    # `serve` runs nothing itself: each run it starts claims its own settings
     check_run(cfg, resume=resume, pretrain_only=getattr(args, "pretrain_only", False),
-              allow_duplicate=getattr(args, "allow_duplicate", False))
+              allow_duplicate=getattr(args, "allow_duplicate", False) or args.command == "serve")
     numerics.pin_environment(cfg.train.cpu_kernels, cfg.train.cpu_threads)
     return cfg
 

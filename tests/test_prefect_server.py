@@ -85,7 +85,7 @@ def test_prefect_yaml_deploys_to_a_process_worker_that_runs_the_flow_in_its_clon
     """The shipped prefect.yaml, deployed with Prefect's CLI to a server from infra/, run by a
     worker from infra/ in the clone it was deployed from (state, MLflow store and registry
     there), with settings passed as deployment parameters (typed ones the UI shows as a form,
-    any other by dotted key)."""
+    any other by dotted key); the same settings submitted twice run once."""
     import json
     import shutil
 
@@ -100,27 +100,39 @@ def test_prefect_yaml_deploys_to_a_process_worker_that_runs_the_flow_in_its_clon
         deployed = subprocess.run(["prefect", "--no-prompt", "deploy", "--all"], cwd=project,
                                   env=env, capture_output=True, text=True, timeout=300)
         assert deployed.returncode == 0, deployed.stdout[-3000:] + deployed.stderr[-3000:]
-        started = subprocess.run(
-            ["prefect", "deployment", "run", "active-domain-adaptation/manual",
-             "--param", "strategy=entropy", "--param", "overrides=" + json.dumps(
-                 {"active.rounds": 1})],
-            cwd=project, env=env, capture_output=True, text=True, timeout=120)
-        assert started.returncode == 0, started.stdout[-3000:] + started.stderr[-3000:]
+        def submit():  # as typed: the form's fields, and any other setting in `overrides`
+            started = subprocess.run(
+                ["prefect", "deployment", "run", "active-domain-adaptation/manual",
+                 "--param", "strategy=entropy", "--param", "rounds=1", "--param",
+                 "overrides=" + json.dumps({"train.steps_per_round": 10})],
+                cwd=project, env=env, capture_output=True, text=True, timeout=120)
+            assert started.returncode == 0, started.stdout[-3000:] + started.stderr[-3000:]
+
+        submit()
+        submit()   # the same form submitted twice: one run, the other refused by the same rule
         with api_client(env) as client:
             nightly = client.read_deployment_by_name("active-domain-adaptation/nightly")
             form = nightly.parameter_openapi_schema["properties"]   # what the UI shows
-            assert "badge" in form["strategy"]["anyOf"][0]["enum"]
-            assert form["budget"]["anyOf"][0]["type"] == "integer"
+            assert "badge" in form["strategy"]["enum"]             # a menu, no type toggle
+            assert form["strategy"]["default"] == "sage"             # params.yaml's value
+            assert form["budget"]["type"] == "integer" and form["budget"]["minimum"] == 1
             assert [s.schedule.cron for s in nightly.schedules] == ["0 2 * * *"]
             assert not any(s.active for s in nightly.schedules)    # paused until resumed
+            with pytest.raises(Exception, match="budget"):         # refused, with why
+                client.create_flow_run_from_deployment(nightly.id, parameters={"budget": 0})
             deadline = time.time() + 480
             while True:
-                (run,) = client.read_flow_runs()
-                if run.state.is_final():
+                runs = client.read_flow_runs()
+                if all(r.state.is_final() for r in runs):
                     break
-                assert time.time() < deadline, f"run still {run.state.name}"
+                assert time.time() < deadline, [r.state.name for r in runs]
                 time.sleep(2)
-            assert run.state.is_completed(), run.state.message
+            assert len(runs) == 2, [r.name for r in runs]
+            done = [r for r in runs if r.state.is_completed()]
+            refused = [r for r in runs if r.state.is_failed()]
+            assert len(done) == len(refused) == 1, [r.state.message for r in runs]
+            assert "a run with the same settings is in progress" in refused[0].state.message
+            assert done[0].name == "entropy b=10 ×1 seed 0"
     (state,) = list((project / ".sage-ada" / "runs").glob("*/state.json"))
     mlflow.set_tracking_uri(store)
     parent = mlflow.get_run(state.parent.name)

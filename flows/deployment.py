@@ -1,0 +1,57 @@
+"""The flow as people start it: the Prefect UI's "Custom run" form, ``prefect deployment run``,
+a schedule. Its typed parameters are the settings people change most, each ready to fill: the
+strategy a menu, the numbers numbers, all with ``params.yaml``'s values as defaults and
+Prefect's own checks (a budget of 0 or an unknown strategy is refused with a message, before a
+run starts). Any other setting goes in ``overrides`` by dotted key. The run itself is
+``active_domain_adaptation``, whose rules (a second start of the same settings is refused)
+hold here too.
+"""
+# No ``from __future__ import annotations``: Prefect validates a deployment's parameters against
+# these annotations, and strings like ``Strategy`` could not be resolved there.
+from pathlib import Path
+from typing import Annotated, Any, Literal, Optional
+
+from prefect import flow
+from pydantic import Field
+
+from components.config import declared_strategies, load_config
+from flows.active_da import active_domain_adaptation
+
+# The form's defaults: the params.yaml of the clone this file is in (deployed from, run in).
+FORM = load_config(Path(__file__).resolve().parents[1] / "params.yaml")
+Strategy = Literal[tuple(sorted(declared_strategies()))]  # type: ignore[valid-type]
+Oracle = Literal["simulated", "label_studio"]
+
+
+def run_name() -> str:
+    """``sage b=10 ×5 seed 0``: what a run of the list is, without opening it."""
+    from prefect.runtime import flow_run
+
+    p = flow_run.parameters
+    return f"{p['strategy']} b={p['budget']} ×{p['rounds']} seed {p['seed']}"
+
+
+@flow(name="active-domain-adaptation", flow_run_name=run_name, log_prints=False)
+def deployed_run(strategy: Strategy = FORM.active.strategy,
+                 rounds: Annotated[int, Field(ge=1)] = max(FORM.active.rounds, 1),
+                 budget: Annotated[int, Field(ge=1)] = FORM.active.budget,
+                 seed: Annotated[int, Field(ge=0, lt=2**32)] = FORM.active.seed,
+                 oracle: Oracle = FORM.active.oracle,
+                 overrides: Optional[dict[str, Any]] = None,
+                 params: str = "params.yaml", progress: bool = False) -> dict:
+    """One active domain adaptation run with these settings over ``params``' others.
+
+    Args:
+        strategy: which target samples are worth a label (README: "Which strategy to pick").
+        rounds: labelling rounds.
+        budget: labels asked for per round.
+        seed: every seed of the run: training and selection (the split keeps split.seed).
+        oracle: simulated (held-back labels) or label_studio (people).
+        overrides: any other setting by dotted key: {"train.regulariser": "mme"}.
+        params: the settings file, relative to the clone the worker runs in.
+        progress: progress bars in the run's log.
+    """
+    typed = {"active.strategy": strategy, "active.rounds": rounds, "active.budget": budget,
+             "active.seed": seed, "train.seed": seed, "active.oracle": oracle}
+    return active_domain_adaptation.fn(params=params, overrides={**(overrides or {}), **typed},
+                                       progress=progress)
