@@ -18,6 +18,7 @@ from components.config import Config, load_config
 from components.data import prepare as data_steps
 from components.data.versioning import data_hash
 from components.oracle import OracleTimeout, make_oracle
+from components.run import watchdog
 from components.run.active_run import ActiveRun
 from components.run.preflight import ServerDown, claim_settings
 from components.run.saved import SavedRuns
@@ -194,9 +195,10 @@ def active_domain_adaptation(params: str = "params.yaml", overrides: Optional[di
         allow_duplicate: start even while a run with the same settings is in progress on this
             machine (refused otherwise, the command line's rule).
     """
-    cfg = (resume and SavedRuns().resume_config(resume, overrides)) or load_config(params,
-                                                                                  overrides)
-    if not resume and not allow_duplicate:
+    watchdog.start()  # what this run starts (torchrun, ...) ends with it, even if it is killed
+    cfg = ((resume and SavedRuns().resume_config(resume, overrides, params))
+           or load_config(params, overrides))
+    if not allow_duplicate:
         claim(cfg)
     prepare(cfg)
     validate(cfg)

@@ -107,7 +107,7 @@ def cmd_compare(args) -> int:
 
     summary = compare(params=args.params, strategies=args.strategies.split(","),
                       seeds=args.seeds, overrides=_overrides(args),
-                      progress=not args.no_progress)
+                      progress=not args.no_progress, allow_duplicate=args.allow_duplicate)
     print(json.dumps(summary["final"], indent=2))
     print(f"comparison logged to MLflow run {summary['run_id']}")
     return 0
@@ -134,14 +134,65 @@ def cmd_runs(args) -> int:
     return 0
 
 
+def cmd_corrections(args) -> int:
+    """Labels people changed in Label Studio after the run that trained on them ended."""
+    from mlflow.tracking import MlflowClient
+
+    from components.run import corrections
+    from components.run.preflight import check_tracking_server
+    from components.run.saved import SavedRuns
+    from components.tracking.lineage import configure_mlflow
+
+    check_tracking_server()
+    store = SavedRuns()
+    if args.run and not (store.dir(args.run) / "state.json").is_file():
+        raise FileNotFoundError(f"no run {args.run} was started from this folder "
+                                "(`sage-ada runs` lists them)")
+    found = corrections.find(store, [args.run] if args.run else None)
+    if not found:
+        print("no run of this folder was labelled in Label Studio (nothing to check)")
+        return 0
+    client = MlflowClient(configure_mlflow())
+    for run_id, changed in found.items():
+        corrections.keep(store, run_id, changed, client)
+        print(f"run {run_id}: " + (f"{len(changed)} label(s) changed after it ended" if changed
+                                   else "no label changed after it ended"))
+        for c in changed:
+            print(f"  {c.sample_id}: trained on {c.old}, now {c.new} (annotator {c.by}, {c.at})")
+    if any(found.values()):
+        print("The registered models of these runs trained on the old labels; a new run asks "
+              "again, or see README 'Annotators in Label Studio'.")
+    return 0
+
+
 def cmd_ui(args) -> int:
-    from components.tracking.lineage import default_tracking_uri
+    """The MLflow UI: started on the local store, or, when MLFLOW_TRACKING_URI names a
+    tracking server, that server's own. Prints the link to each experiment's training runs:
+    MLflow 3.17 opens its GenAI pages elsewhere, whatever the experiment's kind tag says."""
+    from components.tracking.lineage import default_tracking_uri, ui_links, ui_url
 
     uri = os.environ.get("MLFLOW_TRACKING_URI") or default_tracking_uri()
+    served = uri.startswith(("http://", "https://"))
+    if served:
+        from components.run.preflight import check_tracking_server
+
+        check_tracking_server()  # a server that is down is one line, not a minute of retries
+    base = uri.rstrip("/") if served else f"http://127.0.0.1:{args.port}"
+    local = Path(uri[len("sqlite:///"):]) if uri.startswith("sqlite:///") else None
+    links = ui_links(uri, base) if served or local is None or local.is_file() else []
+    print("MLflow UI, the training runs of each experiment:" if links else
+          "MLflow UI (no experiment yet: `sage-ada run` makes one):")
+    for name, url in links:
+        print(f"  {name}: {url}")
+    print(f"  all experiments: {ui_url(base)}\n"
+          "  (other pages open on MLflow's GenAI view until 'Model training' is chosen at the top "
+          "of its sidebar; the browser remembers the choice)")
+    if served:
+        return 0  # the tracking server serves its UI itself
     artifacts = Path("mlflow/artifacts").resolve()
     cmd = ["mlflow", "ui", "--backend-store-uri", uri, "--default-artifact-root", artifacts.as_uri(),
            "--host", "127.0.0.1", "--port", str(args.port)]
-    print("starting:", " ".join(cmd))
+    print("starting:", " ".join(cmd), flush=True)
     os.execvp(cmd[0], cmd)
     return 0
 
@@ -168,16 +219,17 @@ def check_settings(args):
     from components.run.saved import SavedRuns
 
     resume = getattr(args, "resume", None)
-    cfg = ((resume and SavedRuns().resume_config(resume, _overrides(args)))
+    cfg = ((resume and SavedRuns().resume_config(resume, _overrides(args), args.params))
            or load_config(args.params, _overrides(args)))
     if args.command == "compare":  # every arm's settings, before the first arm trains
         for strategy in args.strategies.split(","):
             for seed in args.seeds:
                 cfg.with_overrides({"active.strategy": strategy, "active.seed": seed,
                                     "train.seed": seed})
-    # `serve` runs nothing itself: each run it starts claims its own settings
+    # `serve` and `compare` run nothing themselves: each run they start claims its settings
     check_run(cfg, resume=resume, pretrain_only=getattr(args, "pretrain_only", False),
-              allow_duplicate=getattr(args, "allow_duplicate", False) or args.command == "serve")
+              allow_duplicate=(getattr(args, "allow_duplicate", False)
+                               or args.command in ("serve", "compare")))
     numerics.pin_environment(cfg.train.cpu_kernels, cfg.train.cpu_threads)
     return cfg
 
@@ -253,12 +305,19 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("--strategies", default="sage,random,entropy")
     c.add_argument("--seeds", default="0,1,2", type=_seed_list,
                    help="comma-separated seeds (default: 0,1,2)")
+    c.add_argument("--allow-duplicate", action="store_true",
+                   help="start each arm even while a run with its settings is in progress")
     run_flags(c)
     c.set_defaults(fn=cmd_compare)
 
     rl = sub.add_parser("runs", help="runs started here: live, waiting for annotators, stopped "
                                      "(marked KILLED in MLflow) or finished, and how to resume")
     rl.set_defaults(fn=cmd_runs)
+
+    co = sub.add_parser("corrections", help="labels changed in Label Studio after the run that "
+                                            "trained on them ended: who changed what")
+    co.add_argument("--run", metavar="MLFLOW_RUN_ID", help="one run (default: every run here)")
+    co.set_defaults(fn=cmd_corrections)
 
     u = sub.add_parser("ui", help="open the MLflow UI on the local tracking store")
     u.add_argument("--port", type=int, default=5000)
@@ -341,7 +400,7 @@ def main(argv: list[str] | None = None) -> int:
 
 
 FILE_SYSTEM_ERRNOS = {errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EACCES, errno.EPERM,
-                      errno.EEXIST, errno.ENOTDIR, errno.EISDIR, errno.ENOENT}
+                      errno.EEXIST, errno.ENOTDIR, errno.EISDIR, errno.ENOENT, errno.ENOLCK}
 
 
 def _file_system_error(err: BaseException) -> bool:

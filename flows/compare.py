@@ -18,7 +18,7 @@ from flows.active_da import active_domain_adaptation
 @flow(name="compare-strategies")
 def compare(params: str = "params.yaml", strategies: list[str] = ("sage", "random"),
             seeds: list[int] = (0, 1, 2), overrides: Optional[dict[str, Any]] = None,
-            progress: bool = True) -> dict:
+            progress: bool = True, allow_duplicate: bool = False) -> dict:
     import matplotlib.pyplot as plt
 
     overrides = dict(overrides or {})
@@ -27,10 +27,11 @@ def compare(params: str = "params.yaml", strategies: list[str] = ("sage", "rando
     children = []
     for strategy in strategies:
         for seed in seeds:
-            run = active_domain_adaptation.with_options(flow_run_name=f"{strategy} seed {seed}")(
+            run = active_domain_adaptation.with_options(
+                flow_run_name=f"{strategy} b={cfg.active.budget} ×{cfg.active.rounds} seed {seed}")(
                 params=params, overrides={**overrides, "active.strategy": strategy,
                                           "active.seed": seed, "train.seed": seed},
-                progress=progress)
+                progress=progress, allow_duplicate=allow_duplicate)
             curves.setdefault(strategy, []).append(run["history"])
             children.append(run["run_id"])
     tracker = Tracker(cfg.experiment_name)

@@ -30,7 +30,7 @@ launch() {  # name port health_url timeout_s command...
   fi
   if port_busy "$port"; then
     echo "error: port $port on 127.0.0.1 is taken; stop what uses it, or choose a free port" \
-         "with ${PORT_SETTING:-PORT}=<port>" >&2; return 1
+         "with ${PORT_SETTING:-PORT=<port>}" >&2; return 1
   fi
   nohup "$@" >"$log" 2>&1 &
   echo $! >"$pidfile"

@@ -43,8 +43,8 @@ def class_list(manifest: pd.DataFrame) -> list[str]:
 
 # How a user rebuilds the manifest. Not `dvc repro split` alone: that splits params.yaml's
 # data (./data), not a --params file's or a data.root elsewhere.
-RESPLIT = ("`sage-ada data split` (with the --params file the run used; `dvc repro split` for "
-           "the DVC-tracked ./data)")
+RESPLIT = ("`sage-ada data split` (with your --params file, if you use one; `dvc repro split` "
+           "for the DVC-tracked ./data)")
 
 
 def read_manifest(path: str | Path) -> pd.DataFrame:

@@ -30,6 +30,12 @@
   ``latest``, credited to who gave the label (the last to edit it), with the share of the labels
   that agree; a majority tie is settled by ``ties``: ``ask_another`` (the task is served to one
   more annotator), ``latest`` or ``fail``;
+* a label is required to submit (the choices are ``required``, with a message that says how to
+  get the guess back), and the instructions (behind Label Studio's "Instructions" buttons, not
+  a modal over each task) say how to accept the pre-selected guess; an annotation without a
+  class that still arrives (API, older project) is no answer either: the run (and the
+  receiver) asks again, deleting it so the task is back in the queue, and says so in the log
+  and on the round's notice, naming the task and who;
 * the project's description says which round is ready and how many images it holds, so
   annotators see it on Label Studio's project list;
 * a deployed run can wait without a process (``label_studio.wait: suspend``): ``watch`` asks
@@ -53,7 +59,7 @@ from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Optional
-from xml.sax.saxutils import quoteattr
+from xml.sax.saxutils import escape, quoteattr
 
 from tqdm.auto import tqdm
 
@@ -86,10 +92,20 @@ def hotkeys_for(classes: list[str], explicit: dict[str, str] | None = None) -> d
     return keys
 
 
+# What Label Studio says when Submit (or Ctrl+Enter) finds no class picked: the Choices are
+# ``required``, so an annotation without a class cannot be submitted from its page. Pressing the
+# key of the pre-selected guess un-ticks it, which is how such annotations were made (issue 30).
+REQUIRED_MESSAGE = ("No label is selected, so this image cannot be submitted yet. Pick its label "
+                    "by click or by its key, then submit. Pressing the key of a selected label "
+                    "un-ticks it: if the pre-selected guess was right, press its key again. Skip "
+                    "if you cannot tell.")
+
+
 def label_config(classes: list[str], hotkeys: dict[str, str] | None = None, *,
                  pixelated: bool = False) -> str:
     """The labelling view: the image (``pixelated``: enlarged without blur, for small images),
-    then one choice per class with its hotkey."""
+    then one choice per class with its hotkey; a choice is required to submit
+    (``REQUIRED_MESSAGE`` says so; Skip stays possible)."""
     keys = hotkeys_for(classes, hotkeys)
     choices = "\n".join(f"    <Choice value={quoteattr(c)}"
                         + (f" hotkey={quoteattr(keys[c])}" if c in keys else "") + "/>"
@@ -97,8 +113,26 @@ def label_config(classes: list[str], hotkeys: dict[str, str] | None = None, *,
     image = ('<Image name="image" value="$image" zoom="true"'
              + (' smoothing="false" width="280px"' if pixelated else "") + "/>")
     return (f'<View>\n  {image}\n'
-            '  <Choices name="label" toName="image" choice="single" showInLine="true">\n'
+            '  <Choices name="label" toName="image" choice="single" showInLine="true"\n'
+            f'           required="true" requiredMessage={quoteattr(REQUIRED_MESSAGE)}>\n'
             f"{choices}\n  </Choices>\n</View>")
+
+
+def annotator_instructions(instructions: str, *, show_guess: bool = True) -> str:
+    """What the project shows as its instructions: ``label_studio.instructions``, then how to
+    answer in this labelling view (which keys pick what, how to accept the pre-selected guess,
+    that a label is required, what Skip does). Label Studio shows them behind the
+    "Instructions" buttons of the labelling page and the project's header, not over each task
+    (``show_instruction`` is off: that modal let digit keys reach the choices behind it)."""
+    how = ["Pick the label by click or by its key (shown on its button), then Submit (or "
+           "Ctrl+Enter)."]
+    if show_guess:
+        how.append("The model's guess is pre-selected: if it is right, just Submit (or "
+                   "Ctrl+Enter); pressing its key would un-tick it.")
+    how.append("An image cannot be submitted without a label; Skip when you cannot tell (the "
+               "image goes back to the pool).")
+    text = f"<p><b>How to answer.</b> {escape(' '.join(how))}</p>"
+    return f"{instructions.strip()}\n{text}" if instructions.strip() else text
 
 
 def item_id(run_id: str, sample_id: str) -> str:
@@ -180,8 +214,16 @@ def connect(url: str, api_key: str):
 # A label outside the class list is not an answer: it never reaches training, the task keeps
 # waiting, and the annotation stays in Label Studio, untouched, until someone changes it to a
 # class of the list (or skips); the run's log, a timeout's error and the receiver's log name it.
+#
+# An annotation without a class (submitted, not skipped, no choice: from the API, a project made
+# before choices were required, or a client that does not check) is not an answer either. Label
+# Studio counts it and takes the task out of its queue, so nobody would ever be served it again:
+# whoever finds it on a task that is not answered (the run's poll, the receiver's check) asks
+# again (``ask_again``): the empty annotation is deleted, the task is back in the queue, the
+# other annotations stay, and the log and the round's notice (the project's description) say
+# which task and who.
 
-SKIP, LABEL, REJECTED = "skip", "label", "rejected"
+SKIP, LABEL, REJECTED, EMPTY = "skip", "label", "rejected", "empty"
 
 
 def _choice(annotation: dict) -> Optional[str]:
@@ -192,14 +234,15 @@ def _choice(annotation: dict) -> Optional[str]:
     return None
 
 
-def answer_kind(annotation: dict, classes) -> Optional[str]:
+def answer_kind(annotation: dict, classes) -> str:
     """What one annotation counts as: ``skip`` (cancelled), ``label`` (a class of the list),
-    ``rejected`` (a label outside the list: not an answer), or None (no choice made yet)."""
+    ``rejected`` (a label outside the list: not an answer), or ``empty`` (submitted without a
+    class: not an answer)."""
     if annotation.get("was_cancelled"):
         return SKIP
     label = _choice(annotation)
     if label is None:
-        return None
+        return EMPTY
     return LABEL if label in classes else REJECTED
 
 
@@ -213,7 +256,8 @@ def task_answered(annotations: list[dict], classes, *, overlap: Optional[int] = 
     """THE definition of "answered": as many people as are asked each labelled the task with
     a class of the list or skipped it. Asked: ``per_task`` (``annotators_per_task``), or more
     where Label Studio asks more of the task (its ``overlap``, raised when a tie asks one more
-    annotator). A label outside the class list is not an answer."""
+    annotator). A label outside the class list is not an answer, nor an annotation without a
+    class (``EMPTY``)."""
     answers = sum(1 for a in annotations if answer_kind(a, classes) in (SKIP, LABEL))
     return answers >= max(per_task, overlap or 1)
 
@@ -232,6 +276,68 @@ def rejected_labels(tasks, classes) -> list[dict]:
              "annotation": a.get("id"), "label": _choice(a)}
             for t in tasks for a in _field(t, "annotations") or []
             if answer_kind(a, classes) == REJECTED]
+
+
+def empty_annotations(tasks, classes, *, per_task: int = 1) -> list[dict]:
+    """The annotations without a class on tasks that are not answered (``task_answered``), one
+    per annotation: task, item, round, annotation, and who submitted it (user id: the last to
+    edit it, else its creator). On an answered task an empty annotation is left alone."""
+    return [{"task": _field(t, "id"), "item": (_field(t, "data") or {}).get("item"),
+             "round": (_field(t, "data") or {}).get("round"), "annotation": a.get("id"),
+             "by": _author(a)}
+            for t in tasks
+            if not task_answered(_field(t, "annotations") or [], classes,
+                                 overlap=_field(t, "overlap"), per_task=per_task)
+            for a in _field(t, "annotations") or [] if answer_kind(a, classes) == EMPTY]
+
+
+ASKED_AGAIN = "ASKED AGAIN:"   # where the round's notice (the project's description) says so
+
+
+def without_a_class(empty: list[dict]) -> str:
+    """What happened to ``empty`` (``empty_annotations``, ``who`` filled in by ``ask_again``):
+    said the same way in the run's log, the receiver's log and the round's notice."""
+    listed = "; ".join(f"task {e['task']} (item {e['item']}) by {e.get('who') or e['by']}"
+                       for e in empty[:5])
+    more = f" and {len(empty) - 5} more" if len(empty) > 5 else ""
+    return (f"{len(empty)} annotation(s) were submitted without a label ({listed}{more}): "
+            "deleted, and each task is back in the queue; please label it again (pick a "
+            "label, then Submit)")
+
+
+def ask_again(client, project: int, empty: list[dict]) -> list[dict]:
+    """Put the tasks of ``empty`` (``empty_annotations``) back in the annotators' queue: each
+    annotation without a class is deleted (Label Studio then counts the task as not labelled
+    and serves it again; the task's other annotations stay), one warning per annotation names
+    the task and who, and the round's notice on the project list says the same. Returns the
+    annotations deleted here (one another checker deleted first is left out), with ``who``
+    (the person's e-mail)."""
+    from label_studio_sdk.core.api_error import ApiError
+
+    if not empty:
+        return []
+    try:
+        emails = {u.id: u.email for u in client.users.list()}
+    except Exception:  # who is a courtesy: the ids still name them
+        emails = {}
+    asked = []
+    for e in empty:
+        try:
+            client.annotations.delete(id=e["annotation"])
+        except ApiError as err:
+            if err.status_code == 404:   # gone already (the receiver and the run both looked)
+                continue
+            raise
+        e = {**e, "who": emails.get(e["by"]) or (f"user {e['by']}" if e["by"] else "someone")}
+        log.warning("round %s: task %s (item %s) was submitted without a label by %s "
+                    "(annotation %s, deleted): the task is back in the annotators' queue",
+                    e["round"], e["task"], e["item"], e["who"], e["annotation"])
+        asked.append(e)
+    if asked:
+        notice = (client.projects.get(id=project).description or "").split(ASKED_AGAIN)[0]
+        client.projects.update(id=project, description=(
+            f"{notice.rstrip()}\n{ASKED_AGAIN} {without_a_class(asked)}.").lstrip())
+    return asked
 
 
 def outside_class_list(rejected: list[tuple[str, str]], classes) -> str:
@@ -265,6 +371,7 @@ class RoundStatus:
     n_answered: int
     rejected: list              # rejected_labels(): labels outside the class list
     classes: list               # the project's class list (from its labelling config)
+    empty: list                 # empty_annotations(): submitted without a class, to ask again
 
 
 def round_status(client, project: int, round: int, *,
@@ -283,7 +390,8 @@ def round_status(client, project: int, round: int, *,
                                                  overlap=t.overlap, per_task=per_task))
     return RoundStatus(answered=round_answered(tasks, classes, per_task=per_task),
                        n_tasks=len(tasks), n_answered=done,
-                       rejected=rejected_labels(tasks, classes), classes=classes)
+                       rejected=rejected_labels(tasks, classes), classes=classes,
+                       empty=empty_annotations(tasks, classes, per_task=per_task))
 
 
 @dataclass
@@ -365,6 +473,7 @@ class LabelStudioOracle:
         # a hotkey clash fails here, first
         self.label_config = label_config(classes, hotkeys, pixelated=pixelated)
         self.instructions, self.show_guess = instructions, show_guess
+        self.expert_instruction = annotator_instructions(instructions, show_guess=show_guess)
         self.annotators_per_task, self.ties = annotators_per_task, ties
         self.data_root = Path(data_root).resolve()
         self.experiment, self.poll_interval_s = experiment, poll_interval_s
@@ -386,15 +495,23 @@ class LabelStudioOracle:
         run = self.run_id or "run"
         return f"{self.experiment[:max(1, 47 - len(run))]} · {run}"  # Label Studio allows 50
 
-    def project_id(self) -> int:
-        """Get or create this run's project."""
+    def find_project(self) -> Optional[int]:
+        """This run's project, if it has one (nothing is created)."""
         for project in self.client.projects.list(title=self.title):
             if project.title == self.title:
                 return project.id
+        return None
+
+    def project_id(self) -> int:
+        """Get or create this run's project."""
+        found = self.find_project()
+        if found is not None:
+            return found
         project = self.client.projects.create(
             title=self.title, label_config=self.label_config,
             description=f"sage-ada active domain adaptation, MLflow run {self.run_id}",
-            expert_instruction=self.instructions, show_instruction=bool(self.instructions),
+            # behind the "Instructions" buttons, not a modal over each task (issue 30)
+            expert_instruction=self.expert_instruction, show_instruction=False,
             show_skip_button=True, maximum_annotations=self.annotators_per_task,
             overlap_cohort_percentage=100)
         return project.id
@@ -463,9 +580,17 @@ class LabelStudioOracle:
                 for sid in sample_ids if (task := tasks.get(self.item(sid))) is not None}
 
     def poll(self, handle: dict) -> dict[str, Resolution]:
+        """The round's tasks resolved, each ``done`` by ``task_answered``. An annotation
+        without a class on a task that is not answered is asked again first (``ask_again``:
+        deleted, the task back in the queue, the log and the round's notice name task and
+        who), rather than waited on in silence."""
         if self.on_poll is not None:
             self.on_poll(handle)
         found = self._resolve(handle["project_id"], handle["sample_ids"])
+        empty = empty_annotations([task for task, _ in found.values()], self.classes,
+                                  per_task=self.annotators_per_task)
+        if ask_again(self.client, handle["project_id"], empty):
+            found = self._resolve(handle["project_id"], handle["sample_ids"])
         missing = [s for s in handle["sample_ids"] if s not in found]
         if missing:
             raise OracleError(f"tasks for {missing[:5]} vanished from project "
@@ -515,6 +640,10 @@ class LabelStudioOracle:
         if closed:
             log.info("round %d closed: %d skipped or unanswered tasks left the queue",
                      handle["round"], closed)
+        notice = self.client.projects.get(id=handle["project_id"]).description or ""
+        if ASKED_AGAIN in notice:  # the round's notice: nothing is asked again any more
+            self.client.projects.update(id=handle["project_id"],
+                                        description=notice.split(ASKED_AGAIN)[0].rstrip())
         return closed
 
     def relabelled(self, labelled: dict[str, str]) -> dict[str, dict]:

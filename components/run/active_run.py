@@ -48,8 +48,8 @@ class ActiveRun:
             started = store.settings(state.run_id)
             changed = f" ({'; '.join(differing(started, cfg.model_dump()))})" if started else ""
             raise ResumeMismatch(
-                f"run {state.run_id} was started with other settings than the current "
-                f"{cfg._origin} and flags{changed}; resume it with the settings it started with (see its "
+                f"run {state.run_id} was started with other settings than asked for now "
+                f"({cfg._origin} and flags){changed}; resume it with the settings it started with (see its "
                 "parameters in MLflow), or start a new run")
         if state is not None and not tracker.has_run(state.run_id):
             raise ResumeMismatch(

@@ -8,6 +8,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Optional
 
+from components.run import corrections
 from components.run.saved import SavedRuns, UnreadableState
 
 
@@ -40,7 +41,8 @@ def summarise(store: SavedRuns, client, *, mark_killed: bool = True) -> list[Run
             mlflow_status = None
         alive = store.alive(run_id)
         if mlflow_status == "FINISHED":
-            status = "finished"
+            changed = corrections.recorded(store, run_id)
+            status = (f"finished; {changed} label(s) changed since" if changed else "finished")
         elif alive:
             waiting = state.pending is not None and state.pending.handle is not None \
                 and state.pending.labels is None
@@ -56,5 +58,6 @@ def summarise(store: SavedRuns, client, *, mark_killed: bool = True) -> list[Run
             run_id, status if mlflow_status is not None else f"{status} (not in this MLflow store)",
             f"{max(state.rounds_done, 0)} of {total if total is not None else '?'}",
             state.history[-1]["accuracy"] if state.history else None,
-            f"sage-ada run --resume {run_id}" if resumable else ""))
+            f"sage-ada run --resume {run_id}" if resumable else
+            "sage-ada corrections lists them" if "changed since" in status else ""))
     return out

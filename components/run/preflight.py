@@ -36,7 +36,7 @@ def check_run(cfg: Config, *, resume: Optional[str] = None, pretrain_only: bool 
     check_gpus(cfg.train.gpus, cfg.train.device)
     check_budget(cfg)
     check_servers(cfg)
-    if not resume and not allow_duplicate:  # last: a refused start writes nothing
+    if not allow_duplicate:  # last: a refused start writes nothing
         claim_settings(cfg, store)
 
 

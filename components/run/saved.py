@@ -71,9 +71,11 @@ class UnreadableState(ValueError):
     """A run's saved file that is not what this project writes (edited, or a disk fault)."""
 
 
-# settings that may change while a run waits for people: how long and how often to wait
+# settings that may change within a run, which a resume takes from the current settings file:
+# how long and how often to wait for people, how long a multi-GPU job may take
 WAITING = {"label_studio": {"poll_interval_s", "on_timeout", "wait", "webhook_url"},
-           "active": {"annotate_timeout_s"}}
+           "active": {"annotate_timeout_s"},
+           "train": {"job_timeout_s", "collective_timeout_s"}}
 
 
 def differing(started: dict, asked: dict) -> list[str]:
@@ -135,15 +137,26 @@ class SavedRuns:
         path = self.file(run_id, "settings.json")
         return json.loads(path.read_text()) if path.is_file() else None
 
-    def resume_config(self, run_id: str, overrides: Optional[dict] = None):
+    def resume_config(self, run_id: str, overrides: Optional[dict] = None,
+                      params: Optional[str | Path] = None):
         """The run's own settings, so ``--resume <id>`` needs neither its flags nor the
-        params.yaml it started from; flags given again must agree with them. None when the
-        run kept no settings (the caller then uses params.yaml, checked by hash)."""
-        from components.config import parse_config
+        params.yaml it started from; flags given again must agree with them. The ``WAITING``
+        settings come from ``params`` (the current settings file) where it can be read, so a
+        longer wait or time limit set there holds for the resumed run. None when the run kept
+        no settings (the caller then uses params.yaml, checked by hash)."""
+        from components.config import ConfigError, load_config, parse_config
 
         started = self.settings(run_id)
         if started is None:
             return None
+        if params is not None and Path(params).is_file():
+            try:
+                current = load_config(params).model_dump()
+            except ConfigError:
+                current = {}
+            for section, keys in WAITING.items():
+                for key in keys & current.get(section, {}).keys():
+                    started.setdefault(section, {})[key] = current[section][key]
         cfg = parse_config(started, f"the settings run {run_id} started with")
         asked = cfg.with_overrides(overrides) if overrides else cfg
         changed = differing(cfg.model_dump(), asked.model_dump())

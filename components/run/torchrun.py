@@ -38,8 +38,9 @@ def launch(worker: str, job: Path, nproc: int, *, log: Path,
             end_job(proc)
             raise DistributedError(
                 f"the {nproc}-process training job reached its time limit, train.job_timeout_s "
-                f"= {timeout_s:g} s, and was stopped; raise train.job_timeout_s (params.yaml) if "
-                f"it needs longer. Its log is {log}:\n" + _tail(log)) from None
+                f"= {timeout_s:g} s, and was stopped; if it needs longer, raise "
+                f"train.job_timeout_s in the settings file and resume the run (a resume reads "
+                f"it from there). Its log is {log}:\n" + _tail(log)) from None
         except BaseException:
             end_job(proc)
             raise

@@ -92,6 +92,41 @@ def flatten(prefix: str, value: Any) -> dict[str, str]:
 
 EXPERIMENT_KIND = "mlflow.experimentKind"
 
+# Which pages the MLflow UI (3.17) shows, its GenAI ones (overview, traces, tokens, cost;
+# runs called "Evaluations") or its machine-learning ones (the runs table), is not the
+# experiment's kind tag: it is the "workflow type" of the page's URL (``workflowType=``), else
+# the one this browser last chose with the switch at the top of the sidebar ("GenAI" | "Model
+# training", kept in its localStorage as ``mlflow.workflowType_v1``), else GenAI. No server
+# setting changes that default; links the project prints carry the parameter.
+UI_WORKFLOW = "workflowType=machine_learning"
+
+
+def ui_url(base: str, experiment_id: str | None = None, run_id: str | None = None) -> str:
+    """The page of the MLflow UI served at ``base`` (``http://127.0.0.1:5000``) that shows the
+    training runs of an experiment (or one run of it; without an experiment: the list of
+    experiments), in the UI's machine-learning view, whatever the browser chose before."""
+    base = base.rstrip("/")
+    if experiment_id is None:
+        return f"{base}/#/experiments?{UI_WORKFLOW}"
+    run = f"/{run_id}" if run_id else ""
+    return f"{base}/#/experiments/{experiment_id}/runs{run}?{UI_WORKFLOW}"
+
+
+def ui_links(tracking_uri: str, base: str, limit: int = 20) -> list[tuple[str, str]]:
+    """(name, ``ui_url``) of the experiments in the store, most recently changed first
+    (MLflow's own "Default" experiment left out when nothing ran in it)."""
+    from mlflow.entities import ViewType
+
+    client = MlflowClient(tracking_uri)
+    found = client.search_experiments(view_type=ViewType.ACTIVE_ONLY, max_results=limit + 1,
+                                      order_by=["last_update_time DESC"])
+    links = []
+    for exp in found:
+        if exp.experiment_id == "0" and not client.search_runs(["0"], max_results=1):
+            continue
+        links.append((exp.name, ui_url(base, exp.experiment_id)))
+    return links[:limit]
+
 
 def check_artifacts_reachable(uri: str, experiment) -> None:
     """An experiment made on a local store keeps a ``file://`` artifact location. Through a
@@ -135,7 +170,8 @@ class Tracker:
                 self.client.restore_experiment(found.experiment_id)
             self.experiment_id = found.experiment_id
         if (found is None or found.tags.get(EXPERIMENT_KIND) != "custom_model_development"):
-            # the MLflow UI then opens the experiment on its training runs, not a GenAI overview
+            # MLflow's "Machine learning" experiment type (its API and UIs without the workflow
+            # switch read it); the 3.17 UI picks its pages by the workflow type instead: ui_url
             self.client.set_experiment_tag(self.experiment_id, EXPERIMENT_KIND,
                                            "custom_model_development")
         self.experiment = experiment

@@ -15,7 +15,8 @@
 #   team's network): LABEL_STUDIO_BAN_PRIVATE_WEBHOOKS=true bans them again.
 #   Sign-up needs the organisation's invite link (Label Studio: Organization → Add People), so
 #   nobody who merely reaches the port can register; LABEL_STUDIO_DISABLE_SIGNUP_WITHOUT_LINK=false
-#   opens it again.
+#   opens it again. /user/signup without the link says so at once (sage_ada_label_studio.py:
+#   Label Studio's settings plus that page) instead of a form that ends in a bare 403.
 source "$(dirname "$0")/settings.sh"
 NAME=label-studio-$PORT
 RUN_DIR="$DATA"
@@ -60,6 +61,7 @@ case "${1:-}" in
       LABEL_STUDIO_USERNAME="$LABEL_STUDIO_USERNAME" LABEL_STUDIO_PASSWORD="$LABEL_STUDIO_PASSWORD" \
       LABEL_STUDIO_USER_TOKEN="$LABEL_STUDIO_USER_TOKEN" LABEL_STUDIO_ENABLE_LEGACY_API_TOKEN=true \
       LABEL_STUDIO_DISABLE_SIGNUP_WITHOUT_LINK="${LABEL_STUDIO_DISABLE_SIGNUP_WITHOUT_LINK:-true}" \
+      PYTHONPATH="$INFRA_ROOT/label-studio" DJANGO_SETTINGS_MODULE=sage_ada_label_studio \
       LABEL_STUDIO_BASE_DATA_DIR="$DATA/db" \
       LABEL_STUDIO_LOCAL_FILES_SERVING_ENABLED=false \
       COLLECT_ANALYTICS=false LATEST_VERSION_CHECK=false SENTRY_DSN= FRONTEND_SENTRY_DSN= \

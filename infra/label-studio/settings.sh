@@ -29,4 +29,4 @@ if [ -n "${LABEL_STUDIO_PORT:-}" ] && [ "$LABEL_STUDIO_PORT" != "$PORT" ]; then
        "$PORT: the flow looks there; set the same port in both (or unset LABEL_STUDIO_PORT)" >&2
   PORT=$LABEL_STUDIO_PORT
 fi
-export PORT_SETTING=LABEL_STUDIO_PORT  # named by the "port taken" error
+export PORT_SETTING="the port of label_studio.url in $PARAMS"  # named by the "port taken" error

@@ -7,10 +7,13 @@
 #   a team: postgresql://user:password@host:5432/mlflow); MLFLOW_ARTIFACTS_DESTINATION: where the
 #   server keeps artifacts (default mlflow/artifacts; or an object store URI the server can write);
 #   MLFLOW_START_TIMEOUT: seconds to wait for it to answer (default 300).
-# Then: export MLFLOW_TRACKING_URI=http://127.0.0.1:5000
+# Then: export MLFLOW_TRACKING_URI=http://127.0.0.1:5000, and `sage-ada ui` prints the UI's links
+#   to each experiment's training runs (http://127.0.0.1:5000/#/experiments/<id>/runs?workflowType=
+#   machine_learning: without that parameter MLflow 3.17 opens its GenAI pages until the browser
+#   chose "Model training" at the top of the UI's sidebar).
 source "$(dirname "$0")/../lib.sh"
 PORT=${MLFLOW_PORT:-5000}
-export PORT_SETTING=MLFLOW_PORT  # named by the "port taken" error
+export PORT_SETTING="MLFLOW_PORT=<port>"  # named by the "port taken" error
 STORE=${MLFLOW_STORE:-$REPO_ROOT/mlflow}
 BACKEND=${MLFLOW_BACKEND_STORE_URI:-sqlite:///$STORE/mlflow.db}
 ARTIFACTS=${MLFLOW_ARTIFACTS_DESTINATION:-$STORE/artifacts}
@@ -20,7 +23,9 @@ case "${1:-}" in
            mlflow server --host "${MLFLOW_HOST:-127.0.0.1}" --port "$PORT" \
              --backend-store-uri "$BACKEND" \
              --artifacts-destination "$ARTIFACTS" --serve-artifacts
-         echo "export MLFLOW_TRACKING_URI=http://127.0.0.1:$PORT" ;;
+         echo "export MLFLOW_TRACKING_URI=http://127.0.0.1:$PORT"
+         # MLflow 3.17's UI opens on its GenAI pages, whatever the experiment's kind tag says
+         echo "then 'sage-ada ui' prints the links to each experiment's training runs" ;;
   stop) stop_named mlflow-server ;;
   status) status_named mlflow-server ;;
   *) echo "usage: $0 start|stop|status" >&2; exit 2 ;;

@@ -8,7 +8,7 @@
 # Run as root it runs the server as the postgres user (PostgreSQL refuses root).
 source "$(dirname "$0")/../lib.sh"
 PORT=${POSTGRES_PORT:-5432}
-export PORT_SETTING=POSTGRES_PORT  # named by the "port taken" error
+export PORT_SETTING="POSTGRES_PORT=<port>"  # named by the "port taken" error
 DATA=${POSTGRES_DATA:-$REPO_ROOT/.sage-ada/postgres}
 CREDS="$(dirname "$DATA")/postgres.env"
 BIN=$(ls -d /usr/lib/postgresql/*/bin 2>/dev/null | sort -V | tail -1)

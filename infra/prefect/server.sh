@@ -7,7 +7,7 @@
 # Then: export PREFECT_API_URL=http://127.0.0.1:4200/api ; sage-ada serve --cron "0 2 * * *"
 source "$(dirname "$0")/../lib.sh"
 PORT=${PREFECT_PORT:-4200}
-export PORT_SETTING=PREFECT_PORT  # named by the "port taken" error
+export PORT_SETTING="PREFECT_PORT=<port>"  # named by the "port taken" error
 export PREFECT_SERVER_ANALYTICS_ENABLED=false PREFECT_HOME=${PREFECT_HOME:-$RUN_DIR/prefect-home}
 case "${1:-}" in
   start) launch prefect-server "$PORT" "http://127.0.0.1:$PORT/api/health" "${PREFECT_START_TIMEOUT:-300}" \

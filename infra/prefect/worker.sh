@@ -11,7 +11,7 @@
 source "$(dirname "$0")/../lib.sh"
 POOL=${PREFECT_WORK_POOL:-sage-ada}
 PORT=${PREFECT_WORKER_PORT:-8091}
-export PORT_SETTING=PREFECT_WORKER_PORT  # named by the "port taken" error
+export PORT_SETTING="PREFECT_WORKER_PORT=<port>"  # named by the "port taken" error
 export PREFECT_SERVER_ANALYTICS_ENABLED=false PREFECT_WORKER_WEBSERVER_PORT=$PORT
 # how often the worker asks for runs to start (Prefect's default: 10 s); a resumed run waits
 # at most this long for it

@@ -5,7 +5,8 @@ project whose URL names its flow run and round (``/label-studio?flow_run=…&pro
 plus ``deadline`` when its wait times out). On each annotation event this receiver answers at
 once (Label Studio waits only a second), then checks the round in the background and resumes
 the flow run when every task has its answers (``round_status``: the run's own definition of
-answered, labels outside the class list not counted) or the deadline has passed. Every
+answered, labels outside the class list and annotations without a class not counted; the
+latter are asked again, as the run asks: ``ask_again``) or the deadline has passed. Every
 ``SAGE_ADA_SWEEP_S`` seconds it also checks every webhook that points here (a missed or failed
 call, a deadline), and removes the webhooks of runs that ended. It keeps no state of its own:
 the webhooks are the list of waiting runs.
@@ -31,7 +32,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
 from components.oracle.base import wait_over  # noqa: E402
 from components.oracle.label_studio import (  # noqa: E402
-    classes_digest, connect, outside_class_list, read_api_key, round_status)
+    ask_again, classes_digest, connect, outside_class_list, read_api_key, round_status,
+    without_a_class)
 
 
 def log(message: str) -> None:
@@ -47,8 +49,10 @@ class Receiver:
         """Resume the flow run if its round is answered (``round_status``: the run's own
         definition, so a resumed run collects and does not suspend again) or its wait timed
         out; says what happened (for the log and the tests). A label outside the class list is
-        not an answer: the run keeps waiting, and the log says which label to change. Where the
-        project's class list is no longer the run's (its labelling config was edited), the run
+        not an answer: the run keeps waiting, and the log says which label to change. Nor is an
+        annotation without a class: it is asked again (``ask_again``, as the run does: deleted,
+        the task back in the queue, the log and the round's notice name the task and who). Where
+        the project's class list is no longer the run's (its labelling config was edited), the run
         is resumed to say so (``LabelStudioOracle.complete`` fails with what to fix)."""
         from prefect.exceptions import ObjectNotFound
         from prefect.flow_runs import NotPausedError, resume_flow_run
@@ -65,6 +69,9 @@ class Receiver:
                 elif status.answered:
                     why = "answered"
                 else:
+                    asked = ask_again(self.client, int(query["project"]), status.empty)
+                    if asked:
+                        log(f"flow run {flow_run}, round {round_}: {without_a_class(asked)}")
                     if status.rejected:
                         log(f"flow run {flow_run}, round {round_}: {status.n_answered} of "
                             f"{status.n_tasks} tasks answered; " + outside_class_list(

@@ -8,7 +8,7 @@
 # params.yaml must say the same); SAGE_ADA_SWEEP_S: the fallback check's period (default 300).
 source "$(dirname "$0")/../lib.sh"
 PORT=${SAGE_ADA_WEBHOOK_PORT:-8092}
-export PORT_SETTING=SAGE_ADA_WEBHOOK_PORT  # named by the "port taken" error
+export PORT_SETTING="SAGE_ADA_WEBHOOK_PORT=<port>"  # named by the "port taken" error
 export SAGE_ADA_WEBHOOK_PORT=$PORT
 export LABEL_STUDIO_CREDENTIALS=${LABEL_STUDIO_CREDENTIALS:-$REPO_ROOT/.sage-ada/label-studio/credentials.env}
 case "${1:-}" in
