@@ -93,10 +93,21 @@ def cmd_run(args) -> int:
     registered = (f"model registered as version {result['registered_version']}"
                   if result["registered_version"] else "nothing registered (pretraining only)")
     print(f"MLflow run {result['run_id']} (experiment '{result['experiment']}'); {registered}.")
-    server = os.environ.get("MLFLOW_TRACKING_URI", "")
-    print(f"Look at it: open {server}" if server.startswith(("http://", "https://")) else
-          "Look at it: `sage-ada ui` then open http://127.0.0.1:5000")
+    print(f"Look at it: {_where_to_look(result)}")
     return 0
+
+
+def _where_to_look(result: dict) -> str:
+    """The run's page in the MLflow UI of its tracking server, else how to open the local one."""
+    from mlflow.tracking import MlflowClient
+
+    from components.tracking.lineage import ui_url
+
+    server = os.environ.get("MLFLOW_TRACKING_URI", "")
+    if not server.startswith(("http://", "https://")):
+        return "`sage-ada ui`, then the link it prints"
+    experiment = MlflowClient().get_experiment_by_name(result["experiment"])
+    return ui_url(server, experiment.experiment_id if experiment else None, result["run_id"])
 
 
 def cmd_compare(args) -> int:
@@ -185,8 +196,8 @@ def cmd_ui(args) -> int:
     for name, url in links:
         print(f"  {name}: {url}")
     print(f"  all experiments: {ui_url(base)}\n"
-          "  (other pages open on MLflow's GenAI view until 'Model training' is chosen at the top "
-          "of its sidebar; the browser remembers the choice)")
+          "  (other addresses open MLflow's GenAI pages until 'Model training' is chosen at the "
+          "top of its sidebar, once per browser)")
     if served:
         return 0  # the tracking server serves its UI itself
     artifacts = Path("mlflow/artifacts").resolve()
@@ -319,7 +330,8 @@ def build_parser() -> argparse.ArgumentParser:
     co.add_argument("--run", metavar="MLFLOW_RUN_ID", help="one run (default: every run here)")
     co.set_defaults(fn=cmd_corrections)
 
-    u = sub.add_parser("ui", help="open the MLflow UI on the local tracking store")
+    u = sub.add_parser("ui", help="the MLflow UI: started on the local store (or the tracking "
+                                  "server's), with the link to each experiment's training runs")
     u.add_argument("--port", type=int, default=5000)
     u.set_defaults(fn=cmd_ui)
 

@@ -8,17 +8,27 @@ hold here too.
 """
 # No ``from __future__ import annotations``: Prefect validates a deployment's parameters against
 # these annotations, and strings like ``Strategy`` could not be resolved there.
-from pathlib import Path
 from typing import Annotated, Any, Literal, Optional
 
 from prefect import flow
 from pydantic import Field
 
-from components.config import declared_strategies, load_config
+from components.config import Config, ConfigError, declared_strategies, load_config
 from flows.active_da import active_domain_adaptation
 
-# The form's defaults: the params.yaml of the clone this file is in (deployed from, run in).
-FORM = load_config(Path(__file__).resolve().parents[1] / "params.yaml")
+
+
+def form_defaults() -> Config:
+    """The form's defaults: the working directory's params.yaml, which is the clone's both when
+    it is deployed and when a worker runs it (prefect.yaml's pull step moves there first), so a
+    run left at the defaults runs the clone's settings. The built-in ones where it is missing."""
+    try:
+        return load_config("params.yaml")
+    except (ConfigError, OSError):
+        return Config()
+
+
+FORM = form_defaults()
 Strategy = Literal[tuple(sorted(declared_strategies()))]  # type: ignore[valid-type]
 Oracle = Literal["simulated", "label_studio"]
 

@@ -593,7 +593,8 @@ def test_an_mlflow_server_lost_mid_run_is_one_message_and_the_run_resumes(workdi
                            cwd=workdir, env=env, capture_output=True, text=True, timeout=600)
     assert again.returncode == 0, again.stderr[-3000:]
     assert "round  2 | labels    10" in again.stdout
-    assert f"open {mlflow_server.uri}" in again.stdout and ":5000" not in again.stdout
+    assert f"Look at it: {mlflow_server.uri}/#/experiments/" in again.stdout
+    assert f"/runs/{run_id}?" in again.stdout and ":5000" not in again.stdout
 
 
 # --- README's table, checked against this one ----------------------------------------------

@@ -114,6 +114,38 @@ def test_answered_is_defined_once_on_plain_tasks():
     assert classes_digest(["b", "a"]) == classes_digest(["a", "b"]) != classes_digest(["a"])
 
 
+def test_a_label_is_required_and_an_empty_annotation_is_no_answer():
+    """Issue 30: pressing the key of the pre-selected guess un-ticked it, and Submit saved an
+    annotation without a class, which Label Studio counted as done and the run did not. The
+    choices are required now (with a message that says how to get the guess back), the
+    instructions say how to accept the guess, and an empty annotation is no answer for the run
+    and the receiver alike: it is found on tasks that are not answered, to be asked again."""
+    from xml.etree import ElementTree
+
+    from components.oracle.label_studio import (REQUIRED_MESSAGE, annotator_instructions,
+                                                empty_annotations)
+
+    (choices,) = ElementTree.fromstring(label_config(CLASSES)).iter("Choices")
+    assert choices.get("required") == "true" and choices.get("requiredMessage") == REQUIRED_MESSAGE
+    assert "press its key again" in REQUIRED_MESSAGE
+    said = annotator_instructions("Pick the digit.")
+    assert said.startswith("Pick the digit.") and "just Submit (or Ctrl+Enter)" in said
+    assert "un-tick" in said and "pre-selected" not in annotator_instructions("", show_guess=False)
+
+    empty = {**_ann(2), "completed_by": 8}
+    assert not task_answered([empty], CLASSES)
+    assert not task_answered([_ann(1, "3"), empty], CLASSES, per_task=2)
+    tasks = [{"id": 1, "data": {"item": "a", "round": 1}, "overlap": 1, "annotations": [empty]},
+             {"id": 2, "data": {"item": "b", "round": 1}, "overlap": 1,   # answered: left alone
+              "annotations": [_ann(3, "4"), {**_ann(4), "id": 4}]},
+             {"id": 3, "data": {"item": "c", "round": 1}, "overlap": 2,   # one more asked
+              "annotations": [_ann(5, "4"), {**_ann(6), "updated_by": 9}]}]
+    assert empty_annotations(tasks, CLASSES) == [
+        {"task": 1, "item": "a", "round": 1, "annotation": 2, "by": 8},
+        {"task": 3, "item": "c", "round": 1, "annotation": 6, "by": 9}]
+    assert not round_answered(tasks, CLASSES)
+
+
 def test_each_digit_is_its_own_keyboard_shortcut():
     """Label Studio's own numbering (1…9, 0 by position) made key 3 pick class "2"."""
     config = label_config(CLASSES)
@@ -506,11 +538,109 @@ def test_a_label_outside_the_class_list_neither_resumes_nor_loops(label_studio, 
     oracle.unwatch(handle, receiver_url)
 
 
+def _client_without_the_check(label_studio, email: str):
+    """A person (an account of add-annotator.sh) whose client saves annotations through Label
+    Studio's API without its required check: returns their e-mail and a function that saves an
+    empty annotation (no class, not skipped) on a task, as them."""
+    import httpx
+
+    email, password = _account(label_studio, email)
+    url = label_studio["url"]
+
+    def empty(task: int) -> int:
+        with httpx.Client(base_url=url) as browser:
+            browser.get("/user/login/")
+            browser.post("/user/login/", data={"email": email, "password": password,
+                                               "csrfmiddlewaretoken": browser.cookies["csrftoken"]},
+                         headers={"Referer": url + "/user/login/"})
+            saved = browser.post(f"/api/tasks/{task}/annotations/", json={"result": []},
+                                 headers={"X-CSRFToken": browser.cookies["csrftoken"],
+                                          "Referer": url})
+        assert saved.status_code == 201, saved.text
+        return saved.json()["id"]
+
+    return email, empty
+
+
+@pytest.mark.slow
+def test_an_annotation_without_a_label_is_asked_again_and_named(label_studio, digits_manifest,
+                                                                digits_root, monkeypatch,
+                                                                caplog, capsys):
+    """Issue 30: an annotation without a class (the API, an older project, a client that does
+    not check) made Label Studio count its task as done and leave its queue, while the run
+    waited in silence until its timeout. The run now says so in its log and on the round's
+    notice (the project's description), naming the task and who, and asks again: the empty
+    annotation is deleted, so the task is back in the queue, and the task's other annotation
+    stays. Once a real label arrives, the round completes. The webhook receiver, checking a
+    suspended run's round by the same definition, does the same."""
+    import prefect.flow_runs
+
+    resumed = []
+    monkeypatch.setattr(prefect.flow_runs, "resume_flow_run",
+                        lambda flow_run_id, *a, **k: resumed.append(flow_run_id))
+    oracle = _oracle(label_studio, digits_root, "issue-30-api", poll_interval_s=0.2,
+                     on_timeout="fail", annotators_per_task=2, ties="latest")
+    pool = digits_manifest[digits_manifest.split == "target_train"].head(3)
+    ids, truth = list(pool.sample_id), dict(zip(pool.sample_id, pool.label))
+    context = {s: {"path": p} for s, p in zip(ids, pool.path)}
+    handle = oracle.request(ids[:2], 1, context=context)
+    project = handle["project_id"]
+    who, empty = _client_without_the_check(label_studio, "dee@example.com")
+    tasks = oracle.tasks(project)
+    task, other = tasks[oracle.item(ids[0])].id, tasks[oracle.item(ids[1])].id
+    kept = oracle.client.annotations.create(id=task, result=choice_result(truth[ids[0]]))
+    empty(task)                                                    # dee: submitted, no class
+    for _ in range(2):
+        oracle.client.annotations.create(id=other, result=choice_result(truth[ids[1]]))
+    assert oracle.tasks(project)[oracle.item(ids[0])].is_labeled  # Label Studio: done, unqueued
+    assert round_status(oracle.client, project, 1).answered is False
+
+    with caplog.at_level(logging.WARNING, logger="sage_ada.label_studio"), \
+            pytest.raises(OracleTimeout, match="1 of 2"):
+        oracle.collect(handle, timeout=0.5)
+    said = f"task {task} (item {oracle.item(ids[0])}) was submitted without a label by {who}"
+    assert said in caplog.text and "back in the annotators' queue" in caplog.text
+    asked = oracle.tasks(project)[oracle.item(ids[0])]
+    assert not asked.is_labeled                                      # back in the queue
+    assert [a["id"] for a in asked.annotations] == [kept.id]         # the other label stays
+    notice = oracle.client.projects.get(id=project).description
+    assert "Round 1 is ready" in notice and f"task {task} (item {oracle.item(ids[0])}) by {who}" \
+        in notice and "label it again" in notice
+    caplog.clear()
+    with caplog.at_level(logging.WARNING, logger="sage_ada.label_studio"), \
+            pytest.raises(OracleTimeout):
+        oracle.collect(handle, timeout=0.3)
+    assert "without a label" not in caplog.text                      # asked once
+    oracle.client.annotations.create(id=task, result=choice_result(truth[ids[0]]))  # a person
+    assert oracle.collect(handle, timeout=5) == {s: truth[s] for s in ids[:2]}
+    oracle.close(handle)
+    assert "label it again" not in oracle.client.projects.get(id=project).description
+
+    # a suspended run's round: the receiver checks it, finds the empty annotation, asks again
+    handle = oracle.request(ids[2:], 2, context=context)
+    (task,) = [t.id for item, t in oracle.tasks(project).items() if item == oracle.item(ids[2])]
+    oracle.client.annotations.create(id=task, result=choice_result(truth[ids[2]]))
+    empty(task)
+    receiver = _receiver_module().Receiver(oracle.client, f"http://127.0.0.1:{free_port()}")
+    query = {"flow_run": "flow-run-30", "project": str(project), "round": "2", "per_task": "2",
+             "classes": classes_digest(CLASSES)}
+    capsys.readouterr()
+    assert receiver.check(query, "webhook") == "waiting" and resumed == []
+    out = capsys.readouterr().out
+    assert f"round 2: 1 annotation(s) were submitted without a label (task {task} (item " \
+           f"{oracle.item(ids[2])}) by {who})" in out and "back in the queue" in out
+    assert len(oracle.tasks(project)[oracle.item(ids[2])].annotations) == 1
+    assert not oracle.complete(handle)                             # the run agrees: not answered
+    oracle.client.annotations.create(id=task, result=choice_result(truth[ids[2]]))
+    assert receiver.check(query, "webhook") == "resumed" and resumed == ["flow-run-30"]
+    assert oracle.collect(handle, timeout=5) == {ids[2]: truth[ids[2]]}
+
+
 @pytest.mark.slow
 def test_nothing_shown_to_annotators_reveals_the_label(label_studio, digits_manifest, digits_root):
     """Tasks carry an opaque item and the image inline: no sample id, no path (which names the
-    class folder, optdigits/6/…); the project shows the instructions and draws small digits
-    pixelated."""
+    class folder, optdigits/6/…); the project has the instructions (behind a button, not over
+    each task), requires a label, and draws small digits pixelated."""
     oracle = _oracle(label_studio, digits_root, "nothing-revealed", pixelated=True,
                      instructions="Pick the digit.")
     pool = digits_manifest[digits_manifest.split == "target_train"].head(3)
@@ -531,8 +661,11 @@ def test_nothing_shown_to_annotators_reveals_the_label(label_studio, digits_mani
         assert head == "data:image/png;base64"
         assert base64.b64decode(data) == (digits_root / paths[sample_of[task.data["item"]]]).read_bytes()
     project = oracle.client.projects.get(id=handle["project_id"])
-    assert project.expert_instruction == "Pick the digit." and project.show_instruction
+    assert project.expert_instruction.startswith("Pick the digit.")
+    assert "just Submit" in project.expert_instruction              # how to accept the guess
+    assert not project.show_instruction               # not a modal over each task (issue 30)
     assert 'smoothing="false"' in project.label_config
+    assert 'required="true"' in project.label_config                # a label to submit
 
 
 def _chromium(shots: Path):
@@ -630,6 +763,28 @@ class BrowserAnnotator:
     def queue_done(self) -> None:
         self.wait(lambda d: d.find_elements("xpath", "//*[text()='No More Tasks Left in Queue']"))
 
+    def shown(self) -> str:
+        """The image on the page now (Label Studio loads each task's image as its own blob)."""
+        from selenium.webdriver.common.by import By
+
+        return next((i.get_attribute("src") for i in self.driver.find_elements(By.TAG_NAME, "img")
+                     if (i.get_attribute("src") or "").startswith("blob:")), "")
+
+    def next_task(self, before: str) -> None:
+        """Wait until the page shows another task's image than ``before`` (``shown``)."""
+        self.wait(lambda d: self.shown() not in ("", before))
+
+    def no_instruction_modal(self, seconds: float = 3) -> bool:
+        """No "Labeling Instructions" modal comes up over the task within ``seconds``."""
+        from selenium.common.exceptions import TimeoutException
+
+        try:
+            self.wait(lambda d: d.find_elements(
+                "xpath", "//*[text()='Labeling Instructions']"), seconds)
+        except TimeoutException:
+            return True
+        return False
+
     def record(self, name: str, details: dict[str, dict]) -> None:
         """The seconds per label Label Studio measured in this browser, beside the screenshots
         (benchmarks/label_studio_round.py reports them)."""
@@ -660,8 +815,9 @@ def _account(label_studio, email: str) -> tuple[str, str]:
 @pytest.mark.slow
 def test_an_annotator_labels_by_keyboard_in_a_real_browser(label_studio, digits_manifest,
                                                            digits_root, tmp_path, caplog):
-    """As a person: see the round's notice on the project list, log in, read the
-    instructions, see the model's guess pre-selected, press the digit's key (it must pick that
+    """As a person: see the round's notice on the project list, log in, see the model's guess
+    pre-selected with no instruction modal over it (the instructions are one click away, on the
+    header's "Instructions" button), press the digit's key (it must pick that
     digit, not Label Studio's positional choice), submit with Ctrl+Enter. Label Studio is
     restarted while the flow waits; the person reloads and skips the next one. The waiting
     oracle then reads exactly that. Screenshots of each step go to $SAGE_ADA_SCREENSHOTS
@@ -684,12 +840,14 @@ def test_an_annotator_labels_by_keyboard_in_a_real_browser(label_studio, digits_
         person.driver.get(label_studio["url"] + "/projects")
         person.wait(lambda d: "Round 1 is ready: 2 images to label" in d.page_source)
         person.shot("0-projects-notice")
-        person.driver.get(handle["url"] + "&labeling=1")
-        person.wait(lambda d: d.find_elements("xpath", "//*[text()='Labeling Instructions']"))
-        assert "Pick the digit the image shows." in person.find("//body").text
+        person.open_round(handle["url"])
+        person.wait(lambda d: person.checked() == ["7"])            # the guess, pre-selected
+        assert person.no_instruction_modal()      # none over the task, taking the digit keys
+        person.find("//button[normalize-space()='Instructions']").click()   # one click away
+        person.wait(lambda d: "Pick the digit the image shows." in person.find("//body").text)
         person.shot("1-instructions")
         person.keys.send_keys(Keys.ESCAPE).perform()
-        person.wait(lambda d: person.checked() == ["7"])            # the guess, pre-selected
+        person.wait(lambda d: "How to answer" not in person.find("//body").text)
         person.shot("2-guess-prefilled")
         person.press("4")
         person.shot("3-key-pressed")
@@ -702,9 +860,8 @@ def test_an_annotator_labels_by_keyboard_in_a_real_browser(label_studio, digits_
             label_studio["server"]("stop")
             label_studio["server"]("start")
             person.driver.refresh()                                 # the page, after the outage
-            person.wait(lambda d: d.find_elements("xpath", "//*[text()='Labeling Instructions']"))
-            person.keys.send_keys(Keys.ESCAPE).perform()            # shown again on each load
             person.wait(lambda d: person.checked() == ["7"])
+            assert person.no_instruction_modal(1)                   # nor on a reload
             person.press_button("Skip")
             labels = waiting.result(timeout=120)
         assert "is not answering (ConnectError); trying again" in caplog.text
@@ -716,6 +873,58 @@ def test_an_annotator_labels_by_keyboard_in_a_real_browser(label_studio, digits_
     (skipped,) = set(ids) - set(labels)
     assert oracle.describe(handle)[skipped]["skipped"]
     person.record("keyboard and skip", oracle.describe(handle))
+
+
+@pytest.mark.slow
+def test_the_guesss_own_key_cannot_submit_an_empty_label_in_a_real_browser(
+        label_studio, digits_manifest, digits_root, tmp_path):
+    """Issue 30: the model's guess (5) is right and pre-selected; the person picks the digit
+    "by its key", as the instructions said, which un-ticks it, and submits. Label Studio must
+    refuse that with the required message (nothing saved, the round not answered), not save an
+    empty label and leave its queue. The person picks 5 again and submits; on the next task
+    they accept the guess as it is (Ctrl+Enter), and the round is answered."""
+    oracle = _oracle(label_studio, digits_root, "issue-30-browser", pixelated=True,
+                     poll_interval_s=0.2, on_timeout="fail",
+                     instructions="Pick the digit the image shows.")
+    pool = digits_manifest[digits_manifest.split == "target_train"]
+    pool = pool[pool.label == "5"].head(2)
+    ids = list(pool.sample_id)
+    handle = oracle.request(ids, 1, context={s: {"path": p, "score": 0.5, "prediction": "5",
+                                                 "confidence": 0.9}
+                                             for s, p in zip(ids, pool.path)})
+    person = _browser_annotator(label_studio, tmp_path)
+    import time
+
+    refused = "//*[contains(text(), 'No label is selected')]"
+    try:
+        person.log_in(*_admin(label_studio))
+        person.open_round(handle["url"])
+        person.wait(lambda d: person.checked() == ["5"])            # the guess, right this time
+        first = person.shown()
+        person.keys.send_keys("5").perform()                        # "pick the digit by its key"
+        person.wait(lambda d: person.checked() == [], 10)           # ... un-ticks the guess
+        person.submit_by_keyboard()
+        person.wait(lambda d: d.find_elements("xpath", refused))
+        time.sleep(1)                                               # the warning's fade-in
+        person.shot("issue30-1-empty-submit-refused")
+        assert "press its key again" in person.find(refused).text
+        assert not any(t.annotations for t in oracle.tasks(handle["project_id"]).values())
+        assert not oracle.complete(handle)                          # nothing saved, not answered
+        person.press_button("OK")
+        person.wait(lambda d: not d.find_elements("xpath", refused))
+        person.press("5")                                           # picked again
+        person.shot("issue30-2-picked-again")
+        person.submit_by_keyboard()
+        person.next_task(first)
+        person.wait(lambda d: person.checked() == ["5"])            # the next task's guess
+        person.submit_by_keyboard()                                 # accepted as it is
+        person.queue_done()
+        person.shot("issue30-3-round-done")
+    finally:
+        person.shot("issue30-last-seen")
+        person.driver.quit()
+    assert oracle.complete(handle)
+    assert oracle.collect(handle, timeout=10) == {s: "5" for s in ids}
 
 
 @pytest.mark.slow
@@ -828,13 +1037,19 @@ def test_a_server_down_past_the_rounds_timeout_is_one_clear_error(label_studio, 
 @pytest.mark.slow
 def test_only_an_invite_link_signs_up(label_studio):
     """Anyone who reaches the port could register and overwrite every project; the server
-    script closes sign-up but to the organisation's invite link."""
+    script closes sign-up but to the organisation's invite link. Sign-up without the link says
+    so at once (issue 30: a full form, then a bare 403 that did not mention invitations)."""
     import httpx
 
     url, token = label_studio["url"], label_studio["token"]
+    for path in ("/user/signup", "/user/signup/", "/user/signup/?token=guessed"):
+        page = httpx.get(url + path)
+        assert page.status_code == 403 and "by invitation only" in page.text, path
+        assert "<form" not in page.text and "/user/login" in page.text
 
     def sign_up(path: str, email: str) -> int:
         with httpx.Client(base_url=url) as browser:                 # a browser: form + CSRF
+            browser.get("/user/login/")                              # a page that sets CSRF
             browser.get(path)
             return browser.post(path, data={
                 "email": email, "password": "a-long-password-1",
@@ -843,6 +1058,7 @@ def test_only_an_invite_link_signs_up(label_studio):
 
     assert sign_up("/user/signup/", "stranger@example.com") == 403
     invite = httpx.get(f"{url}/api/invite", headers={"Authorization": f"Token {token}"}).json()
+    assert "<form" in httpx.get(url + invite["invite_url"]).text     # the link: the form
     assert sign_up(invite["invite_url"], "annotator2@example.com") == 302
     emails = {u.email for u in connect(url, token).users.list()}
     assert "annotator2@example.com" in emails and "stranger@example.com" not in emails

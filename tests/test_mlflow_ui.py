@@ -140,7 +140,8 @@ def test_mlflow_ui_opens_on_the_training_runs(mlflow_server, tmp_path, monkeypat
     `sage-ada ui` prints (the README's address where it prints none) opens, in a browser that
     never used MLflow, on the runs table listing the run, not the GenAI overview. Choosing
     'Model training' in the sidebar (README) then sticks: the experiment's bare address and the
-    run's page stay in that view ("Runs", not "Evaluations"). Screenshots in shots/."""
+    run's page stay in that view ("Runs", not "Evaluations"). Screenshots in shots/ (or
+    $SAGE_ADA_SHOTS)."""
     from selenium.webdriver.common.by import By
     from selenium.webdriver.support.ui import WebDriverWait
 
@@ -173,11 +174,13 @@ def test_mlflow_ui_opens_on_the_training_runs(mlflow_server, tmp_path, monkeypat
         time.sleep(2)  # the table's columns settle
         driver.save_screenshot(str(shots / "experiment.png"))
 
-        # README: choose "Model training" once (on the link's page: GenAI, then back) ...
-        _click_text(driver, "GenAI")
-        WebDriverWait(driver, 60).until(lambda d: "workflowType=genai" in d.current_url)
+        # README: choose "Model training" once, on the home page ...
+        _open(driver, mlflow_server.uri + "/")
+        WebDriverWait(driver, 90).until(
+            lambda d: "Model training" in d.find_element(By.TAG_NAME, "body").text)
         _click_text(driver, "Model training")
-        WebDriverWait(driver, 60).until(lambda d: "workflowType=machine_learning" in d.current_url)
+        WebDriverWait(driver, 30).until(lambda d: d.execute_script(
+            "return window.localStorage.getItem('mlflow.workflowType_v1')") == '"machine_learning"')
         # ... and the experiment's bare address, then the run's page, stay in that view
         _open(driver, f"{mlflow_server.uri}/#/experiments/{tracker.experiment_id}")
         _runs_table(driver).click()

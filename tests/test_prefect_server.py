@@ -114,7 +114,7 @@ def test_prefect_yaml_deploys_to_a_process_worker_that_runs_the_flow_in_its_clon
             nightly = client.read_deployment_by_name("active-domain-adaptation/nightly")
             form = nightly.parameter_openapi_schema["properties"]   # what the UI shows
             assert "badge" in form["strategy"]["enum"]             # a menu, no type toggle
-            assert form["strategy"]["default"] == "sage"             # params.yaml's value
+            assert form["strategy"]["default"] == "sage" and form["budget"]["default"] == 5
             assert form["budget"]["type"] == "integer" and form["budget"]["minimum"] == 1
             assert [s.schedule.cron for s in nightly.schedules] == ["0 2 * * *"]
             assert not any(s.active for s in nightly.schedules)    # paused until resumed
@@ -132,7 +132,7 @@ def test_prefect_yaml_deploys_to_a_process_worker_that_runs_the_flow_in_its_clon
             refused = [r for r in runs if r.state.is_failed()]
             assert len(done) == len(refused) == 1, [r.state.message for r in runs]
             assert "a run with the same settings is in progress" in refused[0].state.message
-            assert done[0].name == "entropy b=10 ×1 seed 0"
+            assert done[0].name == "entropy b=5 ×1 seed 0"              # the clone's budget
     (state,) = list((project / ".sage-ada" / "runs").glob("*/state.json"))
     mlflow.set_tracking_uri(store)
     parent = mlflow.get_run(state.parent.name)

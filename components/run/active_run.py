@@ -62,7 +62,8 @@ class ActiveRun:
             run_id = tracker.start_parent(
                 params=cfg.model_dump(),
                 tags={f"sage_ada.{k}": v for k, v in lineage_tags.items()},
-                run_name=run_name or f"{cfg.active.strategy} seed {cfg.active.seed}")
+                run_name=run_name or (f"{cfg.active.strategy} b={cfg.active.budget} "
+                                      f"×{cfg.active.rounds} seed {cfg.active.seed}"))
             state = RunState(run_id=run_id, flow_run_id=flow_run_id, settings_hash=settings_hash(cfg))
             store.save_settings(run_id, cfg.model_dump())
             tracker.log_dataset(run_id, name=f"{cfg.experiment_name} manifest",

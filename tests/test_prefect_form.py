@@ -1,0 +1,271 @@
+"""The Prefect UI's "Custom run" form in a real browser, as a person uses it: the shipped
+prefect.yaml deployed to a Prefect server from infra/, a process worker from infra/ running the
+runs in the project's clone, and Debian's chromium clicking through the UI that server serves."""
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import time
+import urllib.request
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import REPO
+from tests.test_label_studio import _chromium
+from tests.test_prefect_server import api_client, prefect_servers
+
+pytestmark = pytest.mark.slow
+
+REFUSED = "a run with the same settings is in progress"
+
+
+class PrefectPerson:
+    """A person at the Prefect UI: opens a deployment's Custom run form by clicking through the
+    UI, reads its fields by their labels, picks from menus, types numbers, submits."""
+
+    def __init__(self, driver, url: str, shots: Path):
+        self.driver, self.url, self.shots = driver, url, shots
+
+    def wait(self, until, seconds: float = 90, poll: float = 0.25, ignoring=()):
+        from selenium.common.exceptions import (NoSuchElementException,
+                                                StaleElementReferenceException)
+        from selenium.webdriver.support.ui import WebDriverWait
+
+        return WebDriverWait(self.driver, seconds, poll_frequency=poll,
+                             ignored_exceptions=(NoSuchElementException,
+                                                 StaleElementReferenceException,
+                                                 *ignoring)).until(until)
+
+    def shot(self, name: str) -> Path:
+        path = self.shots / f"{name}.png"
+        self.driver.save_screenshot(str(path))
+        return path
+
+    def text(self) -> str:
+        from selenium.webdriver.common.by import By
+
+        return self.driver.find_element(By.TAG_NAME, "body").text
+
+    def click(self, element) -> None:
+        """Scrolled into view and clicked; retried while something (a toast, a menu opening)
+        is still over it."""
+        from selenium.common.exceptions import ElementClickInterceptedException
+
+        self.driver.execute_script("arguments[0].scrollIntoView({block: 'center'})", element)
+        self.wait(lambda d: element.click() or True, seconds=30,
+                  ignoring=(ElementClickInterceptedException,))
+
+    def button(self, label: str):
+        """The visible button that reads ``label`` (Prefect's buttons wrap their text in
+        comments and divs: matched on the whole text, not on a text node)."""
+        from selenium.webdriver.common.by import By
+
+        def find(d):
+            return next((b for b in d.find_elements(
+                By.XPATH, f"//button[normalize-space(.)='{label}']") if b.is_displayed()), None)
+
+        return self.wait(find)
+
+    def field(self, name: str):
+        """The form's property whose label is ``name`` ("strategy (Optional)"): its label,
+        description and inputs."""
+        from selenium.webdriver.common.by import By
+
+        return self.driver.find_element(
+            By.XPATH, "//span[contains(@class, 'schema-form-property__label') and "
+                      f"starts-with(normalize-space(.), '{name} ')]"
+                      "/ancestor::div[contains(concat(' ', @class, ' '), ' schema-form-property ')][1]")
+
+    def controls(self, name: str) -> list:
+        """What a person can set in a property: its visible selects, inputs and buttons (a type
+        toggle would show here as buttons before the value's own input)."""
+        from selenium.webdriver.common.by import By
+
+        body = self.field(name).find_element(By.CSS_SELECTOR, ".p-label__body")
+        return [e for e in body.find_elements(By.CSS_SELECTOR, "select, input, button, textarea")
+                if e.is_displayed()]
+
+    def open_custom_run(self, deployment: str) -> None:
+        """Deployments → the deployment → Run → Custom run, as clicked."""
+        from selenium.webdriver.common.by import By
+
+        self.driver.get(f"{self.url}/deployments")
+        link = self.wait(lambda d: next((a for a in d.find_elements(By.TAG_NAME, "a")
+                                         if a.text.strip() == deployment and a.is_displayed()),
+                                        None))
+        self.click(link)
+        self.wait(lambda d: "/deployments/deployment/" in d.current_url)
+        self.click(self.button("Run"))
+        self.click(self.button("Custom run"))
+        self.wait(lambda d: d.current_url.split("?")[0].endswith("/run"))
+        # the form is drawn once the deployment's schema has arrived: the strategy's menu
+        self.wait(lambda d: self.menu("strategy").is_displayed())
+
+    def menu(self, name: str):
+        from selenium.webdriver.common.by import By
+
+        return self.field(name).find_element(By.CSS_SELECTOR, "select:not(.p-native-select__control--placeholder)")
+
+    def number(self, name: str):
+        from selenium.webdriver.common.by import By
+
+        return self.field(name).find_element(By.CSS_SELECTOR, "input[type=number]")
+
+    def choose(self, name: str, value: str) -> None:
+        from selenium.webdriver.support.ui import Select
+
+        Select(self.menu(name)).select_by_visible_text(value)
+        self.wait(lambda d: Select(self.menu(name)).first_selected_option.text.strip() == value)
+
+    def type_number(self, name: str, value: int) -> None:
+        from selenium.webdriver.common.keys import Keys
+
+        box = self.number(name)
+        self.click(box)
+        box.send_keys(Keys.CONTROL, "a")
+        box.send_keys(str(value))
+        self.wait(lambda d: self.number(name).get_attribute("value") == str(value))
+
+    def submit(self) -> None:
+        self.click(self.button("Submit"))
+
+    def toast(self, words: str, seconds: float = 60):
+        """Waits for Prefect's toast that says ``words`` to be on screen, whole (toasts slide
+        in from below and leave after a few seconds: looked for often)."""
+        from selenium.webdriver.common.by import By
+
+        xpath = ("//div[contains(@class, 'p-toast-container')]//*[contains(normalize-space(.), "
+                 f"\"{words}\") and not(*[contains(normalize-space(.), \"{words}\")])]")
+
+        def shown(d):
+            for element in d.find_elements(By.XPATH, xpath):
+                if element.is_displayed() and d.execute_script(
+                        "const r = arguments[0].getBoundingClientRect();"
+                        "return r.top >= 0 && r.bottom <= window.innerHeight;", element):
+                    return element
+            return None
+
+        return self.wait(shown, seconds=seconds, poll=0.05)
+
+
+def _runs(client) -> list:
+    return client.read_flow_runs()
+
+
+def test_a_person_starts_the_manual_deployment_from_the_custom_run_form(
+        project, tmp_path_factory, tmp_path):
+    """As a person in the Prefect UI: the manual deployment's Custom run form shows the strategy
+    as a menu at once (no type toggle before it) on params.yaml's value, and the numbers as
+    numbers; picking entropy and 1 round and submitting runs exactly that; submitting the same
+    form again (a double submit) is refused by the run itself while the first one runs, with
+    why; a budget of 0 is refused by Prefect with a visible message and starts nothing.
+    Screenshots go to $SAGE_ADA_SCREENSHOTS (default: the test's temporary folder)."""
+    import mlflow
+
+    from components.config import load_config
+
+    # The form's defaults: the clone's params.yaml (the project's tiny one here), as deployed.
+    FORM = load_config(project / "params.yaml")
+
+    shots = Path(os.environ.get("SAGE_ADA_SCREENSHOTS", tmp_path / "screenshots"))
+    for name in ("flows", "components"):
+        (project / name).symlink_to(REPO / name)
+    shutil.copy(REPO / "prefect.yaml", project / "prefect.yaml")
+    store = f"sqlite:///{project / 'mlflow.db'}"
+    started = time.monotonic()
+    from tests.conftest import free_port; _p = str(free_port())  # TEMP-WORKAROUND
+    with prefect_servers(tmp_path_factory.mktemp("prefect-form"), worker=True,
+                         PREFECT_PORT=_p, PREFECT_SERVER_API_PORT=_p,  # TEMP-WORKAROUND
+                         MLFLOW_TRACKING_URI=store, SAGE_ADA_CLONE=str(project)) as env:
+        deployed = subprocess.run(["prefect", "--no-prompt", "deploy", "--all"], cwd=project,
+                                  env=env, capture_output=True, text=True, timeout=300)
+        assert deployed.returncode == 0, deployed.stdout[-3000:] + deployed.stderr[-3000:]
+        ui = f"http://127.0.0.1:{env['PREFECT_PORT']}"
+        # The UI's pages call the API the server tells them; on any other than its own, a
+        # person sees "Can't connect to Server API" (or another server's runs).
+        with urllib.request.urlopen(f"{ui}/ui-settings", timeout=30) as answer:
+            told = json.load(answer)["api_url"]
+        assert told == env["PREFECT_API_URL"], (
+            f"the UI at {ui} calls the API at {told}, not its own server's "
+            f"{env['PREFECT_API_URL']}: infra/prefect/server.sh starts Prefect with --port but "
+            "does not tell it the port (PREFECT_SERVER_API_PORT, or PREFECT_UI_API_URL)")
+        person = PrefectPerson(_chromium(shots), ui, shots)
+        try:
+            with api_client(env) as client:
+                # 1. The form as it opens: a menu on params.yaml's strategy, numbers as numbers.
+                person.open_custom_run("manual")
+                person.wait(lambda d: person.number("seed").get_attribute("value") != "")
+                person.shot("01-custom-run-form")
+                strategy = person.controls("strategy")
+                assert [e.tag_name for e in strategy] == ["select"], \
+                    "the strategy is not a menu on its own (a type toggle before it?)"
+                from selenium.webdriver.support.ui import Select
+
+                menu = Select(person.menu("strategy"))
+                assert menu.first_selected_option.text.strip() == "sage" == FORM.active.strategy
+                assert {"entropy", "badge", "random"} <= {o.text.strip() for o in menu.options}
+                for name, default in (("rounds", max(FORM.active.rounds, 1)),
+                                      ("budget", FORM.active.budget), ("seed", FORM.active.seed)):
+                    assert [e.get_attribute("type") for e in person.controls(name)] == ["number"], name
+                    assert person.number(name).get_attribute("value") == str(default), name
+                assert not _runs(client)
+
+                # 2. Entropy, one round, the rest kept: submitted, then the same form again.
+                for attempt in (1, 2):
+                    if attempt == 2:
+                        person.open_custom_run("manual")
+                    person.choose("strategy", "entropy")
+                    person.type_number("rounds", 1)
+                    person.shot(f"0{attempt + 1}-entropy-one-round-filled-{attempt}")
+                    person.submit()
+                    person.toast("scheduled to start")   # what the person is told
+                    person.wait(lambda d: not d.current_url.split("?")[0].endswith("/run"))
+                    person.wait(lambda d: len(_runs(client)) == attempt, seconds=60, poll=1)
+                person.wait(lambda d: "Flow runs" in person.text())   # the deployment's page
+                person.shot("04-after-the-second-submit")
+
+                # 4. A budget of 0: refused with a message the person sees; no run.
+                person.open_custom_run("manual")
+                person.type_number("budget", 0)
+                person.submit()
+                message = person.toast("minimum of 1").text
+                person.shot("05-budget-0-refused")
+                assert "Validation failed for field 'budget'" in message, message
+                assert "0 is less than the minimum of 1" in message, message
+                assert person.driver.current_url.split("?")[0].endswith("/run")  # still there
+
+                # 3. Both runs final: one ran entropy for a round, the other was refused.
+                deadline = time.time() + 900
+                while True:
+                    runs = _runs(client)
+                    if all(r.state.is_final() for r in runs):
+                        break
+                    assert time.time() < deadline, [(r.name, r.state.name) for r in runs]
+                    time.sleep(3)
+                assert len(runs) == 2, [(r.name, r.parameters) for r in runs]  # none for budget 0
+                for run in runs:
+                    assert {k: run.parameters.get(k) for k in ("strategy", "rounds", "budget")} \
+                        == {"strategy": "entropy", "rounds": 1, "budget": FORM.active.budget}
+                done = [r for r in runs if r.state.is_completed()]
+                refused = [r for r in runs if r.state.is_failed()]
+                assert len(done) == len(refused) == 1, [(r.state.name, r.state.message)
+                                                        for r in runs]
+                assert REFUSED in (refused[0].state.message or ""), refused[0].state.message
+                # named by what it runs, not by the form's random "Run Name"
+                assert done[0].name == f"entropy b={FORM.active.budget} ×1 seed {FORM.active.seed}"
+
+                # What the person sees of it: the deployment's runs, one Completed, one Failed.
+                person.driver.get(f"{ui}/deployments/deployment/{runs[0].deployment_id}?tab=Runs")
+                person.wait(lambda d: "Completed" in person.text() and "Failed" in person.text())
+                person.shot("06-runs-completed-and-refused")
+        finally:
+            person.driver.quit()
+    (state,) = list((project / ".sage-ada" / "runs").glob("*/state.json"))
+    mlflow.set_tracking_uri(store)
+    parent = mlflow.get_run(state.parent.name)
+    assert parent.data.params["active.strategy"] == "entropy"
+    assert parent.data.params["active.rounds"] == "1"
+    print(f"{time.monotonic() - started:.0f} s; screenshots in {shots}")
