@@ -14,7 +14,6 @@ from pathlib import Path
 import pytest
 
 from tests.conftest import REPO
-from tests.test_label_studio import _chromium
 from tests.test_prefect_server import api_client, prefect_servers
 
 pytestmark = pytest.mark.slow
@@ -22,12 +21,35 @@ pytestmark = pytest.mark.slow
 REFUSED = "a run with the same settings is in progress"
 
 
+def _browser(shots: Path):
+    """tests/test_label_studio.py's chromium (Debian's, through its chromedriver, headless),
+    keeping the browser's network log: what the UI asked the API, and what failed."""
+    if not (shutil.which("chromium") and shutil.which("chromedriver")):
+        pytest.skip("chromium and chromium-driver are not installed: run scripts/system-packages.sh")
+    from selenium import webdriver
+    from selenium.webdriver.chrome.service import Service
+
+    options = webdriver.ChromeOptions()
+    for arg in ("--headless=new", "--no-sandbox", "--disable-dev-shm-usage",
+                "--window-size=1400,1000"):
+        options.add_argument(arg)
+    options.set_capability("goog:loggingPrefs", {"performance": "ALL"})
+    driver = webdriver.Chrome(service=Service(shutil.which("chromedriver")), options=options)
+    driver.implicitly_wait(0)  # explicit waits only
+    shots.mkdir(parents=True, exist_ok=True)
+    return driver
+
+
 class PrefectPerson:
     """A person at the Prefect UI: opens a deployment's Custom run form by clicking through the
-    UI, reads its fields by their labels, picks from menus, types numbers, submits."""
+    UI, reads its fields by their labels, picks from menus, types numbers, submits. Toasts in
+    the way are read and closed, as a person would; what they said is kept in ``toasts``."""
 
     def __init__(self, driver, url: str, shots: Path):
         self.driver, self.url, self.shots = driver, url, shots
+        self.toasts: list[str] = []     # closed because they covered what was to be clicked
+        self.requests: dict[str, str] = {}
+        self.failed: list[str] = []     # the UI's API calls that failed: status and address
 
     def wait(self, until, seconds: float = 90, poll: float = 0.25, ignoring=()):
         from selenium.common.exceptions import (NoSuchElementException,
@@ -49,14 +71,49 @@ class PrefectPerson:
 
         return self.driver.find_element(By.TAG_NAME, "body").text
 
+    def network(self) -> list[str]:
+        """The API calls that failed so far (read from the browser's log, which this drains)."""
+        for entry in self.driver.get_log("performance"):
+            message = json.loads(entry["message"])["message"]
+            params = message.get("params", {})
+            if message["method"] == "Network.requestWillBeSent":
+                self.requests[params["requestId"]] = params["request"]["url"]
+            elif message["method"] == "Network.responseReceived":
+                response = params["response"]
+                if "/api/" in response["url"] and response["status"] >= 400:
+                    self.failed.append(f"{response['status']} {response['url']}")
+            elif message["method"] == "Network.loadingFailed":
+                url = self.requests.get(params["requestId"], "?")
+                if "/api/" in url:
+                    self.failed.append(f"{params.get('errorText')} {url}")
+        return self.failed
+
+    def close_toasts(self) -> None:
+        """Reads each toast on screen and closes it with its ×."""
+        from selenium.webdriver.common.by import By
+
+        for toast in self.driver.find_elements(By.CSS_SELECTOR, ".p-toast__card"):
+            if toast.is_displayed():
+                self.toasts.append(" ".join(toast.text.split()))
+                toast.find_element(By.CSS_SELECTOR, ".p-toast__close-btn").click()
+
     def click(self, element) -> None:
-        """Scrolled into view and clicked; retried while something (a toast, a menu opening)
-        is still over it."""
+        """Scrolled into view and clicked. A toast over it (Prefect's toasts stay while the
+        pointer rests on them, so waiting does not help) is read and closed first."""
         from selenium.common.exceptions import ElementClickInterceptedException
 
-        self.driver.execute_script("arguments[0].scrollIntoView({block: 'center'})", element)
-        self.wait(lambda d: element.click() or True, seconds=30,
-                  ignoring=(ElementClickInterceptedException,))
+        self.network()
+
+        def clicked(d):
+            d.execute_script("arguments[0].scrollIntoView({block: 'center'})", element)
+            try:
+                element.click()
+                return True
+            except ElementClickInterceptedException:
+                self.close_toasts()
+                return False
+
+        self.wait(clicked, seconds=60, ignoring=(ElementClickInterceptedException,))
 
     def button(self, label: str):
         """The visible button that reads ``label`` (Prefect's buttons wrap their text in
@@ -176,13 +233,8 @@ def test_a_person_starts_the_manual_deployment_from_the_custom_run_form(
     shutil.copy(REPO / "prefect.yaml", project / "prefect.yaml")
     store = f"sqlite:///{project / 'mlflow.db'}"
     started = time.monotonic()
-    from tests.conftest import free_port; _p = str(free_port())  # TEMP-WORKAROUND
     with prefect_servers(tmp_path_factory.mktemp("prefect-form"), worker=True,
-                         PREFECT_PORT=_p, PREFECT_SERVER_API_PORT=_p,  # TEMP-WORKAROUND
                          MLFLOW_TRACKING_URI=store, SAGE_ADA_CLONE=str(project)) as env:
-        deployed = subprocess.run(["prefect", "--no-prompt", "deploy", "--all"], cwd=project,
-                                  env=env, capture_output=True, text=True, timeout=300)
-        assert deployed.returncode == 0, deployed.stdout[-3000:] + deployed.stderr[-3000:]
         ui = f"http://127.0.0.1:{env['PREFECT_PORT']}"
         # The UI's pages call the API the server tells them; on any other than its own, a
         # person sees "Can't connect to Server API" (or another server's runs).
@@ -192,7 +244,10 @@ def test_a_person_starts_the_manual_deployment_from_the_custom_run_form(
             f"the UI at {ui} calls the API at {told}, not its own server's "
             f"{env['PREFECT_API_URL']}: infra/prefect/server.sh starts Prefect with --port but "
             "does not tell it the port (PREFECT_SERVER_API_PORT, or PREFECT_UI_API_URL)")
-        person = PrefectPerson(_chromium(shots), ui, shots)
+        deployed = subprocess.run(["prefect", "--no-prompt", "deploy", "--all"], cwd=project,
+                                  env=env, capture_output=True, text=True, timeout=300)
+        assert deployed.returncode == 0, deployed.stdout[-3000:] + deployed.stderr[-3000:]
+        person = PrefectPerson(_browser(shots), ui, shots)
         try:
             with api_client(env) as client:
                 # 1. The form as it opens: a menu on params.yaml's strategy, numbers as numbers.
@@ -261,6 +316,12 @@ def test_a_person_starts_the_manual_deployment_from_the_custom_run_form(
                 person.driver.get(f"{ui}/deployments/deployment/{runs[0].deployment_id}?tab=Runs")
                 person.wait(lambda d: "Completed" in person.text() and "Failed" in person.text())
                 person.shot("06-runs-completed-and-refused")
+        except BaseException:
+            person.shot("failure")
+            print(f"toasts closed: {person.toasts}\nAPI calls failed: {person.network()}")
+            raise
+        else:
+            person.network()
         finally:
             person.driver.quit()
     (state,) = list((project / ".sage-ada" / "runs").glob("*/state.json"))
@@ -268,4 +329,5 @@ def test_a_person_starts_the_manual_deployment_from_the_custom_run_form(
     parent = mlflow.get_run(state.parent.name)
     assert parent.data.params["active.strategy"] == "entropy"
     assert parent.data.params["active.rounds"] == "1"
-    print(f"{time.monotonic() - started:.0f} s; screenshots in {shots}")
+    print(f"{time.monotonic() - started:.0f} s; screenshots in {shots}; toasts closed on the "
+          f"way: {person.toasts}; API calls that failed: {person.failed}")

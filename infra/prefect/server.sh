@@ -9,6 +9,11 @@ source "$(dirname "$0")/../lib.sh"
 PORT=${PREFECT_PORT:-4200}
 export PORT_SETTING="PREFECT_PORT=<port>"  # named by the "port taken" error
 export PREFECT_SERVER_ANALYTICS_ENABLED=false PREFECT_HOME=${PREFECT_HOME:-$RUN_DIR/prefect-home}
+# The UI asks the address it was given for its API, not the port it is served on: without this,
+# a server on another port than 4200 shows "Can't connect to Server API at ...:4200" (or, worse,
+# another server's runs). A team server reached by another name sets PREFECT_UI_API_URL itself.
+export PREFECT_SERVER_API_PORT=$PORT
+export PREFECT_UI_API_URL=${PREFECT_UI_API_URL:-http://127.0.0.1:$PORT/api}
 case "${1:-}" in
   start) launch prefect-server "$PORT" "http://127.0.0.1:$PORT/api/health" "${PREFECT_START_TIMEOUT:-300}" \
            prefect server start --host "${PREFECT_HOST:-127.0.0.1}" --port "$PORT"
