@@ -14,10 +14,13 @@ import time
 from pathlib import Path
 
 import pytest
+from selenium.common.exceptions import StaleElementReferenceException
 
 from tests.conftest import REPO
 
 RUN_NAME = "sage seed 0"
+# The UI re-renders while it loads: an element read a moment ago may be gone; a wait tries again
+STALE = (StaleElementReferenceException,)
 EXPERIMENT = "mnist→optdigits"
 
 
@@ -122,7 +125,8 @@ def _runs_table(driver, timeout: float = 90):
         return found[0] if found else False
 
     try:
-        return WebDriverWait(driver, timeout, poll_frequency=0.5).until(run_link)
+        return WebDriverWait(driver, timeout, poll_frequency=0.5,
+                             ignored_exceptions=STALE).until(run_link)
     except TimeoutException:
         body = driver.find_element(By.TAG_NAME, "body").text[:600].replace("\n", " | ")
         pytest.fail(f"no runs table listing '{RUN_NAME}' at {driver.current_url}: {body}")
@@ -161,7 +165,7 @@ def test_mlflow_ui_opens_on_the_training_runs(mlflow_server, tmp_path, monkeypat
     driver = _chromium()
     try:
         _open(driver, mlflow_server.uri + "/")
-        WebDriverWait(driver, 90).until(
+        WebDriverWait(driver, 90, ignored_exceptions=STALE).until(
             lambda d: "Model training" in d.find_element(By.TAG_NAME, "body").text)
         time.sleep(2)
         driver.save_screenshot(str(shots / "home.png"))
@@ -176,16 +180,17 @@ def test_mlflow_ui_opens_on_the_training_runs(mlflow_server, tmp_path, monkeypat
 
         # README: choose "Model training" once, on the home page ...
         _open(driver, mlflow_server.uri + "/")
-        WebDriverWait(driver, 90).until(
+        WebDriverWait(driver, 90, ignored_exceptions=STALE).until(
             lambda d: "Model training" in d.find_element(By.TAG_NAME, "body").text)
         _click_text(driver, "Model training")
-        WebDriverWait(driver, 30).until(lambda d: d.execute_script(
+        WebDriverWait(driver, 30, ignored_exceptions=STALE).until(lambda d: d.execute_script(
             "return window.localStorage.getItem('mlflow.workflowType_v1')") == '"machine_learning"')
         # ... and the experiment's bare address, then the run's page, stay in that view
         _open(driver, f"{mlflow_server.uri}/#/experiments/{tracker.experiment_id}")
         _runs_table(driver).click()
-        WebDriverWait(driver, 60).until(lambda d: f"/runs/{parent}" in d.current_url)
-        crumbs = WebDriverWait(driver, 60).until(lambda d: [
+        WebDriverWait(driver, 60, ignored_exceptions=STALE).until(
+            lambda d: f"/runs/{parent}" in d.current_url)
+        crumbs = WebDriverWait(driver, 60, ignored_exceptions=STALE).until(lambda d: [
             e.text for e in d.find_elements(By.CSS_SELECTOR, "[class*='breadcrumb'] a")
             if e.text] or False)
         time.sleep(2)
