@@ -36,6 +36,29 @@ def fresh_python(code: str, *args: str, env: dict, timeout: float = 300):
                           text=True, env={**env, "PYTHONPATH": str(REPO)}, timeout=timeout)
 
 
+def chromium(shots: Path | None = None, *, network_log: bool = False):
+    """Debian's chromium through its chromedriver, headless, with a fresh profile
+    (scripts/system-packages.sh installs them; no browser download). ``shots``: a folder made
+    for screenshots; ``network_log``: keep what the page asked the network (Chrome's
+    performance log)."""
+    if not (shutil.which("chromium") and shutil.which("chromedriver")):
+        pytest.skip("chromium and chromium-driver are not installed: run scripts/system-packages.sh")
+    from selenium import webdriver
+    from selenium.webdriver.chrome.service import Service
+
+    options = webdriver.ChromeOptions()
+    for arg in ("--headless=new", "--no-sandbox", "--disable-dev-shm-usage",
+                "--window-size=1400,1000"):
+        options.add_argument(arg)
+    if network_log:
+        options.set_capability("goog:loggingPrefs", {"performance": "ALL"})
+    driver = webdriver.Chrome(service=Service(shutil.which("chromedriver")), options=options)
+    driver.implicitly_wait(0)  # explicit waits only: an implicit one stalls every empty lookup
+    if shots is not None:
+        shots.mkdir(parents=True, exist_ok=True)
+    return driver
+
+
 def free_port() -> int:
     """A port on 127.0.0.1 that nothing listens on (closed again before it is returned)."""
     with socket.socket() as s:

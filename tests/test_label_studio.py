@@ -20,7 +20,7 @@ from components.oracle.label_studio import (LabelStudioOracle, choice_result, cl
                                             connect, item_id, label_config, project_classes,
                                             rejected_labels, resolve, round_answered,
                                             round_status, task_answered)
-from tests.conftest import REPO, free_port
+from tests.conftest import REPO, chromium, free_port
 
 CLASSES = [str(c) for c in range(10)]
 
@@ -668,25 +668,6 @@ def test_nothing_shown_to_annotators_reveals_the_label(label_studio, digits_mani
     assert 'required="true"' in project.label_config                # a label to submit
 
 
-def _chromium(shots: Path):
-    """Debian's chromium through chromedriver, headless (scripts/system-packages.sh installs them)."""
-    import shutil
-
-    if not (shutil.which("chromium") and shutil.which("chromedriver")):
-        pytest.skip("chromium and chromium-driver are not installed: run scripts/system-packages.sh")
-    from selenium import webdriver
-    from selenium.webdriver.chrome.service import Service
-
-    options = webdriver.ChromeOptions()
-    for arg in ("--headless=new", "--no-sandbox", "--disable-dev-shm-usage",
-                "--window-size=1400,1000"):
-        options.add_argument(arg)
-    driver = webdriver.Chrome(service=Service(shutil.which("chromedriver")), options=options)
-    driver.implicitly_wait(0)  # explicit waits only: an implicit one stalls every empty lookup
-    shots.mkdir(parents=True, exist_ok=True)
-    return driver
-
-
 class BrowserAnnotator:
     """A person at Label Studio in Debian's chromium: logs in, labels by key or by click,
     submits, skips, goes back to fix a label. Each step can be saved as a screenshot."""
@@ -796,7 +777,7 @@ class BrowserAnnotator:
 
 def _browser_annotator(label_studio, tmp_path) -> BrowserAnnotator:
     shots = Path(os.environ.get("SAGE_ADA_SCREENSHOTS", tmp_path / "screenshots"))
-    return BrowserAnnotator(_chromium(shots), label_studio["url"], shots)
+    return BrowserAnnotator(chromium(shots), label_studio["url"], shots)
 
 
 def _admin(label_studio) -> tuple[str, str]:

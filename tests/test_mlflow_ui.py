@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 from selenium.common.exceptions import StaleElementReferenceException
 
-from tests.conftest import REPO
+from tests.conftest import REPO, chromium
 
 RUN_NAME = "sage seed 0"
 # The UI re-renders while it loads: an element read a moment ago may be gone; a wait tries again
@@ -86,25 +86,6 @@ def _cli(args: list[str], env: dict, cwd: Path, wait: float = 120) -> str:
     return out
 
 
-def _chromium():
-    """Debian's chromium through its chromedriver, headless, with a fresh profile (a browser
-    that never chose anything in MLflow's UI), as in test_label_studio."""
-    import shutil
-
-    if not (shutil.which("chromium") and shutil.which("chromedriver")):
-        pytest.skip("chromium and chromium-driver are not installed: run scripts/system-packages.sh")
-    from selenium import webdriver
-    from selenium.webdriver.chrome.service import Service
-
-    options = webdriver.ChromeOptions()
-    for arg in ("--headless=new", "--no-sandbox", "--disable-dev-shm-usage",
-                "--window-size=1400,1000"):
-        options.add_argument(arg)
-    driver = webdriver.Chrome(service=Service(shutil.which("chromedriver")), options=options)
-    driver.implicitly_wait(0)
-    return driver
-
-
 def _open(driver, url: str) -> None:
     """A fresh page load (a change of the part after '#' alone would keep the app's state)."""
     driver.get("about:blank")
@@ -162,7 +143,7 @@ def test_mlflow_ui_opens_on_the_training_runs(mlflow_server, tmp_path, monkeypat
     assert told.startswith(mlflow_server.uri), out
     shots = Path(os.environ.get("SAGE_ADA_SHOTS", tmp_path / "shots"))
     shots.mkdir(parents=True, exist_ok=True)
-    driver = _chromium()
+    driver = chromium()  # a fresh profile: a browser that never chose anything in MLflow's UI
     try:
         _open(driver, mlflow_server.uri + "/")
         WebDriverWait(driver, 90, ignored_exceptions=STALE).until(

@@ -13,31 +13,12 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import REPO
+from tests.conftest import REPO, chromium
 from tests.test_prefect_server import api_client, prefect_servers
 
 pytestmark = pytest.mark.slow
 
 REFUSED = "a run with the same settings is in progress"
-
-
-def _browser(shots: Path):
-    """tests/test_label_studio.py's chromium (Debian's, through its chromedriver, headless),
-    keeping the browser's network log: what the UI asked the API, and what failed."""
-    if not (shutil.which("chromium") and shutil.which("chromedriver")):
-        pytest.skip("chromium and chromium-driver are not installed: run scripts/system-packages.sh")
-    from selenium import webdriver
-    from selenium.webdriver.chrome.service import Service
-
-    options = webdriver.ChromeOptions()
-    for arg in ("--headless=new", "--no-sandbox", "--disable-dev-shm-usage",
-                "--window-size=1400,1000"):
-        options.add_argument(arg)
-    options.set_capability("goog:loggingPrefs", {"performance": "ALL"})
-    driver = webdriver.Chrome(service=Service(shutil.which("chromedriver")), options=options)
-    driver.implicitly_wait(0)  # explicit waits only
-    shots.mkdir(parents=True, exist_ok=True)
-    return driver
 
 
 class PrefectPerson:
@@ -247,7 +228,7 @@ def test_a_person_starts_the_manual_deployment_from_the_custom_run_form(
         deployed = subprocess.run(["prefect", "--no-prompt", "deploy", "--all"], cwd=project,
                                   env=env, capture_output=True, text=True, timeout=300)
         assert deployed.returncode == 0, deployed.stdout[-3000:] + deployed.stderr[-3000:]
-        person = PrefectPerson(_browser(shots), ui, shots)
+        person = PrefectPerson(chromium(shots, network_log=True), ui, shots)
         try:
             with api_client(env) as client:
                 # 1. The form as it opens: a menu on params.yaml's strategy, numbers as numbers.
