@@ -68,6 +68,8 @@ def table(path: Path = RESULTS) -> str:
     rows = ["| part | figure | measured | target |", "|---|---|---|---|"]
     for part in PARTS:
         for name, f in parts.get(part, {}).get("figures", {}).items():
+            if "rows" in f:   # per-round detail, kept in the JSON
+                continue
             target = (f"{f['target']} ({'met' if f['met'] else 'missed'})" if "target" in f
                       else "")
             rows.append(f"| {part} | {name} | {f['value']:g} {f['unit']} | {target} |")

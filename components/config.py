@@ -125,6 +125,10 @@ class LabelStudioConfig(_Section):
     # stops, holding nothing, and infra/webhooks/ resumes it when the round is complete)
     wait: Literal["block", "suspend"] = "block"
     webhook_url: str = ""          # the receiver of infra/webhooks/, as Label Studio reaches it
+    # how images reach annotators: reference (a file of an opaque name under media_root, served
+    # by Label Studio's local-files storage; tasks hold a URL) or inline (bytes in each task)
+    images: Literal["reference", "inline"] = "reference"
+    media_root: str = ".sage-ada/label-studio/media"  # Label Studio's LOCAL_FILES_DOCUMENT_ROOT
 
 
 class TrackingConfig(_Section):

@@ -8,6 +8,7 @@ import logging
 import os
 import re
 import subprocess
+import time
 from pathlib import Path
 
 import pytest
@@ -180,6 +181,35 @@ def test_images_go_inline_as_they_are_or_shrunk(tmp_path):
         image_data_uri(tmp_path / "broken.png")
 
 
+def test_images_by_reference_are_copies_under_opaque_names(tmp_path):
+    """Issue 31: a task holds a URL of a copy named by its item in the run's folder, never the
+    dataset's path (its folder names the class); copied once (a retried round finds it), other
+    formats re-encoded, a broken file one error that says what to do."""
+    from PIL import Image
+
+    from components.oracle.media import LOCAL_FILES, MediaFolder
+
+    cls = tmp_path / "data" / "optdigits" / "6"
+    cls.mkdir(parents=True)
+    Image.new("L", (28, 28), 200).save(cls / "img_0042.png")
+    Image.new("RGB", (40, 30)).save(cls / "odd.bmp")
+    media = MediaFolder(tmp_path / "media", "run-1")
+    url = media.put("a1b2c3d4e5f6", cls / "img_0042.png")
+    assert url == LOCAL_FILES + "run-1/a1b2c3d4e5f6.png"
+    assert not any(word in url for word in ("optdigits", "/6/", "img_0042"))
+    copy = tmp_path / "media" / "run-1" / "a1b2c3d4e5f6.png"
+    assert copy.read_bytes() == (cls / "img_0042.png").read_bytes()
+    stamp = copy.stat().st_mtime_ns
+    assert media.put("a1b2c3d4e5f6", cls / "img_0042.png") == url and copy.stat().st_mtime_ns == stamp
+    assert media.put("0f0f0f0f0f0f", cls / "odd.bmp").endswith("0f0f0f0f0f0f.png")
+    assert Image.open(tmp_path / "media" / "run-1" / "0f0f0f0f0f0f.png").size == (40, 30)
+    (cls / "cut.png").write_bytes((cls / "img_0042.png").read_bytes()[:60])    # truncated
+    with pytest.raises(OracleError, match=r"cut\.png cannot be shown to annotators.*manifest"):
+        media.put("ffffffffffff", cls / "cut.png")
+    assert sorted(p.name for p in (tmp_path / "media" / "run-1").iterdir()) == [
+        "0f0f0f0f0f0f.png", "a1b2c3d4e5f6.png"]                  # nothing half-written left
+
+
 def test_the_server_script_takes_its_port_from_params(tmp_path):
     """One setting: server.sh listens where label_studio.url points; a LABEL_STUDIO_PORT that
     disagrees still wins but is named, since the flow would not find that server."""
@@ -209,7 +239,9 @@ def label_studio(tmp_path_factory):
     data = tmp_path_factory.mktemp("label-studio")
     port = free_port()
     params = data / "params.yaml"  # the port is set once, in label_studio.url, as users do
-    params.write_text(yaml.safe_dump({"label_studio": {"url": f"http://127.0.0.1:{port}"}}))
+    media = data / "media"      # where runs copy the images annotators see; the server serves it
+    params.write_text(yaml.safe_dump({"label_studio": {"url": f"http://127.0.0.1:{port}",
+                                                       "media_root": str(media)}}))
     env = {**os.environ, "LABEL_STUDIO_DATA": str(data), "SAGE_ADA_PARAMS": str(params)}
     env.pop("LABEL_STUDIO_PORT", None)
     script = str(REPO / "infra/label-studio/server.sh")
@@ -218,7 +250,7 @@ def label_studio(tmp_path_factory):
     token = [l.split("=", 1)[1] for l in creds.read_text().splitlines() if "TOKEN" in l][0]
     assert oct(creds.stat().st_mode)[-3:] == "600"
     yield {"url": f"http://127.0.0.1:{port}", "credentials": str(creds), "env": env,
-           "token": token,
+           "token": token, "media": str(media),
            "server": lambda action: subprocess.run(["bash", script, action], env=env, check=True,
                                                    timeout=400)}
     subprocess.run(["bash", script, "stop"], env=env, timeout=60)
@@ -228,7 +260,7 @@ def _ls_project(project, label_studio, **ls):
     raw = yaml.safe_load((project / "params.yaml").read_text())
     raw["active"].update(oracle="label_studio", rounds=1)
     raw["label_studio"].update(url=label_studio["url"], credentials=label_studio["credentials"],
-                               poll_interval_s=0.3, **ls)
+                               media_root=label_studio["media"], poll_interval_s=0.3, **ls)
     raw["tracking"]["experiment"] = f"ls-{project.name[-12:]}"
     (project / "params.yaml").write_text(yaml.safe_dump(raw))
     return raw
@@ -246,7 +278,7 @@ def _oracle(label_studio, digits_root, name: str, **options) -> LabelStudioOracl
     """An oracle on the test server, bound to a project of its own."""
     oracle = LabelStudioOracle(url=label_studio["url"], api_key=label_studio["token"],
                                classes=CLASSES, data_root=digits_root, experiment=name,
-                               progress=False, **options)
+                               progress=False, **{"media_root": label_studio["media"], **options})
     oracle.bind(name)
     return oracle
 
@@ -538,6 +570,80 @@ def test_a_label_outside_the_class_list_neither_resumes_nor_loops(label_studio, 
     oracle.unwatch(handle, receiver_url)
 
 
+@pytest.mark.slow
+def test_the_receiver_merges_a_rounds_events(label_studio, digits_manifest, digits_root,
+                                            monkeypatch):
+    """Issue 31: the receiver checked the whole round once per annotation event, each in a
+    thread of its own; five people labelling a round of 1,000 meant thousands of full checks.
+    Now the events of a round that arrive while its check runs ask for one more check after it,
+    however many they are; that check sees the last annotation, and resumes the run."""
+    import concurrent.futures
+    import threading
+    from http.server import ThreadingHTTPServer
+
+    import httpx
+    import prefect.flow_runs
+
+    resumed = []
+
+    def resume(flow_run_id, *args, **kwargs):       # Prefect's answer to a second resume
+        if flow_run_id in resumed:
+            raise prefect.flow_runs.NotPausedError("not paused")
+        resumed.append(flow_run_id)
+
+    monkeypatch.setattr(prefect.flow_runs, "resume_flow_run", resume)
+    oracle = _oracle(label_studio, digits_root, "merged-events")
+    pool = digits_manifest[digits_manifest.split == "target_train"].head(3)
+    ids, truth = list(pool.sample_id), dict(zip(pool.sample_id, pool.label))
+    handle = oracle.request(ids, 1, context={s: {"path": p} for s, p in zip(ids, pool.path)})
+    module = _receiver_module()
+
+    gate = threading.Event()
+
+    class SlowReceiver(module.Receiver):
+        """A check that lasts until a burst of events has arrived (as one of 1,000 tasks,
+        under five annotators, lasts), so what the burst does is the same on any machine."""
+        def check(self, query, reason):
+            gate.wait(30)
+            return super().check(query, reason)
+
+    port = free_port()
+    receiver = SlowReceiver(oracle.client, f"http://127.0.0.1:{port}")
+    server = ThreadingHTTPServer(("127.0.0.1", port), module.handler_for(receiver))
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    url = (f"http://127.0.0.1:{port}/label-studio?flow_run=fr-31&project={handle['project_id']}"
+           "&round=1&per_task=1")
+    tasks = oracle.tasks(handle["project_id"], 1)
+    for sid in ids[:2]:
+        oracle.client.annotations.create(id=tasks[oracle.item(sid)].id,
+                                         result=choice_result(truth[sid]))
+
+    def idle():
+        deadline = time.monotonic() + 20
+        while receiver._busy and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert not receiver._busy
+
+    try:
+        with concurrent.futures.ThreadPoolExecutor(8) as pool_:          # a burst of 40 events
+            answers = list(pool_.map(lambda _: httpx.post(url, content=b"{}").status_code,
+                                     range(40)))
+        assert answers == [202] * 40
+        gate.set()
+        idle()
+        assert receiver.checks == 2 and resumed == []   # one check, one more for the rest
+        oracle.client.annotations.create(id=tasks[oracle.item(ids[2])].id,
+                                         result=choice_result(truth[ids[2]]))
+        gate.clear()
+        for _ in range(5):                               # the last annotation's events
+            assert httpx.post(url, content=b"{}").status_code == 202
+        gate.set()
+        idle()
+        assert receiver.checks == 4 and resumed == ["fr-31"]
+    finally:
+        server.shutdown()
+
+
 def _client_without_the_check(label_studio, email: str):
     """A person (an account of add-annotator.sh) whose client saves annotations through Label
     Studio's API without its required check: returns their e-mail and a function that saves an
@@ -636,36 +742,110 @@ def test_an_annotation_without_a_label_is_asked_again_and_named(label_studio, di
     assert oracle.collect(handle, timeout=5) == {ids[2]: truth[ids[2]]}
 
 
+def _requests_of(client) -> list:
+    """What ``client`` (the SDK's) asks Label Studio from now on: (request, response) pairs."""
+    seen = []
+    hooks = client._client_wrapper.httpx_client.httpx_client.event_hooks
+    hooks["response"].append(lambda r: (r.read(), seen.append((r.request, r))))
+    return seen
+
+
 @pytest.mark.slow
 def test_nothing_shown_to_annotators_reveals_the_label(label_studio, digits_manifest, digits_root):
-    """Tasks carry an opaque item and the image inline: no sample id, no path (which names the
-    class folder, optdigits/6/…); the project has the instructions (behind a button, not over
-    each task), requires a label, and draws small digits pixelated."""
+    """Tasks carry an opaque item and the image by reference (issue 31): a URL of a copy named
+    by the item, no bytes, no sample id, no path (which names the class folder, optdigits/6/…).
+    Label Studio serves the copy to the project's users only; the project has the instructions
+    (behind a button, not over each task), requires a label, and draws small digits pixelated."""
+    import httpx
+
     oracle = _oracle(label_studio, digits_root, "nothing-revealed", pixelated=True,
                      instructions="Pick the digit.")
     pool = digits_manifest[digits_manifest.split == "target_train"].head(3)
-    ids = list(pool.sample_id)
+    ids, paths = list(pool.sample_id), dict(zip(pool.sample_id, pool.path))
     handle = oracle.request(ids, 1, context={s: {"path": p, "score": 0.5}
                                              for s, p in zip(ids, pool.path)})
     tasks = list(oracle.client.tasks.list(project=handle["project_id"], fields="all"))
     assert {oracle.item(s) for s in ids} == {t.data["item"] for t in tasks}
+    sample_of = {oracle.item(s): s for s in ids}
+    login = _logged_in(label_studio, *_admin(label_studio))
     for task in tasks:
         assert set(task.data) == {"image", "item", "round", "score"}
         shown = json.dumps(task.data)
-        assert not any(s in shown or p in shown for s, p in zip(ids, pool.path))
-        assert "optdigits" not in shown and "/data/local-files" not in shown
-    sample_of = {oracle.item(s): s for s in ids}
-    paths = dict(zip(ids, pool.path))
-    for task in tasks:
-        head, data = task.data["image"].split(",", 1)
-        assert head == "data:image/png;base64"
-        assert base64.b64decode(data) == (digits_root / paths[sample_of[task.data["item"]]]).read_bytes()
+        assert len(shown) < 200 and "base64" not in shown                 # no bytes
+        assert not any(s in shown or p in shown or Path(p).name in shown
+                       for s, p in zip(ids, pool.path))
+        assert "optdigits" not in shown and "mnist" not in shown
+        assert task.data["image"].startswith("/data/local-files/?d=nothing-revealed/")
+        original = (digits_root / paths[sample_of[task.data["item"]]]).read_bytes()
+        assert login.get(task.data["image"]).content == original         # a project user sees it
+        assert httpx.get(label_studio["url"] + task.data["image"]).status_code in (401, 403)
+    login.close()
     project = oracle.client.projects.get(id=handle["project_id"])
     assert project.expert_instruction.startswith("Pick the digit.")
     assert "just Submit" in project.expert_instruction              # how to accept the guess
     assert not project.show_instruction               # not a modal over each task (issue 30)
     assert 'smoothing="false"' in project.label_config
     assert 'required="true"' in project.label_config                # a label to submit
+
+    # inline, as before, where a team's Label Studio cannot see the media folder
+    inline = _oracle(label_studio, digits_root, "inline-kept", images="inline")
+    handle = inline.request(ids[:1], 1, context={ids[0]: {"path": paths[ids[0]]}})
+    (task,) = inline.tasks(handle["project_id"]).values()
+    head, data = task.data["image"].split(",", 1)
+    assert head == "data:image/png;base64"
+    assert base64.b64decode(data) == (digits_root / paths[ids[0]]).read_bytes()
+
+
+def _logged_in(label_studio, email: str, password: str):
+    """An httpx session logged in as a person (Label Studio's login form)."""
+    import httpx
+
+    url = label_studio["url"]
+    browser = httpx.Client(base_url=url, follow_redirects=False)
+    browser.get("/user/login/")
+    browser.post("/user/login/", data={"email": email, "password": password,
+                                       "csrfmiddlewaretoken": browser.cookies["csrftoken"]},
+                 headers={"Referer": url + "/user/login/"})
+    return browser
+
+
+@pytest.mark.slow
+def test_a_poll_asks_only_for_its_round(label_studio, digits_manifest, digits_root):
+    """Issue 31: a poll, a collect and the receiver's check read the round they check, filtered
+    by Label Studio (not every task of every round, filtered here), and no image bytes."""
+
+    oracle = _oracle(label_studio, digits_root, "one-round-asked", poll_interval_s=0.05)
+    pool = digits_manifest[digits_manifest.split == "target_train"].head(12)
+    ids, truth = list(pool.sample_id), dict(zip(pool.sample_id, pool.label))
+    context = {s: {"path": p} for s, p in zip(ids, pool.path)}
+    first = oracle.request(ids[:8], 1, context=context)
+    second = oracle.request(ids[8:], 2, context=context)
+    seen = _requests_of(oracle.client)
+    state = oracle.poll(second)
+    assert set(state) == set(ids[8:]) and not any(r.done for r in state.values())
+    listings = [(q, r) for q, r in seen if q.url.path.rstrip("/") == "/api/tasks"
+                and r.status_code == 200]      # (the pager's last ask is a 404: no next page)
+    assert listings, [str(q.url) for q, _ in seen]
+    for request, response in listings:
+        query = json.loads(request.url.params["query"])
+        assert query["filters"]["items"][0]["filter"] == "filter:tasks:data.round"
+        assert query["filters"]["items"][0]["value"] == 2
+        assert request.url.params["resolve_uri"] == "false"
+        got = response.json()
+        rows = got if isinstance(got, list) else got.get("tasks", got.get("results"))
+        assert rows is not None, sorted(got)
+        assert {t["data"]["round"] for t in rows} == {2} and len(rows) == 4
+        assert b"base64" not in response.content
+    AutoAnnotator(oracle.client, truth, item_of=oracle.item).annotate(first["project_id"])
+    seen.clear()
+    assert oracle.collect(second, timeout=5) == {s: truth[s] for s in ids[8:]}
+    assert all(json.loads(q.url.params["query"])["filters"]["items"][0]["value"] == 2
+               for q, _ in seen if q.url.path.rstrip("/") == "/api/tasks")
+    seen.clear()
+    status = round_status(oracle.client, first["project_id"], 1)
+    assert status.answered and status.n_tasks == 8
+    assert {json.loads(q.url.params["query"])["filters"]["items"][0]["value"]
+            for q, _ in seen if q.url.path.rstrip("/") == "/api/tasks"} == {1}
 
 
 class BrowserAnnotator:

@@ -28,6 +28,7 @@ def make_oracle(cfg, manifest, classes: list[str], *, auto_annotate: bool = Fals
                                resolve_rule=ls.resolve, progress=progress, hotkeys=ls.hotkeys,
                                instructions=ls.instructions, show_guess=ls.show_guess,
                                annotators_per_task=ls.annotators_per_task, ties=ls.ties,
+                               images=ls.images, media_root=ls.media_root,
                                pixelated=cfg.data.image_size <= ls.pixelated_below)
     if auto_annotate:
         pool = manifest[manifest["split"] == "target_train"]

@@ -4,8 +4,11 @@
   labelling config generated from the class names, the instructions of ``params.yaml``, and
   small images drawn pixelated (not blurred when enlarged);
 * nothing shown to annotators reveals a label: a task carries an opaque ``item`` (a hash of run
-  and sample id) instead of the ``sample_id`` and the image inline (a data URI) instead of a
-  path, since paths name the class folder (``optdigits/6/…``);
+  and sample id) instead of the ``sample_id``, and its image by reference (``media``: a copy
+  named by the item, served by Label Studio's local-files storage) or inline, never by its path,
+  since paths name the class folder (``optdigits/6/…``);
+* each check asks Label Studio only for the round it checks (a filter on ``data.round``, paged),
+  not for every task of the project;
 * import is keyed by ``item``: existing tasks are looked up first, so a retry or a resume
   never creates a duplicate task (Label Studio itself does not deduplicate);
 * each task carries the round, the query score, and the model's guess as a prediction (with
@@ -49,9 +52,8 @@
 """
 from __future__ import annotations
 
-import base64
 import hashlib
-import io
+import json
 import logging
 import os
 import time
@@ -63,8 +65,8 @@ from xml.sax.saxutils import escape, quoteattr
 
 from tqdm.auto import tqdm
 
-from components.data.split import RESPLIT
 from components.oracle.base import OracleError, OracleTimeout
+from components.oracle.media import MediaFolder, image_data_uri
 
 log = logging.getLogger("sage_ada.label_studio")
 
@@ -138,33 +140,6 @@ def annotator_instructions(instructions: str, *, show_guess: bool = True) -> str
 def item_id(run_id: str, sample_id: str) -> str:
     """What annotators see of a sample: stable for a run, says nothing of its class or file."""
     return hashlib.sha256(f"{run_id}\0{sample_id}".encode()).hexdigest()[:12]
-
-
-def image_data_uri(path: Path, max_side: int = 1024) -> str:
-    """The image inline, so no URL names its folder: PNG and JPEG files as they are, other
-    formats (and sides over ``max_side``) re-encoded, the large ones as JPEG."""
-    try:
-        return _inline(path, max_side)
-    except (OSError, ValueError) as err:
-        raise OracleError(f"image {path} cannot be shown to annotators ({err}); replace or delete "
-                          f"it and rebuild the manifest: {RESPLIT}") from None
-
-
-def _inline(path: Path, max_side: int) -> str:
-    from PIL import Image
-
-    with Image.open(path) as im:
-        if im.format in ("PNG", "JPEG") and max(im.size) <= max_side:
-            return f"data:image/{im.format.lower()};base64," + base64.b64encode(
-                path.read_bytes()).decode()
-        im = im.convert("RGB" if im.mode not in ("L", "RGB") else im.mode)
-        large = max(im.size) > max_side
-        if large:
-            im.thumbnail((max_side, max_side))
-        buf = io.BytesIO()
-        im.save(buf, "JPEG" if large else "PNG", quality=90)
-        return f"data:image/{'jpeg' if large else 'png'};base64," + base64.b64encode(
-            buf.getvalue()).decode()
 
 
 def choice_result(label: str) -> list[dict]:
@@ -363,6 +338,26 @@ def classes_digest(classes) -> str:
     return hashlib.sha256("\0".join(sorted(map(str, classes))).encode()).hexdigest()[:12]
 
 
+PAGE_SIZE = 500   # tasks per page of a listing
+
+
+def round_filter(round: int) -> dict:
+    """Label Studio's data-manager filter for the tasks of one round (also each round's tab)."""
+    return {"conjunction": "and", "items": [
+        {"filter": "filter:tasks:data.round", "operator": "equal", "type": "Number",
+         "value": round}]}
+
+
+def round_tasks(client, project: int, round: Optional[int] = None):
+    """The tasks of ``round`` (all rounds: ``None``) with their annotations, filtered by Label
+    Studio and paged: a check reads its round, not the whole project (which, with 10 rounds of
+    1,000, is ten times the work on every poll and every webhook). URIs are not resolved: no
+    check reads the image."""
+    query = None if round is None else json.dumps({"filters": round_filter(round)})
+    return client.tasks.list(project=project, fields="all", query=query, resolve_uri=False,
+                             page_size=PAGE_SIZE)
+
+
 @dataclass
 class RoundStatus:
     """A round as the webhook receiver sees it (``round_status``)."""
@@ -384,8 +379,8 @@ def round_status(client, project: int, round: int, *,
     settings = client.projects.get(id=project)
     classes = project_classes(settings.label_config)
     per_task = per_task or getattr(settings, "maximum_annotations", None) or 1
-    tasks = [t for t in client.tasks.list(project=project, fields="all", page_size=500)
-             if (t.data or {}).get("round") == round]
+    tasks = [t for t in round_tasks(client, project, round)
+             if (t.data or {}).get("round") == round]   # the filter's own guard
     done = sum(1 for t in tasks if task_answered(t.annotations or [], classes,
                                                  overlap=t.overlap, per_task=per_task))
     return RoundStatus(answered=round_answered(tasks, classes, per_task=per_task),
@@ -468,7 +463,8 @@ class LabelStudioOracle:
                  resolve_rule: str = "majority", progress: bool = True, client=None,
                  hotkeys: dict[str, str] | None = None, instructions: str = "",
                  pixelated: bool = False, show_guess: bool = True, annotators_per_task: int = 1,
-                 ties: str = "ask_another"):
+                 ties: str = "ask_another", images: str = "reference",
+                 media_root: str | Path = ".sage-ada/label-studio/media"):
         self.url, self.classes = url.rstrip("/"), classes
         # a hotkey clash fails here, first
         self.label_config = label_config(classes, hotkeys, pixelated=pixelated)
@@ -476,6 +472,7 @@ class LabelStudioOracle:
         self.expert_instruction = annotator_instructions(instructions, show_guess=show_guess)
         self.annotators_per_task, self.ties = annotators_per_task, ties
         self.data_root = Path(data_root).resolve()
+        self.images, self.media_root = images, media_root
         self.experiment, self.poll_interval_s = experiment, poll_interval_s
         self.on_timeout, self.resolve_rule, self.progress = on_timeout, resolve_rule, progress
         self.client = client or connect(url, api_key)
@@ -489,6 +486,10 @@ class LabelStudioOracle:
 
     def item(self, sample_id: str) -> str:
         return item_id(self.run_id or "run", sample_id)
+
+    @property
+    def media(self) -> MediaFolder:
+        return MediaFolder(self.media_root, self.run_id or "run")
 
     @property
     def title(self) -> str:
@@ -507,6 +508,8 @@ class LabelStudioOracle:
         found = self.find_project()
         if found is not None:
             return found
+        if self.images == "reference":
+            self.media.ensure()   # a folder that cannot be made fails before the project is
         project = self.client.projects.create(
             title=self.title, label_config=self.label_config,
             description=f"sage-ada active domain adaptation, MLflow run {self.run_id}",
@@ -514,7 +517,30 @@ class LabelStudioOracle:
             expert_instruction=self.expert_instruction, show_instruction=False,
             show_skip_button=True, maximum_annotations=self.annotators_per_task,
             overlap_cohort_percentage=100)
+        if self.images == "reference":
+            self.serve_media(project.id)
         return project.id
+
+    def serve_media(self, project: int) -> None:
+        """Let the project's users see the run's copies: a local-files storage of the run's
+        folder, never synced (the run imports its tasks itself). Label Studio checks that the
+        folder exists and lies under the folder it serves; where it does not, one error says how
+        to start it so that it does (the project is removed, so a retry starts clean)."""
+        from label_studio_sdk.core.api_error import ApiError
+
+        folder = self.media.ensure()
+        try:
+            self.client.import_storage.local.create(
+                project=project, path=str(folder), title="sage-ada: the run's images",
+                description="copies under opaque names; not synced", use_blob_urls=True)
+        except ApiError as err:
+            self.client.projects.delete(id=project)
+            said = err.body if isinstance(err.body, (str, dict)) else err
+            raise OracleError(
+                f"Label Studio at {self.url} does not serve the folder of this run's images "
+                f"({folder}: {said}); start it with `infra/label-studio/server.sh start`, which "
+                "serves label_studio.media_root, from the same settings as the run (or set "
+                "label_studio.images: inline)") from None
 
     def round_view(self, project: int, round: int) -> int:
         """A data-manager tab per round ("Round 2"), so annotators and reviewers see one round's
@@ -524,25 +550,30 @@ class LabelStudioOracle:
             if (view.data or {}).get("title") == title:
                 return view.id
         view = self.client.views.create(project=project, data={
-            "title": title,
-            "filters": {"conjunction": "and", "items": [
-                {"filter": "filter:tasks:data.round", "operator": "equal", "type": "Number",
-                 "value": round}]}})
+            "title": title, "filters": round_filter(round)})
         return view.id
 
     def project_url(self, project_id: int) -> str:
         return f"{self.url}/projects/{project_id}/data"
 
-    def tasks(self, project_id: int) -> dict[str, object]:
-        """The project's tasks by item (tasks of older runs, by their sample_id's item)."""
-        return {t.data.get("item") or self.item(t.data.get("sample_id")): t for t in
-                self.client.tasks.list(project=project_id, fields="all", page_size=500)}
+    def tasks(self, project_id: int, round: Optional[int] = None) -> dict[str, object]:
+        """The tasks of ``round`` (every round: ``None``) by item (tasks of older runs, by their
+        sample_id's item), as ``round_tasks`` reads them."""
+        return {t.data.get("item") or self.item(t.data.get("sample_id")): t
+                for t in round_tasks(self.client, project_id, round)}
+
+    def shown(self, sample_id: str, path: str) -> str:
+        """What a task holds for its image: a URL of the run's copy (``reference``) or the
+        bytes (``inline``); neither names the file."""
+        if self.images == "inline":
+            return image_data_uri(self.data_root / path)
+        return self.media.put(self.item(sample_id), self.data_root / path)
 
     # ------------------------------------------------------------------ oracle interface
     def request(self, sample_ids: list[str], round: int, context: Optional[dict] = None) -> dict:
         context = context or {}
         project = self.project_id()
-        existing = self.tasks(project)
+        existing = self.tasks(project, round)   # a retried or resumed round: no duplicates
         new = [s for s in sample_ids if self.item(s) not in existing]
         if new:
             payload = []
@@ -550,7 +581,7 @@ class LabelStudioOracle:
                 info = context.get(sid, {})
                 if not info.get("path"):
                     raise OracleError(f"no image path for {sid}: the request context must name it")
-                task = {"data": {"image": image_data_uri(self.data_root / info["path"]),
+                task = {"data": {"image": self.shown(sid, info["path"]),
                                  "item": self.item(sid), "round": round,
                                  "score": info.get("score")}}
                 if info.get("prediction") is not None and self.show_guess:
@@ -572,9 +603,11 @@ class LabelStudioOracle:
                  len(new), url)
         return {"project_id": project, "round": round, "sample_ids": list(sample_ids), "url": url}
 
-    def _resolve(self, project: int, sample_ids: list[str]) -> dict[str, tuple]:
-        """``sample_id → (task, Resolution)`` for the samples that have a task now."""
-        tasks = self.tasks(project)
+    def _resolve(self, project: int, sample_ids: list[str],
+                 round: Optional[int] = None) -> dict[str, tuple]:
+        """``sample_id → (task, Resolution)`` for the samples that have a task now (in
+        ``round``, where given)."""
+        tasks = self.tasks(project, round)
         return {sid: (task, resolve(task.annotations or [], self.classes, self.resolve_rule, sid,
                                     self.ties))
                 for sid in sample_ids if (task := tasks.get(self.item(sid))) is not None}
@@ -586,11 +619,11 @@ class LabelStudioOracle:
         who), rather than waited on in silence."""
         if self.on_poll is not None:
             self.on_poll(handle)
-        found = self._resolve(handle["project_id"], handle["sample_ids"])
+        found = self._resolve(handle["project_id"], handle["sample_ids"], handle["round"])
         empty = empty_annotations([task for task, _ in found.values()], self.classes,
                                   per_task=self.annotators_per_task)
         if ask_again(self.client, handle["project_id"], empty):
-            found = self._resolve(handle["project_id"], handle["sample_ids"])
+            found = self._resolve(handle["project_id"], handle["sample_ids"], handle["round"])
         missing = [s for s in handle["sample_ids"] if s not in found]
         if missing:
             raise OracleError(f"tasks for {missing[:5]} vanished from project "
@@ -633,7 +666,8 @@ class LabelStudioOracle:
         long is already in the round's MLflow record. The samples are back in the pool, and a
         later selection gets a fresh task. Idempotent; returns how many tasks left."""
         closed = 0
-        for task, r in self._resolve(handle["project_id"], handle["sample_ids"]).values():
+        for task, r in self._resolve(handle["project_id"], handle["sample_ids"],
+                                     handle["round"]).values():
             if r.label is None:
                 self.client.tasks.delete(id=task.id)
                 closed += 1

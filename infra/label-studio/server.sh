@@ -6,8 +6,11 @@
 #   SAGE_ADA_PARAMS names; so the flow and the server agree by default), LABEL_STUDIO_DATA
 #   (.sage-ada/label-studio), LABEL_STUDIO_USERNAME / _PASSWORD / _USER_TOKEN (generated once
 #   into a mode-600 credentials file when not given; the token is never printed).
-#   Images reach Label Studio inside the tasks, so it serves no local files: no URL of it
-#   names a file, whose folder would name its class.
+#   Images reach annotators by reference: the run copies each selected image, under an opaque
+#   name, into label_studio.media_root (LABEL_STUDIO_MEDIA_ROOT overrides it), and Label Studio
+#   serves that folder and nothing else (its LOCAL_FILES_DOCUMENT_ROOT), to users of the
+#   project whose storage holds the run's folder. No URL names a dataset file, whose folder
+#   would name its class.
 #   LABEL_STUDIO_DATABASE_URL: postgresql://user:password@host:port/name keeps projects and
 #   annotations in PostgreSQL (a team; infra/postgres/server.sh url labelstudio gives one);
 #   default: SQLite under LABEL_STUDIO_DATA.
@@ -53,7 +56,7 @@ case "${1:-}" in
     [ -x "$VENV/bin/label-studio" ] || {
       echo "error: Label Studio is not installed; run infra/label-studio/install.sh first" >&2; exit 1; }
     credentials
-    mkdir -p "$DATA/home"
+    mkdir -p "$DATA/home" "$MEDIA"
     db=$(database_env) || exit 2
     # shellcheck disable=SC2086  # word splitting of db is intended: NAME=value pairs
     env -i PATH="$VENV/bin:/usr/bin:/bin" HOME="$DATA/home" $db \
@@ -63,7 +66,7 @@ case "${1:-}" in
       LABEL_STUDIO_DISABLE_SIGNUP_WITHOUT_LINK="${LABEL_STUDIO_DISABLE_SIGNUP_WITHOUT_LINK:-true}" \
       PYTHONPATH="$INFRA_ROOT/label-studio" DJANGO_SETTINGS_MODULE=sage_ada_label_studio \
       LABEL_STUDIO_BASE_DATA_DIR="$DATA/db" \
-      LABEL_STUDIO_LOCAL_FILES_SERVING_ENABLED=false \
+      LOCAL_FILES_SERVING_ENABLED=true LOCAL_FILES_DOCUMENT_ROOT="$MEDIA" \
       COLLECT_ANALYTICS=false LATEST_VERSION_CHECK=false SENTRY_DSN= FRONTEND_SENTRY_DSN= \
       bash -c "$(declare -f launch port_busy wait_http stop_named); RUN_DIR='$RUN_DIR' launch $NAME $PORT \
         http://127.0.0.1:$PORT/health ${LABEL_STUDIO_START_TIMEOUT:-240} \

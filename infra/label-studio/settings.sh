@@ -23,7 +23,21 @@ url = ((yaml.safe_load(open(sys.argv[1])) or {}).get("label_studio") or {}).get(
 print(urlparse(url).port or 8080)
 PY
 }
+params_media() {  # label_studio.media_root in the params file, absolute (relative: to the repository)
+  local py="$VENV/bin/python"
+  [ -x "$py" ] || py=python3
+  (cd "$REPO_ROOT" && "$py" - "$PARAMS" 2>/dev/null <<'PY') || echo "$REPO_ROOT/.sage-ada/label-studio/media"
+import os
+import sys
+
+import yaml
+
+root = ((yaml.safe_load(open(sys.argv[1])) or {}).get("label_studio") or {}).get("media_root")
+print(os.path.abspath(os.path.expanduser(root or ".sage-ada/label-studio/media")))
+PY
+}
 PORT=$(params_port)
+MEDIA=${LABEL_STUDIO_MEDIA_ROOT:-$(params_media)}
 if [ -n "${LABEL_STUDIO_PORT:-}" ] && [ "$LABEL_STUDIO_PORT" != "$PORT" ]; then
   echo "warning: LABEL_STUDIO_PORT=$LABEL_STUDIO_PORT, but label_studio.url in $PARAMS names port" \
        "$PORT: the flow looks there; set the same port in both (or unset LABEL_STUDIO_PORT)" >&2

@@ -3,7 +3,9 @@
 A run deployed with ``label_studio.wait: suspend`` registers a webhook on its Label Studio
 project whose URL names its flow run and round (``/label-studio?flow_run=…&project=…&round=…``,
 plus ``deadline`` when its wait times out). On each annotation event this receiver answers at
-once (Label Studio waits only a second), then checks the round in the background and resumes
+once (Label Studio waits only a second), then checks the round in the background (events of
+one round are merged: while its check runs, more events ask for one more check after it, not
+one each; a check reads only that round's tasks) and resumes
 the flow run when every task has its answers (``round_status``: the run's own definition of
 answered, labels outside the class list and annotations without a class not counted; the
 latter are asked again, as the run asks: ``ask_again``) or the deadline has passed. Every
@@ -44,6 +46,36 @@ class Receiver:
     def __init__(self, client, public_url: str):
         self.client, self.public_url = client, public_url.rstrip("/")
         self._lock = threading.Lock()  # one check at a time: events come in bursts
+        self._queue = threading.Lock()
+        self._busy: set[tuple] = set()    # rounds being checked
+        self._again: set[tuple] = set()   # ... with events since their check began
+        self.checks = 0                   # checks made (for the log and the tests)
+
+    def enqueue(self, query: dict[str, str], reason: str) -> bool:
+        """Check ``query``'s round soon, in the background. Events of a round that is being
+        checked are merged: they ask for one more check when it ends (an annotation saved
+        during a check may not be in what it read), however many arrive. False: merged."""
+        key = (query["flow_run"], query["project"], query["round"])
+        with self._queue:
+            if key in self._busy:
+                self._again.add(key)
+                return False
+            self._busy.add(key)
+        threading.Thread(target=self._drain, args=(key, query, reason), daemon=True).start()
+        return True
+
+    def _drain(self, key: tuple, query: dict[str, str], reason: str) -> None:
+        while True:
+            try:
+                self.check(query, reason)
+            except Exception as err:
+                log(f"check of flow run {query['flow_run']} failed: "
+                    f"{err.__class__.__name__}: {err}")
+            with self._queue:
+                if key not in self._again:
+                    self._busy.discard(key)
+                    return
+                self._again.discard(key)
 
     def check(self, query: dict[str, str], reason: str) -> str:
         """Resume the flow run if its round is answered (``round_status``: the run's own
@@ -60,6 +92,7 @@ class Receiver:
         flow_run, round_ = query["flow_run"], int(query["round"])
         deadline = float(query["deadline"]) if query.get("deadline") else None
         with self._lock:
+            self.checks += 1
             why = "timed out" if wait_over(deadline) else None
             if why is None:
                 status = round_status(self.client, int(query["project"]), round_,
@@ -134,15 +167,7 @@ def handler_for(receiver: Receiver):
             if url.path != "/label-studio" or not {"flow_run", "project", "round"} <= set(query):
                 return self._reply(400, {"error": "expected /label-studio?flow_run=&project=&round="})
             self._reply(202, {"status": "checking"})
-            threading.Thread(target=self._check, args=(query,), daemon=True).start()
-
-        @staticmethod
-        def _check(query):
-            try:
-                receiver.check(query, "webhook")
-            except Exception as err:
-                log(f"check of flow run {query['flow_run']} failed: "
-                    f"{err.__class__.__name__}: {err}")
+            receiver.enqueue(query, "webhook")
 
         def log_message(self, format, *args):  # quiet: one line per resume instead
             pass
