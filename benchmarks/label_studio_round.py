@@ -50,7 +50,8 @@ def main():
         port = s.getsockname()[1]
     with tempfile.TemporaryDirectory() as data:
         params = Path(data) / "params.yaml"  # the port is set once, as users do
-        params.write_text(f"label_studio:\n  url: http://127.0.0.1:{port}\n")
+        params.write_text(f"label_studio:\n  url: http://127.0.0.1:{port}\n"
+                          f"  media_root: {Path(data) / 'media'}\n")
         env = {**os.environ, "LABEL_STUDIO_DATA": data, "SAGE_ADA_PARAMS": str(params)}
         script = str(REPO / "infra/label-studio/server.sh")
         start = time.perf_counter()
@@ -62,7 +63,8 @@ def main():
             oracle = LabelStudioOracle(url=f"http://127.0.0.1:{port}", api_key=token,
                                        classes=classes, data_root=REPO / "data",
                                        experiment="benchmark", poll_interval_s=0.01,
-                                       on_timeout="fail", progress=False)
+                                       on_timeout="fail", progress=False,
+                                       media_root=Path(data) / "media")
             oracle.bind("label-studio-round")
             pool = manifest[manifest.split == "target_train"]
             push, polls, rounds = [], [], []

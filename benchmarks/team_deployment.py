@@ -72,7 +72,8 @@ def team_servers(work: Path):
     env.pop("MLFLOW_TRACKING_URI", None)
     ls_port = free_port()
     (work / "ls").mkdir(parents=True, exist_ok=True)
-    (work / "ls" / "params.yaml").write_text(f"label_studio:\n  url: http://127.0.0.1:{ls_port}\n")
+    (work / "ls" / "params.yaml").write_text(  # one folder of the images, for server and runs
+        f"label_studio:\n  url: http://127.0.0.1:{ls_port}\n  media_root: {work / 'ls' / 'media'}\n")
     stops = []
     try:
         script("postgres/server.sh", "start", env=env)
@@ -93,7 +94,8 @@ def team_servers(work: Path):
         env.update(MLFLOW_TRACKING_URI=f"http://127.0.0.1:{env['MLFLOW_PORT']}",
                    PREFECT_API_URL=f"http://127.0.0.1:{env['PREFECT_PORT']}/api",
                    LABEL_STUDIO_URL=f"http://127.0.0.1:{ls_port}",
-                   LABEL_STUDIO_CREDENTIALS=str(work / "ls" / "credentials.env"))
+                   LABEL_STUDIO_CREDENTIALS=str(work / "ls" / "credentials.env"),
+                   LABEL_STUDIO_MEDIA_ROOT=str(work / "ls" / "media"))
         script("webhooks/server.sh", "start", env=env)
         stops.append(("webhooks/server.sh", env))
         yield env
@@ -121,6 +123,7 @@ def scenario_params(env: dict, data_root: Path, manifest: Path, **train) -> dict
     raw["active"].update(oracle="label_studio", rounds=1, budget=5, annotate_timeout_s=3600)
     raw["label_studio"].update(
         url=env["LABEL_STUDIO_URL"], credentials=env["LABEL_STUDIO_CREDENTIALS"],
+        media_root=env["LABEL_STUDIO_MEDIA_ROOT"],
         poll_interval_s=0.5, wait="suspend",
         webhook_url=f"http://127.0.0.1:{env['SAGE_ADA_WEBHOOK_PORT']}")
     raw["tracking"].update(experiment="team")

@@ -43,14 +43,23 @@ def machine() -> dict:
 
 def save(part: str, figures: dict, command: str, load: tuple, seconds: float,
          path: Path = RESULTS) -> None:
-    """Merge one part's figures into the results file (other parts are kept as they were)."""
+    """Merge one part's figures into the results file (other parts are kept as they were; a
+    lock beside it, so parts run at once in two processes both land)."""
+    import fcntl
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path.with_suffix(".lock"), "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        _merge(part, figures, command, load, seconds, path)
+
+
+def _merge(part, figures, command, load, seconds, path: Path) -> None:
     old = json.loads(path.read_text()) if path.is_file() else {}
     parts = old.get("parts", {})
     parts[part] = {"figures": figures, "command": command, "machine": machine(),
                    "load_at_start": [round(x, 2) for x in load],
                    "measured_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
                    "seconds": round(seconds, 1)}
-    path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps({"issue": 31, "parts": parts}, indent=1) + "\n")
 
 

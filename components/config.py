@@ -135,6 +135,9 @@ class TrackingConfig(_Section):
     experiment: Optional[str] = None
     # one registered model per task: {source} and {target} are filled in
     registered_model: str = "sage-ada-{source}-to-{target}"
+    # keep the last k rounds' logged models (and the state checkpoints a tracking server keeps)
+    # plus every registered version; None or 0: keep every round (components/tracking/retention)
+    keep_round_models: Optional[int] = Field(None, ge=0)
 
     @model_validator(mode="after")
     def _placeholders(self):

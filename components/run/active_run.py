@@ -21,6 +21,7 @@ from components.run.saved import (PendingRound, ResumeMismatch, RunState, SavedR
 from components.run.steps import RunSteps
 from components.tracking.artifact_mirror import FLOW_RUN_TAG
 from components.tracking.lineage import STATE_TAG, Tracker, git_commit
+from components.tracking.retention import prune_rounds
 
 
 log = logging.getLogger("sage_ada.run")
@@ -275,7 +276,25 @@ class ActiveRun:
         old = self._checkpoint(round - 2)
         if round >= 2 and old.exists():
             old.unlink()
+        self._prune(round)
         return row
+
+    def _prune(self, round: int) -> None:
+        """``tracking.keep_round_models``: the store keeps the last k rounds (and registered
+        versions). The round is done whatever happens here: a failure is a warning, and the
+        next round's pass removes what this one left."""
+        from mlflow.exceptions import MlflowException
+
+        keep = self.cfg.tracking.keep_round_models
+        if not keep:
+            return
+        try:
+            prune_rounds(self.tracker.client, self.tracker.experiment_id, self.run_id,
+                         latest=round, keep=keep)
+        except (MlflowException, OSError) as err:
+            log.warning("round %d: could not remove the models of rounds before the last %d "
+                        "from the tracking store (%s); the next round tries again", round, keep,
+                        err)
 
     def failed(self) -> None:
         """Mark the run FAILED in MLflow as it stops on an error (it stays resumable: its
