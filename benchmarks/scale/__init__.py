@@ -20,3 +20,29 @@ def peak_rss_mib(children: bool = False) -> float:
     """Peak resident memory of this process (or of its finished children), in MiB."""
     who = resource.RUSAGE_CHILDREN if children else resource.RUSAGE_SELF
     return resource.getrusage(who).ru_maxrss / 1024
+
+
+def measured(argv: list[str], *, cwd, env: Optional[dict] = None, log=None) -> dict:
+    """Run ``argv`` in a fresh process; return its wall seconds, its own peak RSS (MiB, from
+    ``wait4``: this child and the children it waited for, nothing measured before) and exit
+    code. Output goes to ``log`` (a path; default: discarded), so a long run cannot block
+    on a full pipe. A failed command raises ``RuntimeError`` with the end of its output."""
+    import os
+    import subprocess
+    import time
+    from pathlib import Path
+
+    out = open(log, "w") if log else subprocess.DEVNULL
+    try:
+        start = time.perf_counter()
+        proc = subprocess.Popen(argv, cwd=cwd, env=env, stdout=out, stderr=subprocess.STDOUT)
+        _, status, usage = os.wait4(proc.pid, 0)
+        seconds = time.perf_counter() - start
+        proc.returncode = os.waitstatus_to_exitcode(status)
+    finally:
+        if log:
+            out.close()
+    if proc.returncode != 0:
+        tail = Path(log).read_text()[-3000:] if log else ""
+        raise RuntimeError(f"{' '.join(map(str, argv))} exited with {proc.returncode}:\n{tail}")
+    return {"seconds": seconds, "peak_rss_mib": usage.ru_maxrss / 1024, "rc": proc.returncode}

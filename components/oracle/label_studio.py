@@ -538,9 +538,9 @@ class LabelStudioOracle:
             said = err.body if isinstance(err.body, (str, dict)) else err
             raise OracleError(
                 f"Label Studio at {self.url} does not serve the folder of this run's images "
-                f"({folder}: {said}); start it with `infra/label-studio/server.sh start`, which "
-                "serves label_studio.media_root, from the same settings as the run (or set "
-                "label_studio.images: inline)") from None
+                f"({folder}: {said}); restart it with the run's settings "
+                "(`infra/label-studio/server.sh stop`, then `start`: it serves "
+                "label_studio.media_root), or set label_studio.images: inline") from None
 
     def round_view(self, project: int, round: int) -> int:
         """A data-manager tab per round ("Round 2"), so annotators and reviewers see one round's
