@@ -109,6 +109,15 @@ class ActiveConfig(_Section):
     embedding_storage: Literal["auto", "float32", "float16"] = "auto"  # Sage's N × C·m embedding
 
 
+class S3Config(_Section):
+    """Where ``label_studio.images: s3`` puts the images annotators see (``infra/s3/server.sh``
+    runs one such store); Label Studio reads them from there too."""
+    endpoint: str = "http://127.0.0.1:8333"  # the S3 API as the run and Label Studio reach it
+    bucket: str = "sage-ada"
+    # keys written by infra/s3/server.sh; AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY override them
+    credentials: str = ".sage-ada/s3/credentials.env"
+
+
 class LabelStudioConfig(_Section):
     url: str = "http://127.0.0.1:8080"
     credentials: str = ".sage-ada/label-studio/credentials.env"
@@ -126,9 +135,11 @@ class LabelStudioConfig(_Section):
     wait: Literal["block", "suspend"] = "block"
     webhook_url: str = ""          # the receiver of infra/webhooks/, as Label Studio reaches it
     # how images reach annotators: reference (a file of an opaque name under media_root, served
-    # by Label Studio's local-files storage; tasks hold a URL) or inline (bytes in each task)
-    images: Literal["reference", "inline"] = "reference"
+    # by Label Studio's local-files storage; tasks hold a URL), s3 (an object of an opaque key in
+    # the bucket of ``s3``, which Label Studio reads and proxies) or inline (bytes in each task)
+    images: Literal["reference", "s3", "inline"] = "reference"
     media_root: str = ".sage-ada/label-studio/media"  # Label Studio's LOCAL_FILES_DOCUMENT_ROOT
+    s3: S3Config = S3Config()
 
 
 class TrackingConfig(_Section):

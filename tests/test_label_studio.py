@@ -796,6 +796,21 @@ def test_nothing_shown_to_annotators_reveals_the_label(label_studio, digits_mani
     assert base64.b64decode(data) == (digits_root / paths[ids[0]]).read_bytes()
 
 
+@pytest.mark.slow
+def test_a_media_folder_the_server_does_not_serve_is_one_clear_error(label_studio, digits_manifest,
+                                                                     digits_root, tmp_path):
+    """A run whose label_studio.media_root is not the folder the server serves (another
+    settings file, a server started before images went by reference) fails at its first round
+    with one error that says to restart the server, and leaves no half-made project behind."""
+    oracle = _oracle(label_studio, digits_root, "media-elsewhere", media_root=tmp_path / "elsewhere")
+    pool = digits_manifest[digits_manifest.split == "target_train"].head(1)
+    with pytest.raises(OracleError, match=r"does not serve the folder of this run's images .*"
+                                          r"server\.sh stop`, then `start"):
+        oracle.request(list(pool.sample_id), 1, context={s: {"path": p} for s, p in
+                                                         zip(pool.sample_id, pool.path)})
+    assert oracle.find_project() is None
+
+
 def _logged_in(label_studio, email: str, password: str):
     """An httpx session logged in as a person (Label Studio's login form)."""
     import httpx

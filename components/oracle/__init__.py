@@ -29,6 +29,7 @@ def make_oracle(cfg, manifest, classes: list[str], *, auto_annotate: bool = Fals
                                instructions=ls.instructions, show_guess=ls.show_guess,
                                annotators_per_task=ls.annotators_per_task, ties=ls.ties,
                                images=ls.images, media_root=ls.media_root,
+                               s3=ls.s3.model_dump(),
                                pixelated=cfg.data.image_size <= ls.pixelated_below)
     if auto_annotate:
         pool = manifest[manifest["split"] == "target_train"]

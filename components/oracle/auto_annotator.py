@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from datetime import datetime, timezone
 
-from components.oracle.label_studio import choice_result
+from components.oracle.label_studio import choice_result, round_tasks
 
 
 class AutoAnnotator:
@@ -23,11 +23,12 @@ class AutoAnnotator:
         self.per_task = per_task       # annotations of the true label (annotators_per_task)
         self.created = 0
 
-    def annotate(self, project_id: int) -> int:
-        """Annotate every task that has no annotation yet; returns how many were annotated."""
+    def annotate(self, project_id: int, round: int | None = None) -> int:
+        """Annotate every task (of ``round``, where given) that has no annotation yet; returns
+        how many were annotated."""
         sample_of = {self.item_of(sid): sid for sid in self.truth}
         done = 0
-        for task in self.client.tasks.list(project=project_id, fields="all", page_size=500):
+        for task in round_tasks(self.client, project_id, round):
             if task.annotations:
                 continue
             sid = sample_of[task.data["item"]]
@@ -52,4 +53,4 @@ class AutoAnnotator:
 
     def __call__(self, handle: dict) -> None:
         """Hook for ``LabelStudioOracle.on_poll``: answer before each poll."""
-        self.annotate(handle["project_id"])
+        self.annotate(handle["project_id"], handle["round"])

@@ -66,7 +66,7 @@ from xml.sax.saxutils import escape, quoteattr
 from tqdm.auto import tqdm
 
 from components.oracle.base import OracleError, OracleTimeout
-from components.oracle.media import MediaFolder, image_data_uri
+from components.oracle.media import MediaFolder, S3Media, image_data_uri
 
 log = logging.getLogger("sage_ada.label_studio")
 
@@ -464,7 +464,8 @@ class LabelStudioOracle:
                  hotkeys: dict[str, str] | None = None, instructions: str = "",
                  pixelated: bool = False, show_guess: bool = True, annotators_per_task: int = 1,
                  ties: str = "ask_another", images: str = "reference",
-                 media_root: str | Path = ".sage-ada/label-studio/media"):
+                 media_root: str | Path = ".sage-ada/label-studio/media",
+                 s3: Optional[dict] = None):
         self.url, self.classes = url.rstrip("/"), classes
         # a hotkey clash fails here, first
         self.label_config = label_config(classes, hotkeys, pixelated=pixelated)
@@ -473,6 +474,11 @@ class LabelStudioOracle:
         self.annotators_per_task, self.ties = annotators_per_task, ties
         self.data_root = Path(data_root).resolve()
         self.images, self.media_root = images, media_root
+        self.s3 = dict(s3) if s3 else None   # images: s3: endpoint, bucket, credentials
+        if images == "s3" and not self.s3:
+            raise OracleError("label_studio.images: s3 needs label_studio.s3 (endpoint, bucket, "
+                              "credentials)")
+        self._s3_media: Optional[S3Media] = None
         self.experiment, self.poll_interval_s = experiment, poll_interval_s
         self.on_timeout, self.resolve_rule, self.progress = on_timeout, resolve_rule, progress
         self.client = client or connect(url, api_key)
@@ -488,8 +494,13 @@ class LabelStudioOracle:
         return item_id(self.run_id or "run", sample_id)
 
     @property
-    def media(self) -> MediaFolder:
-        return MediaFolder(self.media_root, self.run_id or "run")
+    def media(self) -> MediaFolder | S3Media:
+        run = self.run_id or "run"
+        if self.images != "s3":
+            return MediaFolder(self.media_root, run)
+        if self._s3_media is None or self._s3_media.run != run:  # one client, checked once
+            self._s3_media = S3Media(**self.s3, run=run)
+        return self._s3_media
 
     @property
     def title(self) -> str:
@@ -508,7 +519,7 @@ class LabelStudioOracle:
         found = self.find_project()
         if found is not None:
             return found
-        if self.images == "reference":
+        if self.images != "inline":
             self.media.ensure()   # a folder that cannot be made fails before the project is
         project = self.client.projects.create(
             title=self.title, label_config=self.label_config,
@@ -517,7 +528,7 @@ class LabelStudioOracle:
             expert_instruction=self.expert_instruction, show_instruction=False,
             show_skip_button=True, maximum_annotations=self.annotators_per_task,
             overlap_cohort_percentage=100)
-        if self.images == "reference":
+        if self.images != "inline":
             self.serve_media(project.id)
         return project.id
 
@@ -528,6 +539,8 @@ class LabelStudioOracle:
         to start it so that it does (the project is removed, so a retry starts clean)."""
         from label_studio_sdk.core.api_error import ApiError
 
+        if self.images == "s3":
+            return self._serve_s3(project)
         folder = self.media.ensure()
         try:
             self.client.import_storage.local.create(
@@ -541,6 +554,34 @@ class LabelStudioOracle:
                 f"({folder}: {said}); restart it with the run's settings "
                 "(`infra/label-studio/server.sh stop`, then `start`: it serves "
                 "label_studio.media_root), or set label_studio.images: inline") from None
+
+    def _serve_s3(self, project: int) -> None:
+        """``serve_media`` for ``images: s3``: an S3 source storage of the run's prefix, never
+        synced, with the store's read-only keys (Label Studio keeps them in its database and
+        never shows the secret through its API); ``presign`` off, so Label Studio reads each
+        image itself and sends it on to people logged in to the project, whose browsers need no
+        route to the store. Label Studio checks that the prefix holds an object, so the run's
+        prefix gets a note first. Where Label Studio cannot read the store, one error says why
+        (the project is removed, so a retry starts clean)."""
+        from label_studio_sdk.core.api_error import ApiError
+
+        media = self.media
+        media.upload("README.txt", (f"The images that annotators of sage-ada run {media.run} "
+                                    "see, one per task, named by its opaque item.\n").encode(),
+                     "text/plain")
+        try:
+            self.client.import_storage.s3.create(
+                project=project, title="sage-ada: the run's images",
+                description="objects under opaque keys; not synced", **media.storage())
+        except ApiError as err:
+            self.client.projects.delete(id=project)
+            said = err.body if isinstance(err.body, (str, dict)) else err
+            raise OracleError(
+                f"Label Studio at {self.url} cannot read this run's images from the S3 store at "
+                f"{media.endpoint}, bucket {media.bucket!r} ({said}); it must reach "
+                "label_studio.s3.endpoint at that address (a private address: start it without "
+                "LABEL_STUDIO_BAN_PRIVATE_WEBHOOKS=true) with the keys of "
+                "label_studio.s3.credentials, or set label_studio.images: reference") from None
 
     def round_view(self, project: int, round: int) -> int:
         """A data-manager tab per round ("Round 2"), so annotators and reviewers see one round's
@@ -563,8 +604,9 @@ class LabelStudioOracle:
                 for t in round_tasks(self.client, project_id, round)}
 
     def shown(self, sample_id: str, path: str) -> str:
-        """What a task holds for its image: a URL of the run's copy (``reference``) or the
-        bytes (``inline``); neither names the file."""
+        """What a task holds for its image: a URL of the run's copy (``reference``: a file
+        Label Studio serves; ``s3``: an ``s3://`` object Label Studio reads) or the bytes
+        (``inline``); none names the file."""
         if self.images == "inline":
             return image_data_uri(self.data_root / path)
         return self.media.put(self.item(sample_id), self.data_root / path)
