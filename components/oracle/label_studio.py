@@ -527,7 +527,11 @@ class LabelStudioOracle:
             # behind the "Instructions" buttons, not a modal over each task (issue 30)
             expert_instruction=self.expert_instruction, show_instruction=False,
             show_skip_button=True, maximum_annotations=self.annotators_per_task,
-            overlap_cohort_percentage=100)
+            overlap_cohort_percentage=100,
+            # a skip answers the task (``task_answered``), so Label Studio must not serve it to
+            # someone else (its default, REQUEUE_FOR_OTHERS): a label given there after the
+            # round was collected never reached the run (issue 31, five annotators at once)
+            skip_queue="IGNORE_SKIPPED")
         if self.images != "inline":
             self.serve_media(project.id)
         return project.id
