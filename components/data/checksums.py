@@ -27,6 +27,7 @@ import hashlib
 import io
 import json
 import os
+import stat
 from pathlib import Path
 from typing import NamedTuple
 
@@ -75,6 +76,7 @@ class ChecksumCache:
         self.path = Path(path) if path else None
         self.known: dict[str, list] = self._read()
         self.added: dict[str, list] = {}  # learnt by this process, not yet saved
+        self._folders: dict[str, str] = {}  # folder as given -> resolved (see _key_and_stat)
 
     def sha256(self, file: Path) -> str:
         return self._facts(Path(file), decode=False)[0]
@@ -84,8 +86,25 @@ class ChecksumCache:
         decoded; that is not cached, so a broken file is tried again each time)."""
         return self._facts(Path(file), decode=True)
 
+    def _key_and_stat(self, file: Path) -> tuple[str, os.stat_result]:
+        """The file's resolved path (the cache's key) and its stat. ``Path.resolve`` costs an
+        ``lstat`` per path component (about 40 µs a file, twice a file in ``data split``: 4 s
+        of a warm split of 52,000 files), so each folder is resolved once and a file that is
+        not itself a link is its resolved folder plus its name: the same key, and its
+        ``lstat`` is its stat. (A relative folder is resolved against the working folder of
+        its first file: a cache object lives within one command, which never changes it.)"""
+        info = os.lstat(file)
+        if stat.S_ISLNK(info.st_mode):
+            return str(file.resolve()), file.stat()
+        head, name = os.path.split(os.fspath(file))
+        folder = self._folders.get(head)
+        if folder is None:
+            folder = self._folders[head] = str(Path(head).resolve())
+        return os.path.join(folder, name), info
+
     def _facts(self, file: Path, *, decode: bool) -> tuple[str, Picture | None]:
-        key, stamp = str(file.resolve()), _stamp(file.stat())
+        key, info = self._key_and_stat(file)
+        stamp = _stamp(info)
         cached = self.known.get(key)
         if cached and cached[0] == stamp and (cached[2] is not None or not decode):
             return cached[1], (Picture(*cached[2]) if cached[2] else None)

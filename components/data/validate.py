@@ -142,12 +142,17 @@ def validate_manifest(manifest: pd.DataFrame, root: str | Path, classes: list[st
     asset = context.data_sources.add_pandas("manifest").add_dataframe_asset("manifest")
     batch = asset.add_batch_definition_whole_dataframe("all").get_batch(
         batch_parameters={"dataframe": facts})
-    failures = []
-    for check in _checks(classes, expected_size):
-        result = batch.validate(check.expectation, result_format="COMPLETE")
-        if result.success:
-            continue
-        failures.append(_describe(check, result, facts, classes))
+    # one suite, validated in one pass: check by check, GX fetched and hashed the whole table
+    # once per check (1.5 s of a 13 s warm split of 52,000 files; 0.45 s as one suite). Its
+    # results come back in its own order: each expectation carries its check's number.
+    checks = _checks(classes, expected_size)
+    for number, check in enumerate(checks):
+        check.expectation.meta = {"check": number}
+    suite = gx.ExpectationSuite(name="manifest", expectations=[c.expectation for c in checks])
+    results = sorted(batch.validate(suite, result_format="COMPLETE").results,
+                     key=lambda result: result.expectation_config.meta["check"])
+    failures = [_describe(checks[result.expectation_config.meta["check"]], result, facts, classes)
+                for result in results if not result.success]
     if failures:
         raise ManifestInvalid("manifest validation failed:\n" + "\n".join(failures)
                               + "\nThe previous manifest (if any) was left in place.")

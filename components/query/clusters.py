@@ -14,11 +14,17 @@ def nearest_to_centroids(features: np.ndarray, budget: int, seed: int,
     km = KMeans(n_clusters=budget, random_state=seed, n_init=3).fit(features, sample_weight=weights)
     dist = km.transform(features)  # (N, b) distances to the centroids
     picks: list[int] = []
+    taken: set[int] = set()
     for c in np.argsort(dist.min(0)):  # tightest clusters first
-        for i in np.argsort(dist[:, c]):
-            if int(i) not in picks:
-                picks.append(int(i))
-                break
+        column = dist[:, c]
+        nearest = int(np.argmin(column))
+        if nearest in taken or np.count_nonzero(column == column[nearest]) > 1:
+            # taken, or tied: the nearest not taken, in the order argsort gives ties
+            nearest = next(int(i) for i in np.argsort(column) if int(i) not in taken)
+        # (else the only nearest sample is free: what argsort's order gives first, without
+        # sorting N distances per centroid, 3 of CLUE's 70 s at N = 50,000, b = 1,000)
+        picks.append(nearest)
+        taken.add(nearest)
     return picks
 
 
