@@ -59,6 +59,18 @@ def chromium(shots: Path | None = None, *, network_log: bool = False):
     return driver
 
 
+def logged_in(url: str, email: str, password: str):
+    """An httpx session logged in to Label Studio at ``url`` as a person (its login form)."""
+    import httpx
+
+    browser = httpx.Client(base_url=url, follow_redirects=False, timeout=60)
+    browser.get("/user/login/")
+    browser.post("/user/login/", data={"email": email, "password": password,
+                                       "csrfmiddlewaretoken": browser.cookies["csrftoken"]},
+                 headers={"Referer": url + "/user/login/"})
+    return browser
+
+
 def free_port() -> int:
     """A port on 127.0.0.1 that nothing listens on (closed again before it is returned)."""
     with socket.socket() as s:

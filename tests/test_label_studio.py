@@ -21,7 +21,7 @@ from components.oracle.label_studio import (LabelStudioOracle, choice_result, cl
                                             connect, item_id, label_config, project_classes,
                                             rejected_labels, resolve, round_answered,
                                             round_status, task_answered)
-from tests.conftest import REPO, chromium, free_port
+from tests.conftest import REPO, chromium, free_port, logged_in
 
 CLASSES = [str(c) for c in range(10)]
 
@@ -767,7 +767,7 @@ def test_nothing_shown_to_annotators_reveals_the_label(label_studio, digits_mani
     tasks = list(oracle.client.tasks.list(project=handle["project_id"], fields="all"))
     assert {oracle.item(s) for s in ids} == {t.data["item"] for t in tasks}
     sample_of = {oracle.item(s): s for s in ids}
-    login = _logged_in(label_studio, *_admin(label_studio))
+    login = logged_in(label_studio["url"], *_admin(label_studio))
     for task in tasks:
         assert set(task.data) == {"image", "item", "round", "score"}
         shown = json.dumps(task.data)
@@ -809,19 +809,6 @@ def test_a_media_folder_the_server_does_not_serve_is_one_clear_error(label_studi
         oracle.request(list(pool.sample_id), 1, context={s: {"path": p} for s, p in
                                                          zip(pool.sample_id, pool.path)})
     assert oracle.find_project() is None
-
-
-def _logged_in(label_studio, email: str, password: str):
-    """An httpx session logged in as a person (Label Studio's login form)."""
-    import httpx
-
-    url = label_studio["url"]
-    browser = httpx.Client(base_url=url, follow_redirects=False)
-    browser.get("/user/login/")
-    browser.post("/user/login/", data={"email": email, "password": password,
-                                       "csrfmiddlewaretoken": browser.cookies["csrftoken"]},
-                 headers={"Referer": url + "/user/login/"})
-    return browser
 
 
 @pytest.mark.slow

@@ -13,7 +13,7 @@ import yaml
 from components.oracle import OracleError
 from components.oracle.label_studio import LabelStudioOracle
 from components.oracle.media import S3Media, read_s3_keys
-from tests.conftest import REPO, free_port
+from tests.conftest import REPO, free_port, logged_in
 
 CLASSES = [str(c) for c in range(10)]
 BUCKET = "team-images"
@@ -89,18 +89,6 @@ def label_studio(tmp_path_factory):
     subprocess.run(["bash", script, "stop"], env=env, timeout=60)
 
 
-def _logged_in(url: str, email: str, password: str):
-    """An httpx session logged in as a person (Label Studio's login form)."""
-    import httpx
-
-    browser = httpx.Client(base_url=url, follow_redirects=False, timeout=60)
-    browser.get("/user/login/")
-    browser.post("/user/login/", data={"email": email, "password": password,
-                                       "csrfmiddlewaretoken": browser.cookies["csrftoken"]},
-                 headers={"Referer": url + "/user/login/"})
-    return browser
-
-
 @pytest.mark.slow
 def test_images_in_an_object_store_reveal_nothing_and_reach_only_project_users(
         s3_store, label_studio, digits_manifest, digits_root):
@@ -130,7 +118,7 @@ def test_images_in_an_object_store_reveal_nothing_and_reach_only_project_users(
     writer = boto3.client("s3", endpoint_url=s3_store["endpoint"], region_name="us-east-1",
                           aws_access_key_id=s3_store["keys"]["writer"][0],
                           aws_secret_access_key=s3_store["keys"]["writer"][1])
-    login = _logged_in(label_studio["url"], *label_studio["user"])
+    login = logged_in(label_studio["url"], *label_studio["user"])
     sample_of = {oracle.item(s): s for s in ids}
     for task in tasks:
         item = task.data["item"]

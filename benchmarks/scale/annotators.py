@@ -48,6 +48,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Optional
 
+from components.oracle.label_studio import _choice  # what a person's annotation says
+
 REPO = Path(__file__).resolve().parents[2]
 
 NO_MORE_TASKS = "No More Tasks Left in Queue"
@@ -597,14 +599,6 @@ def make_oracle(server: dict, classes: list[str], data_root: Path, name: str, **
                                data_root=data_root, experiment=name, **settings)
     oracle.bind(name)
     return oracle
-
-
-def _choice(annotation: dict) -> Optional[str]:
-    for item in annotation.get("result") or []:
-        choices = (item.get("value") or {}).get("choices") or []
-        if choices:
-            return str(choices[0])
-    return None
 
 
 def reconcile(*, tasks, sample_of: dict, labels: dict, details: dict, corrections: dict,
