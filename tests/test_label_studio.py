@@ -812,9 +812,15 @@ def test_a_media_folder_the_server_does_not_serve_is_one_clear_error(label_studi
 
 
 @pytest.mark.slow
-def test_a_poll_asks_only_for_its_round(label_studio, digits_manifest, digits_root):
+def test_a_poll_asks_only_for_its_round(label_studio, digits_manifest, digits_root, monkeypatch):
     """Issue 31: a poll, a collect and the receiver's check read the round they check, filtered
-    by Label Studio (not every task of every round, filtered here), and no image bytes."""
+    by Label Studio (not every task of every round, filtered here), and no image bytes; while
+    people label, a poll reads only the tasks saved since the last one, and a round is called
+    answered only from a whole read."""
+    from datetime import timedelta
+
+    import components.oracle.label_studio as ls_module
+
 
     oracle = _oracle(label_studio, digits_root, "one-round-asked", poll_interval_s=0.05)
     pool = digits_manifest[digits_manifest.split == "target_train"].head(12)
@@ -838,9 +844,29 @@ def test_a_poll_asks_only_for_its_round(label_studio, digits_manifest, digits_ro
         assert rows is not None, sorted(got)
         assert {t["data"]["round"] for t in rows} == {2} and len(rows) == 4
         assert b"base64" not in response.content
+
+    def filters(request) -> list[str]:
+        return [f["filter"] for f in json.loads(request.url.params["query"])["filters"]["items"]]
+
+    monkeypatch.setattr(ls_module, "SETTLE", timedelta(0))  # no settling time: exact counts
+    oracle.poll(second)
+    one = oracle.tasks(second["project_id"], 2)[oracle.item(ids[8])]
+    oracle.client.annotations.create(id=one.id, result=choice_result(truth[ids[8]]))
+    seen.clear()
+    state = oracle.poll(second)
+    assert [s for s, r in state.items() if r.done] == [ids[8]]
+    (request, response), = [(q, r) for q, r in seen
+                            if q.url.path.rstrip("/") == "/api/tasks" and r.status_code == 200]
+    assert filters(request) == ["filter:tasks:data.round", "filter:tasks:updated_at"]
+    assert [t["id"] for t in response.json()["tasks"]] == [one.id]      # the one saved since
+
     AutoAnnotator(oracle.client, truth, item_of=oracle.item).annotate(first["project_id"])
     seen.clear()
     assert oracle.collect(second, timeout=5) == {s: truth[s] for s in ids[8:]}
+    asked = [filters(q) for q, r in seen if q.url.path.rstrip("/") == "/api/tasks"
+             and r.status_code == 200]
+    assert asked == [["filter:tasks:data.round", "filter:tasks:updated_at"],
+                     ["filter:tasks:data.round"]]          # the changes, then all to say so
     assert all(json.loads(q.url.params["query"])["filters"]["items"][0]["value"] == 2
                for q, _ in seen if q.url.path.rstrip("/") == "/api/tasks")
     seen.clear()

@@ -3,10 +3,11 @@ project sent them before issue 31) and by reference (now), side by side.
 
 For each way, a Label Studio of its own (``infra/label-studio/server.sh``, SQLite, a fresh data
 folder) and one run's project; each round pushes ``tasks`` photos of 224 px (JPEG, cut from
-scikit-learn's sample photographs), then measures one poll (the round's check, as the run and
-the receiver make it now), the whole-project listing that each poll made before (at a few
-sizes), and at those sizes two scripted annotators labelling the round through the API and
-one collect. At the
+scikit-learn's sample photographs), then measures a poll that reads the whole round (a round's
+first poll; the receiver's check), a poll while people label (``LIVE`` tasks labelled since the
+one before: five people for ten seconds), the whole-project listing that each poll made before
+issue 31 (at a few sizes), and at those sizes two scripted annotators labelling the rest of the
+round through the API and one collect. At the
 end: the database's size, the media folder's size, and in a real browser (Debian's chromium)
 the project's page and one task's page with its image loaded.
 """
@@ -31,6 +32,7 @@ CLASSES = [str(i) for i in range(10)]
 # (2 scripted annotators label a round of 1,000 in minutes on 2 cores; the other rounds' tasks
 # stay open, which is what a poll or a listing at that size reads anyway)
 MEASURED_AT = (1, 2, 5, 10)
+LIVE = 30   # annotations between two polls while people label: five people, 10 s, ~0.6/s each
 
 
 def photos(folder: Path, n: int, side: int = 224, seed: int = 0) -> list[str]:
@@ -81,11 +83,13 @@ def _size(path: Path) -> int:
     return sum(p.stat().st_size for p in Path(path).rglob("*") if p.is_file())
 
 
-def _annotate(client, project: int, round: int, workers: int = 2) -> int:
-    """Label every task of ``round``, as ``workers`` people at once through the API."""
+def _annotate(client, project: int, round: int, workers: int = 2, most: int = 0) -> int:
+    """Label every task of ``round`` (``most`` of them, where given), as ``workers`` people at
+    once through the API."""
     from components.oracle.label_studio import choice_result, round_tasks
 
     ids = [t.id for t in round_tasks(client, project, round) if not t.annotations]
+    ids = ids[:most] if most else ids
 
     def one(task_id: int) -> None:
         client.annotations.create(id=task_id, result=choice_result(random.choice(CLASSES)),
@@ -152,13 +156,18 @@ def grow(mode: str, server: dict, data_root: Path, names: list[str], args, shots
         start = time.perf_counter()
         handle = oracle.request(ids, r, context=context)
         push = time.perf_counter() - start
-        polls = []
-        for _ in range(3):
+        start = time.perf_counter()
+        oracle.poll(handle)                    # the round's first poll reads it whole
+        whole = time.perf_counter() - start
+        live = []
+        for _ in range(2):
+            _annotate(oracle.client, handle["project_id"], r, most=LIVE)
             start = time.perf_counter()
-            oracle.poll(handle)
-            polls.append(time.perf_counter() - start)
+            oracle.poll(handle)                # the tasks saved since the last poll
+            live.append(time.perf_counter() - start)
         row = {"round": r, "tasks_in_project": r * args.tasks, "push_s": push,
-               "import_mb": sent[-1] / 1e6 if sent else 0.0, "poll_s": statistics.median(polls)}
+               "import_mb": sent[-1] / 1e6 if sent else 0.0, "poll_whole_round_s": whole,
+               "poll_s": statistics.median(live)}
         if r in MEASURED_AT or r == args.rounds:
             start = time.perf_counter()
             every = [t for t in round_tasks(oracle.client, handle["project_id"])
@@ -205,8 +214,10 @@ def figures(measured: dict, args) -> dict:
             max(r["push_s"] for r in m["rounds"]), "s", at_most=5 if targets else None,
             note="slowest round")
         out[f"{mode}: import size of a round"] = figure(first["import_mb"], "MB")
-        out[f"{mode}: one poll at {n} tasks"] = figure(last["poll_s"], "s",
-                                                       at_most=1 if targets else None)
+        out[f"{mode}: one poll at {n} tasks ({LIVE} labelled since the last)"] = figure(
+            last["poll_s"], "s", at_most=1 if targets else None)
+        out[f"{mode}: a poll reading the whole round at {n} tasks"] = figure(
+            last["poll_whole_round_s"], "s", note="a round's first poll, and the receiver's check")
         out[f"{mode}: whole-project listing at {n} tasks (each poll, before)"] = figure(
             last["whole_project_listing_s"], "s")
         out[f"{mode}: one collect at {n} tasks"] = figure(last["collect_s"], "s")

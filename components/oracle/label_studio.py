@@ -59,6 +59,7 @@ import os
 import time
 from collections import Counter
 from dataclasses import dataclass
+from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import Optional
 from xml.sax.saxutils import escape, quoteattr
@@ -339,6 +340,11 @@ def classes_digest(classes) -> str:
 
 
 PAGE_SIZE = 500   # tasks per page of a listing
+# A poll reads the tasks of its round saved since the newest save it has seen, less SETTLE (a
+# save stamped earlier may commit later); every FULL_READ_EVERY polls, on a round's first poll,
+# after it deleted an annotation, and before it calls a round answered, it reads them all.
+SETTLE = timedelta(seconds=5)
+FULL_READ_EVERY = 30
 
 
 def round_filter(round: int) -> dict:
@@ -348,14 +354,30 @@ def round_filter(round: int) -> dict:
          "value": round}]}
 
 
-def round_tasks(client, project: int, round: Optional[int] = None):
+def round_tasks(client, project: int, round: Optional[int] = None, *,
+                changed_since: Optional[datetime] = None):
     """The tasks of ``round`` (all rounds: ``None``) with their annotations, filtered by Label
     Studio and paged: a check reads its round, not the whole project (which, with 10 rounds of
-    1,000, is ten times the work on every poll and every webhook). URIs are not resolved: no
-    check reads the image."""
-    query = None if round is None else json.dumps({"filters": round_filter(round)})
+    1,000, is ten times the work on every poll and every webhook). ``changed_since``: only the
+    tasks saved after then (an annotation saved, changed or skipped saves its task). URIs are
+    not resolved: no check reads the image."""
+    filters = round_filter(round) if round is not None else {"conjunction": "and", "items": []}
+    if changed_since is not None:
+        filters["items"].append({"filter": "filter:tasks:updated_at", "operator": "greater",
+                                 "type": "Datetime",  # the one form it parses
+                                 "value": changed_since.astimezone(timezone.utc).strftime(
+                                     "%Y-%m-%dT%H:%M:%S.%fZ")})
+    query = json.dumps({"filters": filters}) if filters["items"] else None
     return client.tasks.list(project=project, fields="all", query=query, resolve_uri=False,
                              page_size=PAGE_SIZE)
+
+
+def _saved_at(task) -> Optional[datetime]:
+    """When Label Studio last saved ``task`` (its clock, aware)."""
+    at = _field(task, "updated_at")
+    if isinstance(at, str):
+        at = datetime.fromisoformat(at.replace("Z", "+00:00"))
+    return at
 
 
 @dataclass
@@ -485,6 +507,7 @@ class LabelStudioOracle:
         self.run_id: Optional[str] = None
         self.details: dict[str, dict] = {}
         self.on_poll = None  # e.g. an AutoAnnotator, called before each poll
+        self._seen: dict[tuple, dict] = {}  # (project, round) → what polls read (``_read_round``)
 
     # ------------------------------------------------------------------ project
     def bind(self, run_id: str) -> None:
@@ -653,23 +676,54 @@ class LabelStudioOracle:
                  round: Optional[int] = None) -> dict[str, tuple]:
         """``sample_id → (task, Resolution)`` for the samples that have a task now (in
         ``round``, where given)."""
-        tasks = self.tasks(project, round)
+        return self._found(sample_ids, self.tasks(project, round))
+
+    def _found(self, sample_ids: list[str], tasks: dict[str, object]) -> dict[str, tuple]:
+        """``sample_id → (task, Resolution)`` for the samples found in ``tasks`` (by item)."""
         return {sid: (task, resolve(task.annotations or [], self.classes, self.resolve_rule, sid,
                                     self.ties))
                 for sid in sample_ids if (task := tasks.get(self.item(sid))) is not None}
 
+    def _read_round(self, project: int, round: int, *, full: bool) -> dict[str, object]:
+        """The round's tasks by item, as polls see them: all of them (``full``, a round's first
+        read, every ``FULL_READ_EVERY`` polls), else the ones saved since the last read merged
+        into what earlier reads found. At 1,000 tasks a round a full read takes seconds; while
+        people label, a poll reads the few tasks they saved since (issue 31)."""
+        key = (project, round)
+        seen = self._seen.get(key)
+        if full or seen is None or seen["reads"] >= FULL_READ_EVERY:
+            tasks = self.tasks(project, round)
+            seen = self._seen[key] = {"tasks": tasks, "reads": 0, "full": True}
+            changed = tasks.values()
+        else:
+            since = seen["newest"] - SETTLE if seen["newest"] else None
+            changed = list(round_tasks(self.client, project, round, changed_since=since))
+            seen["tasks"].update({t.data.get("item") or self.item(t.data.get("sample_id")): t
+                                  for t in changed})
+            seen["reads"] += 1
+            seen["full"] = False
+        stamps = [at for t in changed if (at := _saved_at(t)) is not None]
+        seen["newest"] = max(stamps + ([seen["newest"]] if seen.get("newest") else []),
+                             default=None)
+        return seen["tasks"]
+
     def poll(self, handle: dict) -> dict[str, Resolution]:
-        """The round's tasks resolved, each ``done`` by ``task_answered``. An annotation
-        without a class on a task that is not answered is asked again first (``ask_again``:
-        deleted, the task back in the queue, the log and the round's notice name task and
-        who), rather than waited on in silence."""
+        """The round's tasks resolved, each ``done`` by ``task_answered``, from the tasks saved
+        since the last poll (``_read_round``); a round that looks answered is read again whole
+        before it is called answered. An annotation without a class on a task that is not
+        answered is asked again first (``ask_again``: deleted, the task back in the queue, the
+        log and the round's notice name task and who), rather than waited on in silence."""
         if self.on_poll is not None:
             self.on_poll(handle)
-        found = self._resolve(handle["project_id"], handle["sample_ids"], handle["round"])
+        return self._poll(handle, full=False)
+
+    def _poll(self, handle: dict, *, full: bool) -> dict[str, Resolution]:
+        project, ids = handle["project_id"], handle["sample_ids"]
+        found = self._found(ids, self._read_round(project, handle["round"], full=full))
         empty = empty_annotations([task for task, _ in found.values()], self.classes,
                                   per_task=self.annotators_per_task)
-        if ask_again(self.client, handle["project_id"], empty):
-            found = self._resolve(handle["project_id"], handle["sample_ids"], handle["round"])
+        if ask_again(self.client, project, empty):   # a deletion may not save the task: all
+            found = self._found(ids, self._read_round(project, handle["round"], full=True))
         missing = [s for s in handle["sample_ids"] if s not in found]
         if missing:
             raise OracleError(f"tasks for {missing[:5]} vanished from project "
@@ -678,6 +732,9 @@ class LabelStudioOracle:
         overlap.update(self._settle_ties(handle, found))
         for sid, (task, r) in found.items():
             r.done = self._answered(task, overlap[sid])
+        if not self._seen[(project, handle["round"])]["full"] and all(
+                r.done for _, r in found.values()):
+            return self._poll(handle, full=True)   # answered: said only from a whole read
         return {sid: found[sid][1] for sid in handle["sample_ids"]}
 
     def _answered(self, task, overlap: Optional[int]) -> bool:
