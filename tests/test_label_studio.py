@@ -598,14 +598,18 @@ def test_the_receiver_merges_a_rounds_events(label_studio, digits_manifest, digi
     handle = oracle.request(ids, 1, context={s: {"path": p} for s, p in zip(ids, pool.path)})
     module = _receiver_module()
 
-    gate = threading.Event()
+    gate, starts, ends = threading.Event(), [], []
 
     class SlowReceiver(module.Receiver):
         """A check that lasts until a burst of events has arrived (as one of 1,000 tasks,
         under five annotators, lasts), so what the burst does is the same on any machine."""
         def check(self, query, reason):
+            starts.append(time.monotonic())
             gate.wait(30)
-            return super().check(query, reason)
+            try:
+                return super().check(query, reason)
+            finally:
+                ends.append(time.monotonic())
 
     port = free_port()
     receiver = SlowReceiver(oracle.client, f"http://127.0.0.1:{port}")
@@ -635,11 +639,13 @@ def test_the_receiver_merges_a_rounds_events(label_studio, digits_manifest, digi
         oracle.client.annotations.create(id=tasks[oracle.item(ids[2])].id,
                                          result=choice_result(truth[ids[2]]))
         gate.clear()
+        receiver.gap_s = 1.0             # while events keep coming: a pause between two checks
         for _ in range(5):                               # the last annotation's events
             assert httpx.post(url, content=b"{}").status_code == 202
         gate.set()
         idle()
         assert receiver.checks == 4 and resumed == ["fr-31"]
+        assert starts[-1] - ends[-2] >= 1.0
     finally:
         server.shutdown()
 

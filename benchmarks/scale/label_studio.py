@@ -160,11 +160,12 @@ def grow(mode: str, server: dict, data_root: Path, names: list[str], args, shots
         oracle.poll(handle)                    # the round's first poll reads it whole
         whole = time.perf_counter() - start
         live = []
-        for _ in range(2):
+        for _ in range(4):   # the first reads the import's last seconds too (SETTLE): not kept
             _annotate(oracle.client, handle["project_id"], r, most=LIVE)
             start = time.perf_counter()
             oracle.poll(handle)                # the tasks saved since the last poll
             live.append(time.perf_counter() - start)
+        live = live[1:]
         row = {"round": r, "tasks_in_project": r * args.tasks, "push_s": push,
                "import_mb": sent[-1] / 1e6 if sent else 0.0, "poll_whole_round_s": whole,
                "poll_s": statistics.median(live)}

@@ -17,7 +17,8 @@ Settings (environment): PREFECT_API_URL; LABEL_STUDIO_URL and LABEL_STUDIO_API_K
 credentials file of infra/label-studio/server.sh); SAGE_ADA_WEBHOOK_HOST (127.0.0.1; 0.0.0.0 in
 a container) and SAGE_ADA_WEBHOOK_PORT (8092);
 SAGE_ADA_WEBHOOK_URL (this receiver as Label Studio reaches it, default
-http://127.0.0.1:<port>); SAGE_ADA_SWEEP_S (300).
+http://127.0.0.1:<port>); SAGE_ADA_SWEEP_S (300); SAGE_ADA_CHECK_GAP_S (5: the least time
+between two checks of one round while its events keep coming).
 """
 from __future__ import annotations
 
@@ -43,8 +44,9 @@ def log(message: str) -> None:
 
 
 class Receiver:
-    def __init__(self, client, public_url: str):
+    def __init__(self, client, public_url: str, gap_s: float = 0.0):
         self.client, self.public_url = client, public_url.rstrip("/")
+        self.gap_s = gap_s                # the least time between two checks of one round
         self._lock = threading.Lock()  # one check at a time: events come in bursts
         self._queue = threading.Lock()
         self._busy: set[tuple] = set()    # rounds being checked
@@ -75,6 +77,10 @@ class Receiver:
                 if key not in self._again:
                     self._busy.discard(key)
                     return
+            # people are labelling: one more check, after a pause (a check of 1,000 tasks takes
+            # seconds of Label Studio's time; events that come meanwhile join this one)
+            time.sleep(self.gap_s)
+            with self._queue:
                 self._again.discard(key)
 
     def check(self, query: dict[str, str], reason: str) -> str:
@@ -189,7 +195,7 @@ def main() -> int:
     except Exception as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
-    receiver = Receiver(client, public)
+    receiver = Receiver(client, public, gap_s=float(os.environ.get("SAGE_ADA_CHECK_GAP_S", "5")))
     every = float(os.environ.get("SAGE_ADA_SWEEP_S", "300"))
 
     def sweeping():
