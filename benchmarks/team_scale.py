@@ -9,7 +9,7 @@ default) and is never committed.
 
     python benchmarks/team_scale.py                       # every part
     python benchmarks/team_scale.py --part data --part selection --n 50000
-    python benchmarks/team_scale.py --quick               # small sizes: checks the script runs
+    python benchmarks/team_scale.py --quick               # small sizes, figures kept apart: checks the script runs
 
 Parts: data (split and validation, cold and warm), selection (pool inference and selection for
 sage, clue, badge), label_studio (a project growing to 10 × 1,000 tasks, inline vs by
@@ -94,11 +94,13 @@ def main(argv=None) -> int:
     ap.add_argument("--annotators", type=int, default=5)
     ap.add_argument("--quick", action="store_true", help="small sizes, to check the script")
     ap.add_argument("--work", type=Path, help="where generated data goes (default: a temp dir)")
-    ap.add_argument("--results", type=Path, default=RESULTS)
+    ap.add_argument("--results", type=Path,
+                    help=f"where figures merge (default {RESULTS.relative_to(REPO)}; with "
+                         "--quick, team_scale_quick.json in --work)")
     ap.add_argument("--table", action="store_true", help="print the README table and stop")
     args = ap.parse_args(argv)
     if args.table:
-        print(table(args.results))
+        print(table(args.results or RESULTS))
         return 0
     if args.quick:
         args.n, args.rounds, args.tasks = min(args.n, 2_000), min(args.rounds, 2), min(args.tasks, 50)
@@ -106,6 +108,8 @@ def main(argv=None) -> int:
     with tempfile.TemporaryDirectory(prefix="team-scale-") as tmp:
         work = args.work or Path(tmp)
         work.mkdir(parents=True, exist_ok=True)
+        # a check of the script never replaces the figures measured at size
+        args.results = args.results or (work / "team_scale_quick.json" if args.quick else RESULTS)
         for part in args.part or PARTS:
             load, start = os.getloadavg(), time.perf_counter()
             figures = importlib.import_module(f"benchmarks.scale.{part}").run(args, work)

@@ -598,13 +598,14 @@ def test_the_receiver_merges_a_rounds_events(label_studio, digits_manifest, digi
     handle = oracle.request(ids, 1, context={s: {"path": p} for s, p in zip(ids, pool.path)})
     module = _receiver_module()
 
-    gate, starts, ends = threading.Event(), [], []
+    gate, starts, ends, queries = threading.Event(), [], [], []
 
     class SlowReceiver(module.Receiver):
         """A check that lasts until a burst of events has arrived (as one of 1,000 tasks,
         under five annotators, lasts), so what the burst does is the same on any machine."""
         def check(self, query, reason):
             starts.append(time.monotonic())
+            queries.append(dict(query))
             gate.wait(30)
             try:
                 return super().check(query, reason)
@@ -640,12 +641,14 @@ def test_the_receiver_merges_a_rounds_events(label_studio, digits_manifest, digi
                                          result=choice_result(truth[ids[2]]))
         gate.clear()
         receiver.gap_s = 1.0             # while events keep coming: a pause between two checks
-        for _ in range(5):                               # the last annotation's events
-            assert httpx.post(url, content=b"{}").status_code == 202
+        for n in range(5):                               # the last annotation's events
+            newer = "&deadline=4102444800" if n == 4 else ""   # a re-registered webhook's
+            assert httpx.post(url + newer, content=b"{}").status_code == 202
         gate.set()
         idle()
         assert receiver.checks == 4 and resumed == ["fr-31"]
         assert starts[-1] - ends[-2] >= 1.0
+        assert queries[-1].get("deadline") == "4102444800"   # the merged check: the newest query
     finally:
         server.shutdown()
 

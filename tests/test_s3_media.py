@@ -26,6 +26,8 @@ def test_s3_keys_come_from_the_environment_or_the_servers_file(tmp_path, monkeyp
     creds = tmp_path / "credentials.env"
     with pytest.raises(OracleError, match="no S3 keys.*infra/s3/server.sh start"):
         read_s3_keys(creds)
+    with pytest.raises(OracleError, match="no S3 keys"):       # as a run meets it, too
+        S3Media(f"http://127.0.0.1:{free_port()}", BUCKET, creds, "run").ensure()
     creds.write_text("# comment\nAWS_ACCESS_KEY_ID=w\nAWS_SECRET_ACCESS_KEY=ws\n")
     assert read_s3_keys(creds) == {"writer": ("w", "ws"), "reader": ("w", "ws")}
     creds.write_text(creds.read_text() + "LABEL_STUDIO_S3_ACCESS_KEY_ID=r\n"

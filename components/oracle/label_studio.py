@@ -52,6 +52,7 @@
 """
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import logging
@@ -556,14 +557,19 @@ class LabelStudioOracle:
             # round was collected never reached the run (issue 31, five annotators at once)
             skip_queue="IGNORE_SKIPPED")
         if self.images != "inline":
-            self.serve_media(project.id)
+            try:
+                self.serve_media(project.id)
+            except BaseException:   # a project whose images nobody can see: a retry starts clean
+                with contextlib.suppress(Exception):
+                    self.client.projects.delete(id=project.id)
+                raise
         return project.id
 
     def serve_media(self, project: int) -> None:
         """Let the project's users see the run's copies: a local-files storage of the run's
         folder, never synced (the run imports its tasks itself). Label Studio checks that the
         folder exists and lies under the folder it serves; where it does not, one error says how
-        to start it so that it does (the project is removed, so a retry starts clean)."""
+        to start it so that it does."""
         from label_studio_sdk.core.api_error import ApiError
 
         if self.images == "s3":
@@ -574,7 +580,6 @@ class LabelStudioOracle:
                 project=project, path=str(folder), title="sage-ada: the run's images",
                 description="copies under opaque names; not synced", use_blob_urls=True)
         except ApiError as err:
-            self.client.projects.delete(id=project)
             said = err.body if isinstance(err.body, (str, dict)) else err
             raise OracleError(
                 f"Label Studio at {self.url} does not serve the folder of this run's images "
@@ -588,8 +593,7 @@ class LabelStudioOracle:
         never shows the secret through its API); ``presign`` off, so Label Studio reads each
         image itself and sends it on to people logged in to the project, whose browsers need no
         route to the store. Label Studio checks that the prefix holds an object, so the run's
-        prefix gets a note first. Where Label Studio cannot read the store, one error says why
-        (the project is removed, so a retry starts clean)."""
+        prefix gets a note first. Where Label Studio cannot read the store, one error says why."""
         from label_studio_sdk.core.api_error import ApiError
 
         media = self.media
@@ -601,7 +605,6 @@ class LabelStudioOracle:
                 project=project, title="sage-ada: the run's images",
                 description="objects under opaque keys; not synced", **media.storage())
         except ApiError as err:
-            self.client.projects.delete(id=project)
             said = err.body if isinstance(err.body, (str, dict)) else err
             raise OracleError(
                 f"Label Studio at {self.url} cannot read this run's images from the S3 store at "
@@ -722,7 +725,8 @@ class LabelStudioOracle:
         found = self._found(ids, self._read_round(project, handle["round"], full=full))
         empty = empty_annotations([task for task, _ in found.values()], self.classes,
                                   per_task=self.annotators_per_task)
-        if ask_again(self.client, project, empty):   # a deletion may not save the task: all
+        if empty:   # deleted (or already gone): a deletion may not save the task, so read all
+            ask_again(self.client, project, empty)
             found = self._found(ids, self._read_round(project, handle["round"], full=True))
         missing = [s for s in handle["sample_ids"] if s not in found]
         if missing:
@@ -769,6 +773,7 @@ class LabelStudioOracle:
         long is already in the round's MLflow record. The samples are back in the pool, and a
         later selection gets a fresh task. Idempotent; returns how many tasks left."""
         closed = 0
+        self._seen.pop((handle["project_id"], handle["round"]), None)   # the polls' copy
         for task, r in self._resolve(handle["project_id"], handle["sample_ids"],
                                      handle["round"]).values():
             if r.label is None:
@@ -877,7 +882,8 @@ class LabelStudioOracle:
                 if done == total:
                     break
                 if time.monotonic() >= deadline:
-                    if self.on_timeout == "partial":
+                    if self.on_timeout == "partial":   # what the round ends with: read whole
+                        state = self._poll(handle, full=True)
                         break
                     if self.on_timeout == "fail":
                         rejected = [(sid, label) for sid, r in state.items() if not r.done

@@ -192,8 +192,9 @@ class S3Media:
     def ensure(self) -> str:
         """Check once that the store answers, takes the keys and has the bucket; its URL."""
         if not self._checked:
+            client = self.client   # no keys: read_s3_keys's own error, not "unreachable"
             try:
-                self.client.head_bucket(Bucket=self.bucket)
+                client.head_bucket(Bucket=self.bucket)
             except Exception as err:  # botocore's errors: unreachable, refused, no bucket
                 raise self._failed(err, "checking the bucket") from None
             self._checked = True

@@ -37,7 +37,9 @@ print(os.path.abspath(os.path.expanduser(root or ".sage-ada/label-studio/media")
 PY
 }
 PORT=$(params_port)
-MEDIA=${LABEL_STUDIO_MEDIA_ROOT:-$(params_media)}
+# symlinks resolved, as the run resolves media_root: Label Studio refuses a run's folder that
+# does not lie under this path as written
+MEDIA=$(realpath -m "${LABEL_STUDIO_MEDIA_ROOT:-$(params_media)}")
 if [ -n "${LABEL_STUDIO_PORT:-}" ] && [ "$LABEL_STUDIO_PORT" != "$PORT" ]; then
   echo "warning: LABEL_STUDIO_PORT=$LABEL_STUDIO_PORT, but label_studio.url in $PARAMS names port" \
        "$PORT: the flow looks there; set the same port in both (or unset LABEL_STUDIO_PORT)" >&2

@@ -50,7 +50,8 @@ class Receiver:
         self._lock = threading.Lock()  # one check at a time: events come in bursts
         self._queue = threading.Lock()
         self._busy: set[tuple] = set()    # rounds being checked
-        self._again: set[tuple] = set()   # ... with events since their check began
+        self._again: dict[tuple, tuple] = {}   # ... with events since their check began: the
+                                               # newest event's (query, reason)
         self.checks = 0                   # checks made (for the log and the tests)
 
     def enqueue(self, query: dict[str, str], reason: str) -> bool:
@@ -60,7 +61,7 @@ class Receiver:
         key = (query["flow_run"], query["project"], query["round"])
         with self._queue:
             if key in self._busy:
-                self._again.add(key)
+                self._again[key] = (query, reason)   # a re-registered webhook's newer query
                 return False
             self._busy.add(key)
         threading.Thread(target=self._drain, args=(key, query, reason), daemon=True).start()
@@ -81,7 +82,7 @@ class Receiver:
             # seconds of Label Studio's time; events that come meanwhile join this one)
             time.sleep(self.gap_s)
             with self._queue:
-                self._again.discard(key)
+                query, reason = self._again.pop(key)
 
     def check(self, query: dict[str, str], reason: str) -> str:
         """Resume the flow run if its round is answered (``round_status``: the run's own
