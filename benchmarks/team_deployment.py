@@ -68,8 +68,10 @@ def team_servers(work: Path):
            "POSTGRES_DATA": str(pg / "data"), "MLFLOW_PORT": str(free_port()),
            "MLFLOW_STORE": str(work / "mlflow"), "PREFECT_PORT": str(free_port()),
            "PREFECT_HOME": str(work / "prefect"), "SAGE_ADA_WEBHOOK_PORT": str(free_port()),
-           "SAGE_ADA_SWEEP_S": "600", "PREFECT_SERVER_ANALYTICS_ENABLED": "false"}
+           "SAGE_ADA_SWEEP_S": "600", "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
+           "SAGE_ADA_SECRETS": str(work / "secrets")}   # the webhook secret, for all of them
     env.pop("MLFLOW_TRACKING_URI", None)
+    env.pop("PREFECT_API_AUTH_STRING", None)
     ls_port = free_port()
     (work / "ls").mkdir(parents=True, exist_ok=True)
     (work / "ls" / "params.yaml").write_text(  # one folder of the images, for server and runs
@@ -91,6 +93,8 @@ def team_servers(work: Path):
         stops.append(("label-studio/server.sh", ls_env))
         script("prefect/server.sh", "start", env=env)
         stops.append(("prefect/server.sh", env))
+        # a client's login, as the server script says to export it (issue 32)
+        env["PREFECT_API_AUTH_STRING"] = (work / "secrets" / "prefect-auth").read_text().strip()
         env.update(MLFLOW_TRACKING_URI=f"http://127.0.0.1:{env['MLFLOW_PORT']}",
                    PREFECT_API_URL=f"http://127.0.0.1:{env['PREFECT_PORT']}/api",
                    LABEL_STUDIO_URL=f"http://127.0.0.1:{ls_port}",
@@ -200,7 +204,7 @@ def run_scenario(work: Path, data_root: Path, manifest: Path, **train) -> dict:
     import pandas as pd
     from mlflow.tracking import MlflowClient
     from prefect import get_client
-    from prefect.settings import PREFECT_API_URL, temporary_settings
+    from prefect.settings import PREFECT_API_AUTH_STRING, PREFECT_API_URL, temporary_settings
 
     pool = pd.read_csv(manifest)
     truth = dict(zip(pool["sample_id"], pool["label"].astype(str)))
@@ -208,7 +212,8 @@ def run_scenario(work: Path, data_root: Path, manifest: Path, **train) -> dict:
     with team_servers(work) as env:
         params = scenario_params(env, data_root, manifest, **train)
         a, b = make_clone(work / "clone-a", params), make_clone(work / "clone-b", params)
-        with temporary_settings({PREFECT_API_URL: env["PREFECT_API_URL"]}), \
+        with temporary_settings({PREFECT_API_URL: env["PREFECT_API_URL"],
+                                 PREFECT_API_AUTH_STRING: env["PREFECT_API_AUTH_STRING"]}), \
                 get_client(sync_client=True) as prefect:
             with worker(env, a) as pid_a:
                 deployed = subprocess.run(["prefect", "--no-prompt", "deploy", "--all"], cwd=a,

@@ -18,6 +18,7 @@ from components.config import Config, load_config
 from components.data import prepare as data_steps
 from components.data.versioning import data_hash
 from components.oracle import OracleTimeout, make_oracle
+from components.oracle.label_studio import DEADLINE_TAG
 from components.run import watchdog
 from components.run.active_run import ActiveRun
 from components.run.preflight import ServerDown, claim_settings
@@ -26,6 +27,9 @@ from components.run.steps import RunSteps
 from components.tracking.lineage import git_commit, tracking_server_lost
 
 IO = dict(retries=2, retry_delay_seconds=2, cache_policy=NO_CACHE)
+# the model registry's slot: infra/prefect/worker.sh gives this tag a concurrency limit of one,
+# so two runs finishing together promote `champion` one after the other (a read, then a write)
+REGISTRY_SLOT = "sage-ada-registry"
 PURE = dict(cache_policy=NO_CACHE)
 
 
@@ -118,13 +122,22 @@ def can_collect(run: ActiveRun, round: int, timeout: float) -> bool:
 
 @task(name="watch", task_run_name="watch round {round}", **IO)
 def watch(run: ActiveRun, round: int, timeout: float, stop: bool = False) -> None:
-    """Have Label Studio call the receiver of infra/webhooks/ on each annotation (or no more)."""
+    """Have Label Studio call the receiver of infra/webhooks/ on each annotation (or no more).
+    When the wait times out goes on the flow run in Prefect, as a tag: the receiver reads it
+    there, never from a request (issue 32)."""
+    from prefect import get_client
     from prefect.runtime import flow_run
 
     if stop:
         run.unwatch()
-    else:
-        run.watch(str(flow_run.id), timeout)
+        return
+    deadline = run.deadline(timeout)
+    with get_client(sync_client=True) as client:
+        tags = [t for t in client.read_flow_run(flow_run.id).tags
+                if not t.startswith(DEADLINE_TAG)]
+        client.update_flow_run(flow_run.id, tags=tags + (
+            [f"{DEADLINE_TAG}{deadline:.0f}"] if deadline is not None else []))
+    run.watch(str(flow_run.id))
 
 
 def suspends(cfg: Config) -> bool:
@@ -138,6 +151,15 @@ def suspends(cfg: Config) -> bool:
                                  "to resume the run; this run waits in its process instead")
         return False
     return True
+
+
+def deployment_resume(run_id: str) -> str:
+    """The command that continues ``run_id`` through this flow run's deployment (a worker runs
+    it, and it suspends while people label), not in a process of the caller's."""
+    from prefect.runtime import deployment, flow_run
+
+    return (f"`prefect deployment run '{flow_run.flow_name}/{deployment.name}' "
+            f"--param resume={run_id}`")
 
 
 def wait_holding_nothing(run: ActiveRun, round: int, timeout: float) -> None:
@@ -250,12 +272,19 @@ def _rounds(cfg: Config, run: ActiveRun) -> dict:
         select(run, r)
         if suspending:
             wait_holding_nothing(run, r, timeout)
-        annotate.with_options(timeout_seconds=hard)(run, r, timeout)
+        try:
+            annotate.with_options(timeout_seconds=hard)(run, r, timeout)
+        except OracleTimeout as err:
+            if not suspending:
+                raise
+            raise OracleTimeout(f"{err}. This run was deployed: resume it through its "
+                                f"deployment, so that it waits suspended again: "
+                                f"{deployment_resume(run.run_id)}") from None
         if suspending:
             watch(run, r, timeout, stop=True)
         training(run, r)
         print_row(evaluate(run, r))
-    version = register(run)
+    version = register.with_options(tags=[REGISTRY_SLOT])(run)
     return {"run_id": run.run_id, "history": run.state.history,
             "labelled": run.state.labelled, "registered_version": version,
             "experiment": cfg.experiment_name}

@@ -48,7 +48,8 @@ def deployed_run(strategy: Strategy = FORM.active.strategy,
                  seed: Annotated[int, Field(ge=0, lt=2**32)] = FORM.active.seed,
                  oracle: Oracle = FORM.active.oracle,
                  overrides: Optional[dict[str, Any]] = None,
-                 params: str = "params.yaml", progress: bool = False) -> dict:
+                 params: str = "params.yaml", progress: bool = False,
+                 resume: Optional[str] = None) -> dict:
     """One active domain adaptation run with these settings over ``params``' others.
 
     Args:
@@ -60,7 +61,12 @@ def deployed_run(strategy: Strategy = FORM.active.strategy,
         overrides: any other setting by dotted key: {"train.regulariser": "mme"}.
         params: the settings file, relative to the clone the worker runs in.
         progress: progress bars in the run's log.
+        resume: an MLflow run id to continue (a wait that timed out, a failure): the run keeps
+            its own settings, and the fields above are not used.
     """
+    if resume:
+        return active_domain_adaptation.fn(params=params, overrides=overrides, resume=resume,
+                                           progress=progress)
     typed = {"active.strategy": strategy, "active.rounds": rounds, "active.budget": budget,
              "active.seed": seed, "train.seed": seed, "active.oracle": oracle}
     return active_domain_adaptation.fn(params=params, overrides={**(overrides or {}), **typed},

@@ -62,3 +62,18 @@ status_named() {
     echo "$1 not running"; return 1
   fi
 }
+
+secret_env() {  # NAME VAR: export VAR from the secret NAME (components/secrets.py), made once
+  # when missing; a VAR already set is kept. Never printed: the value goes to the environment
+  # of this script's processes only, never onto a command line.
+  local file
+  (cd "$REPO_ROOT" && python -m components.secrets ensure "$1") || return 1
+  file=$(cd "$REPO_ROOT" && python -m components.secrets path "$1")
+  if [ -z "${!2:-}" ]; then export "$2"="$(cat "$file")"; fi
+}
+
+secret_env_if_made() {  # NAME VAR: as secret_env, but only where the secret's file exists
+  local file
+  file=$(cd "$REPO_ROOT" && python -m components.secrets path "$1") || return 0
+  if [ -z "${!2:-}" ] && [ -f "$file" ]; then export "$2"="$(cat "$file")"; fi
+}

@@ -29,6 +29,34 @@ if os.environ.get("PYTEST_XDIST_WORKER"):
                                      f"prefect-home-{os.environ['PYTEST_XDIST_WORKER']}")
 
 
+@pytest.fixture(scope="session", autouse=True)
+def team_secrets(tmp_path_factory):
+    """The servers' secrets for this session (components/secrets.py), in a folder of its own,
+    not the user's ~/.config/sage-ada; MLflow clients log in as the admin of the servers that
+    infra/mlflow/server.sh starts (it reads the same password), as on a team's machine."""
+    from components.secrets import MLFLOW_PASSWORD, ensure_secret, mlflow_login
+
+    os.environ["SAGE_ADA_SECRETS"] = str(tmp_path_factory.mktemp("secrets"))
+    for name in ("MLFLOW_TRACKING_USERNAME", "MLFLOW_TRACKING_PASSWORD", "PREFECT_API_AUTH_STRING",
+                 "SAGE_ADA_WEBHOOK_SECRET"):
+        os.environ.pop(name, None)
+    ensure_secret(MLFLOW_PASSWORD)
+    assert mlflow_login()
+    yield Path(os.environ["SAGE_ADA_SECRETS"])
+
+
+def report_probes(name: str, probes: list[dict]) -> None:
+    """A security test's probes (what was tried, what it should get, what it got), kept in
+    ``$SAGE_ADA_PROBE_REPORT/<name>.json`` when that folder is set
+    (benchmarks/security_probe.py gathers them into benchmarks/results/security_probe.json)."""
+    import json
+
+    folder = os.environ.get("SAGE_ADA_PROBE_REPORT")
+    if folder:
+        Path(folder).mkdir(parents=True, exist_ok=True)
+        (Path(folder) / f"{name}.json").write_text(json.dumps(probes, indent=1))
+
+
 def fresh_python(code: str, *args: str, env: dict, timeout: float = 300):
     """Run ``code`` in a new Python process at the repository root, with exactly ``env`` (plus
     the repository on PYTHONPATH): what the libraries choose once per process is chosen anew."""

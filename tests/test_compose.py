@@ -41,7 +41,9 @@ def test_compose_runs_every_team_server_on_postgresql():
     reason="docker compose is not installed here")
 def test_docker_compose_accepts_the_file(tmp_path):
     env = tmp_path / "team.env"
-    env.write_text("POSTGRES_PASSWORD=p\nLABEL_STUDIO_PASSWORD=p\nLABEL_STUDIO_USER_TOKEN=t\n")
+    env.write_text("POSTGRES_PASSWORD=p\nLABEL_STUDIO_PASSWORD=p\nLABEL_STUDIO_USER_TOKEN=t\n"
+                   "SAGE_ADA_WEBHOOK_SECRET=s\nPREFECT_API_AUTH_STRING=u:p\n"
+                   "MLFLOW_ADMIN_PASSWORD=p\nMLFLOW_FLASK_SERVER_SECRET_KEY=k\n")
     out = subprocess.run(["docker", "compose", "-f", str(COMPOSE), "--env-file", str(env),
                           "config", "--quiet"], capture_output=True, text=True)
     assert out.returncode == 0, out.stderr

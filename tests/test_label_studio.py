@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import contextlib
 import json
 import logging
 import os
@@ -21,7 +22,7 @@ from components.oracle.label_studio import (LabelStudioOracle, choice_result, cl
                                             connect, item_id, label_config, project_classes,
                                             rejected_labels, resolve, round_answered,
                                             round_status, task_answered)
-from tests.conftest import REPO, chromium, free_port, logged_in
+from tests.conftest import REPO, chromium, free_port, logged_in, report_probes
 
 CLASSES = [str(c) for c in range(10)]
 
@@ -240,8 +241,10 @@ def label_studio(tmp_path_factory):
     port = free_port()
     params = data / "params.yaml"  # the port is set once, in label_studio.url, as users do
     media = data / "media"      # where runs copy the images annotators see; the server serves it
+    receiver = f"http://127.0.0.1:{free_port()}"   # the webhook receiver's address, trusted
     params.write_text(yaml.safe_dump({"label_studio": {"url": f"http://127.0.0.1:{port}",
-                                                       "media_root": str(media)}}))
+                                                       "media_root": str(media),
+                                                       "webhook_url": receiver}}))
     env = {**os.environ, "LABEL_STUDIO_DATA": str(data), "SAGE_ADA_PARAMS": str(params)}
     env.pop("LABEL_STUDIO_PORT", None)
     script = str(REPO / "infra/label-studio/server.sh")
@@ -250,7 +253,7 @@ def label_studio(tmp_path_factory):
     token = [l.split("=", 1)[1] for l in creds.read_text().splitlines() if "TOKEN" in l][0]
     assert oct(creds.stat().st_mode)[-3:] == "600"
     yield {"url": f"http://127.0.0.1:{port}", "credentials": str(creds), "env": env,
-           "token": token, "media": str(media),
+           "token": token, "media": str(media), "receiver": receiver,
            "server": lambda action: subprocess.run(["bash", script, action], env=env, check=True,
                                                    timeout=400)}
     subprocess.run(["bash", script, "stop"], env=env, timeout=60)
@@ -508,6 +511,43 @@ def _receiver_module():
     return module
 
 
+class Runs:
+    """What Prefect would say of the tests' made-up flow runs: when their wait times out (the
+    flow's tag), and whether one is still on its way to suspending."""
+
+    def __init__(self, deadline=None, suspending=False):
+        self.deadline_at, self.is_suspending = deadline, suspending
+
+    def deadline(self, flow_run):
+        return self.deadline_at
+
+    def suspending(self, flow_run):
+        return self.is_suspending
+
+
+@contextlib.contextmanager
+def serving(app, url: str):
+    """``app`` served by uvicorn at ``url`` (http://127.0.0.1:<port>) in a thread, as
+    receiver.py's main serves it."""
+    import threading
+
+    import uvicorn
+
+    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=int(url.rsplit(":", 1)[1]),
+                                           log_level="warning", access_log=False))
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 20
+    while not server.started and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert server.started
+    try:
+        yield url
+    finally:
+        server.should_exit = True
+        thread.join(10)
+
+
 @pytest.mark.slow
 def test_a_label_outside_the_class_list_neither_resumes_nor_loops(label_studio, digits_manifest,
                                                                     digits_root, monkeypatch,
@@ -528,8 +568,9 @@ def test_a_label_outside_the_class_list_neither_resumes_nor_loops(label_studio, 
     ids, truth = list(pool.sample_id), dict(zip(pool.sample_id, pool.label))
     handle = oracle.request(ids, 1, context={s: {"path": p} for s, p in zip(ids, pool.path)})
     project = handle["project_id"]
-    receiver_url = f"http://127.0.0.1:{free_port()}"               # nothing listens: no call lands
-    oracle.watch(handle, receiver_url, "flow-run-29", deadline=None)
+    receiver_url = label_studio["receiver"]                         # nothing listens: no call lands
+    monkeypatch.setenv("SAGE_ADA_WEBHOOK_SECRET", "a-secret")
+    oracle.watch(handle, receiver_url, "flow-run-29")
     (hook,) = [h for h in oracle.client.webhooks.list(project=str(project))
                if h.url.startswith(receiver_url)]
     from urllib.parse import parse_qs, urlparse
@@ -541,7 +582,7 @@ def test_a_label_outside_the_class_list_neither_resumes_nor_loops(label_studio, 
                                      result=choice_result(truth[ids[0]]))
     bad = oracle.client.annotations.create(id=tasks[oracle.item(ids[1])].id,
                                            result=choice_result("eleven"))
-    receiver = _receiver_module().Receiver(oracle.client, receiver_url)
+    receiver = _receiver_module().Receiver(oracle.client, receiver_url, runs=Runs())
     capsys.readouterr()
     for _ in range(3):                       # webhook calls and sweeps: the same answer each time
         assert oracle.complete(handle) is False                     # what the run says
@@ -579,7 +620,6 @@ def test_the_receiver_merges_a_rounds_events(label_studio, digits_manifest, digi
     however many they are; that check sees the last annotation, and resumes the run."""
     import concurrent.futures
     import threading
-    from http.server import ThreadingHTTPServer
 
     import httpx
     import prefect.flow_runs
@@ -597,6 +637,8 @@ def test_the_receiver_merges_a_rounds_events(label_studio, digits_manifest, digi
     ids, truth = list(pool.sample_id), dict(zip(pool.sample_id, pool.label))
     handle = oracle.request(ids, 1, context={s: {"path": p} for s, p in zip(ids, pool.path)})
     module = _receiver_module()
+    monkeypatch.setenv("SAGE_ADA_WEBHOOK_SECRET", "a-secret")
+    oracle.watch(handle, label_studio["receiver"], "fr-31")
 
     gate, starts, ends, queries = threading.Event(), [], [], []
 
@@ -612,12 +654,11 @@ def test_the_receiver_merges_a_rounds_events(label_studio, digits_manifest, digi
             finally:
                 ends.append(time.monotonic())
 
-    port = free_port()
-    receiver = SlowReceiver(oracle.client, f"http://127.0.0.1:{port}")
-    server = ThreadingHTTPServer(("127.0.0.1", port), module.handler_for(receiver))
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    url = (f"http://127.0.0.1:{port}/label-studio?flow_run=fr-31&project={handle['project_id']}"
-           "&round=1&per_task=1")
+    receiver = SlowReceiver(oracle.client, label_studio["receiver"], runs=Runs())
+    url = (f"{label_studio['receiver']}/label-studio?flow_run=fr-31&project={handle['project_id']}"
+           "&round=1")
+    send = dict(json={"action": "ANNOTATION_CREATED"},
+                headers={"X-Sage-Ada-Webhook-Secret": "a-secret"})
     tasks = oracle.tasks(handle["project_id"], 1)
     for sid in ids[:2]:
         oracle.client.annotations.create(id=tasks[oracle.item(sid)].id,
@@ -629,28 +670,27 @@ def test_the_receiver_merges_a_rounds_events(label_studio, digits_manifest, digi
             time.sleep(0.05)
         assert not receiver._busy
 
-    try:
+    with serving(module.create_app(receiver, "a-secret"), label_studio["receiver"]):
         with concurrent.futures.ThreadPoolExecutor(8) as pool_:          # a burst of 40 events
-            answers = list(pool_.map(lambda _: httpx.post(url, content=b"{}").status_code,
-                                     range(40)))
+            answers = list(pool_.map(lambda _: httpx.post(url, **send).status_code, range(40)))
         assert answers == [202] * 40
         gate.set()
         idle()
         assert receiver.checks == 2 and resumed == []   # one check, one more for the rest
-        oracle.client.annotations.create(id=tasks[oracle.item(ids[2])].id,
-                                         result=choice_result(truth[ids[2]]))
         gate.clear()
         receiver.gap_s = 1.0             # while events keep coming: a pause between two checks
-        for n in range(5):                               # the last annotation's events
-            newer = "&deadline=4102444800" if n == 4 else ""   # a re-registered webhook's
-            assert httpx.post(url + newer, content=b"{}").status_code == 202
+        (hook,) = oracle.client.webhooks.list(project=str(handle["project_id"]))
+        oracle.client.webhooks.update(id=hook.id, url=hook.url + "&v=2")    # registered anew
+        receiver._hooks.clear()
+        oracle.client.annotations.create(id=tasks[oracle.item(ids[2])].id,   # Label Studio
+                                         result=choice_result(truth[ids[2]]))  # calls too
+        for _ in range(5):                               # the last annotation's events
+            assert httpx.post(url, **send).status_code == 202
         gate.set()
         idle()
         assert receiver.checks == 4 and resumed == ["fr-31"]
         assert starts[-1] - ends[-2] >= 1.0
-        assert queries[-1].get("deadline") == "4102444800"   # the merged check: the newest query
-    finally:
-        server.shutdown()
+        assert queries[-1].get("v") == "2"   # the merged check: what the webhook says now
 
 
 def _client_without_the_check(label_studio, email: str):
@@ -736,7 +776,8 @@ def test_an_annotation_without_a_label_is_asked_again_and_named(label_studio, di
     (task,) = [t.id for item, t in oracle.tasks(project).items() if item == oracle.item(ids[2])]
     oracle.client.annotations.create(id=task, result=choice_result(truth[ids[2]]))
     empty(task)
-    receiver = _receiver_module().Receiver(oracle.client, f"http://127.0.0.1:{free_port()}")
+    receiver = _receiver_module().Receiver(oracle.client, f"http://127.0.0.1:{free_port()}",
+                                           runs=Runs())
     query = {"flow_run": "flow-run-30", "project": str(project), "round": "2", "per_task": "2",
              "classes": classes_digest(CLASSES)}
     capsys.readouterr()
@@ -749,6 +790,104 @@ def test_an_annotation_without_a_label_is_asked_again_and_named(label_studio, di
     oracle.client.annotations.create(id=task, result=choice_result(truth[ids[2]]))
     assert receiver.check(query, "webhook") == "resumed" and resumed == ["flow-run-30"]
     assert oracle.collect(handle, timeout=5) == {ids[2]: truth[ids[2]]}
+
+
+@pytest.mark.slow
+def test_the_receiver_lets_in_only_the_webhooks_a_run_registered(label_studio, digits_manifest,
+                                                                 digits_root, monkeypatch,
+                                                                 capsys):
+    """Issue 32, probed against the real Label Studio and the receiver's real web app: a call
+    without the secret, with a wrong one, for a flow run no webhook names, with an oversized
+    body or an action no run's webhook sends is refused (and logged without the secret); a
+    forged deadline changes nothing (the deadline comes from Prefect); Label Studio refuses a
+    webhook to any other private address. Label Studio's own calls get in, and a round answered
+    while its run is still suspending is resumed as soon as the suspension lands."""
+    import httpx
+    import prefect.flow_runs
+    from label_studio_sdk.core.api_error import ApiError
+
+    secret = "probe-secret-" + os.urandom(8).hex()
+    monkeypatch.setenv("SAGE_ADA_WEBHOOK_SECRET", secret)
+    landed = {"at": float("inf")}            # when the run's suspension lands in Prefect
+    resumed = []
+
+    def resume(flow_run_id, *args, **kwargs):
+        if time.monotonic() < landed["at"] or flow_run_id in resumed:
+            raise prefect.flow_runs.NotPausedError("not paused")
+        resumed.append((flow_run_id, time.monotonic()))
+
+    monkeypatch.setattr(prefect.flow_runs, "resume_flow_run", resume)
+    oracle = _oracle(label_studio, digits_root, "probed")
+    pool = digits_manifest[digits_manifest.split == "target_train"].head(2)
+    ids, truth = list(pool.sample_id), dict(zip(pool.sample_id, pool.label))
+    handle = oracle.request(ids, 1, context={s: {"path": p} for s, p in zip(ids, pool.path)})
+    project = handle["project_id"]
+    oracle.watch(handle, label_studio["receiver"], "fr-32")
+    module = _receiver_module()
+    runs = Runs(deadline=None, suspending=True)
+    receiver = module.Receiver(oracle.client, label_studio["receiver"], runs=runs)
+    base = f"{label_studio['receiver']}/label-studio"
+    ok = f"{base}?flow_run=fr-32&project={project}&round=1"
+    action = {"action": "ANNOTATION_CREATED"}
+    right = {"X-Sage-Ada-Webhook-Secret": secret}
+    probes = []
+
+    def probe(name, expected, **request):
+        url = request.pop("url", ok)
+        answer = httpx.post(url, **{"json": action, **request}).status_code
+        probes.append({"probe": name, "expected": expected, "answer": answer})
+        assert answer == expected, (name, answer)
+
+    with serving(module.create_app(receiver, secret), label_studio["receiver"]):
+        probe("no secret", 401)
+        probe("a wrong secret", 403, headers={"X-Sage-Ada-Webhook-Secret": secret[:-1] + "x"})
+        probe("a flow run no webhook names", 403, headers=right,
+              url=f"{base}?flow_run=someone-elses&project={project}&round=1")
+        probe("another project", 403, headers=right,
+              url=f"{base}?flow_run=fr-32&project={project + 1000}&round=1")
+        probe("an oversized body", 413, headers=right, json=None,
+              content=b"{" + b" " * (module.MAX_BODY + 1) + b"}")
+        probe("an action no run's webhook sends", 400, headers=right,
+              json={"action": "PROJECT_DELETED"})
+        assert receiver.checks == 0                                       # none was acted on
+        probe("a forged deadline=0: taken as one more event, the run not resumed", 202,
+              headers=right, url=ok + "&deadline=0")
+        deadline = time.monotonic() + 20
+        while receiver._busy and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert receiver.checks == 1 and resumed == []                     # still waiting
+
+        # Label Studio's own calls get in: the round answered while the run still suspends
+        tasks = oracle.tasks(project, 1)
+        for sid in ids:
+            oracle.client.annotations.create(id=tasks[oracle.item(sid)].id,
+                                             result=choice_result(truth[sid]))
+        started = time.monotonic()
+        while receiver.checks < 2 and time.monotonic() < started + 20:
+            time.sleep(0.05)
+        assert receiver.checks >= 2, "Label Studio's webhook did not reach the receiver"
+        time.sleep(2.0)
+        landed["at"] = time.monotonic()                  # the suspension lands 2 s later
+        while not resumed and time.monotonic() < landed["at"] + 10:
+            time.sleep(0.05)
+        assert resumed and resumed[0][0] == "fr-32"
+        probes.append({"probe": "round answered while its run suspends: resumed after it lands",
+                       "expected": "< 3 s", "answer": f"{resumed[0][1] - landed['at']:.1f} s"})
+        assert resumed[0][1] - landed["at"] < 3.0
+
+    # Label Studio: no webhook to another private address (SSRF protection is on)
+    for elsewhere in (f"http://127.0.0.1:{free_port()}/x", "http://10.0.0.1/x",
+                      "http://169.254.169.254/latest/meta-data/"):
+        with pytest.raises(ApiError) as refused:
+            oracle.client.webhooks.create(url=elsewhere, project=project, send_payload=False,
+                                          actions=["ANNOTATION_CREATED"])
+        probes.append({"probe": f"Label Studio webhook to {elsewhere}", "expected": 403,
+                       "answer": refused.value.status_code})
+        assert refused.value.status_code == 403 and "network address" in str(refused.value.body)
+    said = capsys.readouterr().out
+    assert said.count("refused") >= 6 and secret not in said
+    report_probes("webhook_receiver_and_label_studio", probes)
+    oracle.unwatch(handle, label_studio["receiver"])
 
 
 def _requests_of(client) -> list:

@@ -86,6 +86,17 @@ def _cli(args: list[str], env: dict, cwd: Path, wait: float = 120) -> str:
     return out
 
 
+def _log_in(driver, user: str, password: str) -> None:
+    """What a browser sends once a person has signed in to the server's login dialog (MLflow's
+    basic-auth app, issue 32): the same credentials on every request to it."""
+    import base64
+
+    token = base64.b64encode(f"{user}:{password}".encode()).decode()
+    driver.execute_cdp_cmd("Network.enable", {})
+    driver.execute_cdp_cmd("Network.setExtraHTTPHeaders",
+                           {"headers": {"Authorization": f"Basic {token}"}})
+
+
 def _open(driver, url: str) -> None:
     """A fresh page load (a change of the part after '#' alone would keep the app's state)."""
     driver.get("about:blank")
@@ -145,6 +156,10 @@ def test_mlflow_ui_opens_on_the_training_runs(mlflow_server, tmp_path, monkeypat
     shots.mkdir(parents=True, exist_ok=True)
     driver = chromium()  # a fresh profile: a browser that never chose anything in MLflow's UI
     try:
+        _open(driver, mlflow_server.uri + "/")                     # the server asks who you are
+        assert "Model training" not in driver.find_element(By.TAG_NAME, "body").text  # refused
+        _log_in(driver, os.environ["MLFLOW_TRACKING_USERNAME"],
+                os.environ["MLFLOW_TRACKING_PASSWORD"])
         _open(driver, mlflow_server.uri + "/")
         WebDriverWait(driver, 90, ignored_exceptions=STALE).until(
             lambda d: "Model training" in d.find_element(By.TAG_NAME, "body").text)

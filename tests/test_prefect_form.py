@@ -126,6 +126,20 @@ class PrefectPerson:
         return [e for e in body.find_elements(By.CSS_SELECTOR, "select, input, button, textarea")
                 if e.is_displayed()]
 
+    def log_in(self, auth: str) -> None:
+        """The UI's login page (the server asks who you are, issue 32): the auth string typed
+        into its one field, then Enter."""
+        from selenium.webdriver.common.by import By
+        from selenium.webdriver.common.keys import Keys
+
+        self.driver.get(f"{self.url}/dashboard")
+        field = self.wait(lambda d: next((e for e in d.find_elements(By.TAG_NAME, "input")
+                                          if e.is_displayed()), None)
+                          if "/login" in d.current_url else None)
+        self.shot("00-login")
+        field.send_keys(auth, Keys.ENTER)
+        self.wait(lambda d: "/login" not in d.current_url)
+
     def open_custom_run(self, deployment: str) -> None:
         """Deployments → the deployment → Run → Custom run, as clicked."""
         from selenium.webdriver.common.by import By
@@ -231,6 +245,8 @@ def test_a_person_starts_the_manual_deployment_from_the_custom_run_form(
         person = PrefectPerson(chromium(shots, network_log=True), ui, shots)
         try:
             with api_client(env) as client:
+                # 0. The UI asks who you are first (issue 32)
+                person.log_in(env["PREFECT_API_AUTH_STRING"])
                 # 1. The form as it opens: a menu on params.yaml's strategy, numbers as numbers.
                 person.open_custom_run("manual")
                 person.wait(lambda d: person.number("seed").get_attribute("value") != "")

@@ -11,7 +11,7 @@ import time
 
 import pytest
 
-from tests.conftest import REPO, free_port
+from tests.conftest import REPO, free_port, report_probes
 
 pytestmark = pytest.mark.slow
 SERVER, WORKER = str(REPO / "infra/prefect/server.sh"), str(REPO / "infra/prefect/worker.sh")
@@ -23,9 +23,14 @@ def prefect_servers(home, *, worker: bool = False, **env):
     environment that reaches them, and stops them on the way out."""
     env = {**os.environ, "PREFECT_PORT": str(free_port()), "PREFECT_HOME": str(home),
            "SAGE_ADA_RUN_DIR": str(home / "run"), "PYTHONPATH": os.pathsep.join(sys.path),
-           "PREFECT_WORKER_PORT": str(free_port()), **env}
+           "PREFECT_WORKER_PORT": str(free_port()), "SAGE_ADA_SECRETS": str(home / "secrets"),
+           **env}
+    env.pop("PREFECT_API_AUTH_STRING", None)
     subprocess.run(["bash", SERVER, "start"], check=True, env=env, timeout=300)
     env["PREFECT_API_URL"] = f"http://127.0.0.1:{env['PREFECT_PORT']}/api"
+    auth = home / "secrets" / "prefect-auth"               # the server asks for it (issue 32)
+    assert oct(auth.stat().st_mode)[-3:] == "600"
+    env["PREFECT_API_AUTH_STRING"] = auth.read_text().strip()   # as a client exports it
     try:
         if worker:
             subprocess.run(["bash", WORKER, "start"], check=True, env=env, timeout=300)
@@ -39,15 +44,50 @@ def prefect_servers(home, *, worker: bool = False, **env):
 @contextlib.contextmanager
 def api_client(env):
     from prefect import get_client
-    from prefect.settings import PREFECT_API_URL, temporary_settings
+    from prefect.settings import PREFECT_API_AUTH_STRING, PREFECT_API_URL, temporary_settings
 
-    with temporary_settings({PREFECT_API_URL: env["PREFECT_API_URL"]}):
+    with temporary_settings({PREFECT_API_URL: env["PREFECT_API_URL"],
+                             PREFECT_API_AUTH_STRING: env["PREFECT_API_AUTH_STRING"]}):
         with get_client(sync_client=True) as client:
             yield client
 
 
 def test_cron_deployment_runs_unattended(project, tmp_path_factory):
     with prefect_servers(tmp_path_factory.mktemp("prefect")) as env:
+        import httpx
+
+        api, auth = env["PREFECT_API_URL"], tuple(env["PREFECT_API_AUTH_STRING"].split(":", 1))
+        probes = []                                                        # issue 32
+
+        def probe(name, expected, answer):
+            probes.append({"probe": name, "expected": expected, "answer": answer})
+            assert answer == expected, (name, answer)
+
+        probe("Prefect /api/health without a login", 200, httpx.get(f"{api}/health").status_code)
+        for what, who in (("without a login", None), ("with a wrong one", ("sage-ada", "guess"))):
+            probe(f"Prefect API: list flow runs {what}", 401,
+                  httpx.post(f"{api}/flow_runs/filter", json={}, auth=who).status_code)
+            probe(f"Prefect API: start a run of a deployment {what}", 401, httpx.post(
+                f"{api}/deployments/00000000-0000-0000-0000-000000000000/create_flow_run",
+                json={}, auth=who).status_code)
+        probe("Prefect API: list flow runs with the auth string", 200,
+              httpx.post(f"{api}/flow_runs/filter", json={}, auth=auth).status_code)
+        report_probes("prefect", probes)
+        from unittest import mock
+
+        from components.run.preflight import ServerDown, check_prefect_server
+
+        for given, said in ((None, "it asks for its auth string"),
+                            ("sage-ada:guess", "is not its auth string")):
+            with mock.patch.dict(os.environ, {"PREFECT_API_URL": api}), \
+                    pytest.raises(ServerDown, match=said + r".*export PREFECT_API_AUTH_STRING"):
+                os.environ.pop("PREFECT_API_AUTH_STRING", None)
+                if given:
+                    os.environ["PREFECT_API_AUTH_STRING"] = given
+                check_prefect_server()
+        with mock.patch.dict(os.environ, {"PREFECT_API_URL": api,
+                                          "PREFECT_API_AUTH_STRING": env["PREFECT_API_AUTH_STRING"]}):
+            check_prefect_server()                                           # let in
         serve = subprocess.Popen([sys.executable, "-m", "flows.cli", "serve", "--name", "nightly",
                                   "--cron", "0 3 * * *"], cwd=project, env=env,
                                  stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
@@ -163,7 +203,12 @@ def test_two_runs_take_turns_on_the_machines_training_slot(project, tmp_path_fac
             training = [(t.start_time, t.end_time, t.flow_run_id)
                         for t in client.read_task_runs()
                         if t.name.startswith(("pretrain", "adapt")) and t.state.is_completed()]
+            # the registry's slot too (issue 32): two champion promotions never interleave
+            assert client.read_concurrency_limit_by_tag("sage-ada-registry").concurrency_limit == 1
+            registering = sorted((t.start_time, t.end_time) for t in client.read_task_runs()
+                                 if t.name.startswith("register") and t.state.is_completed())
     assert len({flow for _, _, flow in training}) == 2 and len(training) == 6
+    assert len(registering) == 2 and registering[0][1] <= registering[1][0]
     training.sort()
     for (_, end, a), (start, _, b) in zip(training, training[1:]):
         assert end <= start, f"two trainings at once ({a} and {b})"

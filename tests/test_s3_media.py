@@ -72,15 +72,16 @@ def s3_store(tmp_path_factory):
 
 
 @pytest.fixture(scope="module")
-def label_studio(tmp_path_factory):
+def label_studio(tmp_path_factory, s3_store):
     """Install (once per machine) and start Label Studio with the project's own scripts (as
-    tests/test_label_studio.py does)."""
+    tests/test_label_studio.py does), trusting the store's address (label_studio.s3.endpoint)."""
     subprocess.run(["bash", str(REPO / "infra/label-studio/install.sh")], check=True, timeout=900)
     data = tmp_path_factory.mktemp("label-studio")
     port = free_port()
     params = data / "params.yaml"
-    params.write_text(yaml.safe_dump({"label_studio": {"url": f"http://127.0.0.1:{port}",
-                                                       "media_root": str(data / "media")}}))
+    params.write_text(yaml.safe_dump({"label_studio": {
+        "url": f"http://127.0.0.1:{port}", "media_root": str(data / "media"),
+        "s3": {"endpoint": s3_store["endpoint"]}}}))
     env = {**os.environ, "LABEL_STUDIO_DATA": str(data), "SAGE_ADA_PARAMS": str(params)}
     env.pop("LABEL_STUDIO_PORT", None)
     script = str(REPO / "infra/label-studio/server.sh")
@@ -165,3 +166,12 @@ def test_images_in_an_object_store_reveal_nothing_and_reach_only_project_users(
     assert "\n" not in str(err.value)
     with pytest.raises(OracleError, match=r"bucket 'no-such-bucket' does not exist.*create it"):
         S3Media(s3_store["endpoint"], "no-such-bucket", s3_store["credentials"], run).ensure()
+
+    # SSRF protection stays on (issue 32): the store's address is trusted, no other private one
+    from label_studio_sdk.core.api_error import ApiError
+
+    elsewhere = f"http://127.0.0.1:{free_port()}"
+    with pytest.raises(ApiError) as refused:
+        oracle.client.import_storage.s3.create(project=handle["project_id"], bucket=BUCKET,
+                                               s3endpoint=elsewhere, presign=False)
+    assert refused.value.status_code == 403 and "network address" in str(refused.value.body)

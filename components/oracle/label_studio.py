@@ -348,6 +348,15 @@ SETTLE = timedelta(seconds=5)
 FULL_READ_EVERY = 30
 
 
+# what a run's webhook sends (``LabelStudioOracle.watch``), and all the receiver accepts
+WEBHOOK_ACTIONS = ("ANNOTATION_CREATED", "ANNOTATIONS_CREATED", "ANNOTATION_UPDATED",
+                   "ANNOTATIONS_DELETED")
+WEBHOOK_SECRET_HEADER = "X-Sage-Ada-Webhook-Secret"
+# a suspended flow run's tag in Prefect: when its round's wait times out (epoch seconds); set by
+# the flow, read by the receiver (never from a request)
+DEADLINE_TAG = "sage-ada-deadline:"
+
+
 def round_filter(round: int) -> dict:
     """Label Studio's data-manager filter for the tasks of one round (also each round's tab)."""
     return {"conjunction": "and", "items": [
@@ -609,9 +618,10 @@ class LabelStudioOracle:
             raise OracleError(
                 f"Label Studio at {self.url} cannot read this run's images from the S3 store at "
                 f"{media.endpoint}, bucket {media.bucket!r} ({said}); it must reach "
-                "label_studio.s3.endpoint at that address (a private address: start it without "
-                "LABEL_STUDIO_BAN_PRIVATE_WEBHOOKS=true) with the keys of "
-                "label_studio.s3.credentials, or set label_studio.images: reference") from None
+                "label_studio.s3.endpoint at that address with the keys of "
+                "label_studio.s3.credentials (a private address only if it trusts it: start it "
+                "with that endpoint in params.yaml, or in LABEL_STUDIO_TRUSTED_URLS), or set "
+                "label_studio.images: reference") from None
 
     def round_view(self, project: int, round: int) -> int:
         """A data-manager tab per round ("Round 2"), so annotators and reviewers see one round's
@@ -841,25 +851,32 @@ class LabelStudioOracle:
                 "--resume <run id>`")
         return all(r.done for r in self.poll(handle).values())
 
-    def watch(self, handle: dict, receiver: str, flow_run_id: str,
-              deadline: Optional[float]) -> None:
+    def watch(self, handle: dict, receiver: str, flow_run_id: str) -> None:
         """Have Label Studio tell ``receiver`` of each annotation in this round's project (one
-        webhook per project; an earlier round's is replaced). The URL carries what the receiver
-        needs: the flow run to resume, the round to check (with ``annotators_per_task`` and a
-        fingerprint of the class list: ``round_status``), and when its wait times out."""
+        webhook per project; an earlier round's is replaced), with the team's webhook secret
+        in a header (``components.secrets``), which the receiver requires. The URL names the
+        flow run to resume and the round to check (with ``annotators_per_task`` and a
+        fingerprint of the class list: ``round_status``). When the wait times out is not in it:
+        the receiver reads that from the flow run in Prefect, which callers cannot forge."""
         from urllib.parse import urlencode
 
+        from components.secrets import WEBHOOK_SECRET, read_secret, secrets_dir
+
+        secret = read_secret(WEBHOOK_SECRET)
+        if not secret:
+            raise OracleError(
+                "no webhook secret for label_studio.wait: suspend: start the receiver "
+                "(`infra/webhooks/server.sh start` makes it, in "
+                f"{secrets_dir() / WEBHOOK_SECRET[0]}), or set {WEBHOOK_SECRET[1]} as the "
+                "receiver has it")
         project = handle["project_id"]
         self.unwatch(handle, receiver)
         query = {"flow_run": flow_run_id, "project": project, "round": handle["round"],
                  "per_task": self.annotators_per_task, "classes": classes_digest(self.classes)}
-        if deadline is not None:
-            query["deadline"] = f"{deadline:.0f}"
         self.client.webhooks.create(
             url=f"{receiver.rstrip('/')}/label-studio?{urlencode(query)}", project=project,
             send_payload=False, send_for_all_actions=False, is_active=True,
-            actions=["ANNOTATION_CREATED", "ANNOTATIONS_CREATED", "ANNOTATION_UPDATED",
-                     "ANNOTATIONS_DELETED"])
+            headers={WEBHOOK_SECRET_HEADER: secret}, actions=list(WEBHOOK_ACTIONS))
 
     def unwatch(self, handle: dict, receiver: str) -> None:
         """Remove this project's webhooks to ``receiver`` (the round is collected)."""

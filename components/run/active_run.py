@@ -158,12 +158,12 @@ class ActiveRun:
             return True
         return wait_over(self.deadline(timeout)) or self.oracle.complete(pending.handle)
 
-    def watch(self, flow_run_id: str, timeout: float) -> None:
+    def watch(self, flow_run_id: str) -> None:
         """Have the oracle tell the receiver of infra/webhooks/ (``label_studio.webhook_url``)
         of each answer to the round, so it resumes flow run ``flow_run_id`` once the round is
-        answered or its wait times out."""
+        answered (or its wait times out: ``deadline``, which the flow keeps in Prefect)."""
         self.oracle.watch(self.state.pending.handle, self.cfg.label_studio.webhook_url,
-                          flow_run_id, self.deadline(timeout))
+                          flow_run_id)
 
     def unwatch(self) -> None:
         """The round is collected: no more calls to the receiver for it."""

@@ -157,6 +157,29 @@ def answers(url: str, timeout: float = 5.0) -> Optional[str]:
         return str(getattr(err, "reason", err))
 
 
+def asks_login(url: str, user: str, password: Optional[str], timeout: float = 5.0,
+               method: str = "GET", data: Optional[bytes] = None) -> Optional[str]:
+    """Why ``url`` refuses this login (None: let in, or some other answer, left to the client's
+    own errors): no login given, or a wrong one."""
+    import base64
+    import urllib.error
+    import urllib.request
+
+    request = urllib.request.Request(url, data=data, method=method,
+                                     headers={"Content-Type": "application/json"})
+    if password:
+        token = base64.b64encode(f"{user}:{password}".encode()).decode()
+        request.add_header("Authorization", f"Basic {token}")
+    try:
+        urllib.request.urlopen(request, timeout=timeout).close()
+    except urllib.error.HTTPError as err:
+        if err.code == 401:
+            return "a wrong login" if password else "it asks for a login"
+    except (urllib.error.URLError, OSError):
+        pass
+    return None
+
+
 def check_tracking_server(timeout: float = 5.0) -> None:
     """When ``MLFLOW_TRACKING_URI`` names a server, it answers now (one message in seconds,
     not MLflow's minutes of retries per call)."""
@@ -169,13 +192,52 @@ def check_tracking_server(timeout: float = 5.0) -> None:
             raise ServerDown(f"the MLflow server at {uri} does not answer ({why}); start it with "
                              "`infra/mlflow/server.sh start`, or unset MLFLOW_TRACKING_URI to use "
                              "the local store under mlflow/")
+        from components.secrets import MLFLOW_PASSWORD, mlflow_login, secrets_dir
+
+        mlflow_login()
+        user = os.environ.get("MLFLOW_TRACKING_USERNAME", "")
+        refused = asks_login(uri.rstrip("/") + "/api/2.0/mlflow/experiments/search?max_results=1",
+                             user, os.environ.get("MLFLOW_TRACKING_PASSWORD"), timeout)
+        if refused:
+            raise ServerDown(
+                f"the MLflow server at {uri} refused this process ({refused}): set "
+                "MLFLOW_TRACKING_USERNAME and MLFLOW_TRACKING_PASSWORD to your account (`infra/"
+                "mlflow/add-user.sh <name>` makes one), or, on the server's machine, leave them "
+                f"unset to log in as its admin from {secrets_dir() / MLFLOW_PASSWORD[0]}")
+
+
+def check_prefect_server(timeout: float = 5.0) -> None:
+    """When ``PREFECT_API_URL`` names a server, it answers now and lets this process in (it
+    asks for the auth string of infra/prefect/server.sh): one line, not Prefect's traceback."""
+    import os
+
+    url = os.environ.get("PREFECT_API_URL", "").rstrip("/")
+    if not url.startswith(("http://", "https://")):
+        return
+    why = answers(url + "/health", timeout)
+    if why:
+        raise ServerDown(f"the Prefect server at {url} does not answer ({why}); start it with "
+                         "`infra/prefect/server.sh start`, or unset PREFECT_API_URL to run "
+                         "without one")
+    auth = os.environ.get("PREFECT_API_AUTH_STRING") or ""
+    user, _, password = auth.partition(":")
+    if asks_login(url + "/flow_runs/count", user, password or None, timeout, "POST", b"{}"):
+        from components.secrets import PREFECT_AUTH, secrets_dir
+
+        raise ServerDown(
+            f"the Prefect server at {url} refused this process: "
+            + ("PREFECT_API_AUTH_STRING is not its auth string" if auth else
+               "it asks for its auth string") + "; export PREFECT_API_AUTH_STRING=\"$(cat "
+            f"{secrets_dir() / PREFECT_AUTH[0]})\" (written by infra/prefect/server.sh; ask "
+            "whoever runs the server for it)")
 
 
 def check_servers(cfg: Config, timeout: float = 5.0) -> None:
-    """The tracking server (when ``MLFLOW_TRACKING_URI`` names one) and Label Studio (when
-    people annotate) must answer now: a closed port is one message in seconds, not minutes of
-    retries and a failed run."""
+    """The tracking server (when ``MLFLOW_TRACKING_URI`` names one), the Prefect server (when
+    ``PREFECT_API_URL`` does) and Label Studio (when people annotate) must answer now: a closed
+    port or a missing login is one message in seconds, not minutes of retries and a failed run."""
     check_tracking_server(timeout)
+    check_prefect_server(timeout)
     if cfg.active.oracle == "label_studio":
         why = answers(cfg.label_studio.url.rstrip("/") + "/health", timeout)
         if why:

@@ -66,6 +66,10 @@ def default_tracking_uri(root: Path | None = None) -> str:
 def configure_mlflow(root: Path | None = None) -> str:
     """Point MLflow at the configured store; returns the tracking URI in use."""
     uri = os.environ.get("MLFLOW_TRACKING_URI") or default_tracking_uri(root)
+    if uri.startswith(("http://", "https://")):   # the server asks who you are (issue 32)
+        from components.secrets import mlflow_login
+
+        mlflow_login()
     mlflow.set_tracking_uri(uri)
     return uri
 

@@ -1,4 +1,5 @@
-"""Label Studio's own settings, plus one page: sign-up says that it is by invitation only.
+"""Label Studio's own settings, plus one page (sign-up says that it is by invitation only) and
+one exception to its SSRF protection (the addresses the operator trusts, and nothing else).
 
 infra/label-studio/server.sh starts Label Studio with DJANGO_SETTINGS_MODULE naming this module
 (and this folder on PYTHONPATH). With sign-up closed but to the organisation's invite link
@@ -21,7 +22,77 @@ try:
 finally:
     os.environ["DJANGO_SETTINGS_MODULE"] = __name__
 
-MIDDLEWARE = [*MIDDLEWARE, "sage_ada_label_studio.InviteOnlySignup"]
+MIDDLEWARE = [*MIDDLEWARE, "sage_ada_label_studio.InviteOnlySignup",
+              "sage_ada_label_studio.TrustedUrls"]
+
+# Label Studio refuses webhooks and S3 endpoints on private and loopback addresses (SSRF
+# protection: any of its users, annotators included, may register a webhook). The team's own
+# receiver (infra/webhooks/) and object store live on exactly such addresses, so the operator
+# names them here, as origins (scheme://host:port), and only those are let through; everything
+# else stays banned. infra/label-studio/server.sh sets it from the receiver's URL and
+# label_studio.s3.endpoint.
+TRUSTED_URLS = os.environ.get("SAGE_ADA_TRUSTED_URLS", "").split()
+
+
+def origin(url: str) -> tuple:
+    from urllib.parse import urlparse
+
+    try:
+        u = urlparse(url)
+        return (u.scheme, (u.hostname or "").lower(), u.port or {"http": 80, "https": 443}.get(u.scheme))
+    except ValueError:
+        return ("", "", None)
+
+
+class TrustedUrls:
+    """Lets Label Studio's SSRF checks pass for ``TRUSTED_URLS``'s origins only: creating a
+    webhook or an S3 storage that points there, sending a webhook there (without following
+    redirects, so a trusted address cannot bounce a request elsewhere), and connecting to that
+    S3 endpoint. Installed once, when Django loads the middleware (its apps are ready then)."""
+
+    installed = False
+
+    def __init__(self, get_response):
+        self.get_response = get_response
+        if TRUSTED_URLS and not TrustedUrls.installed:
+            TrustedUrls.installed = True
+            _trust({origin(u) for u in TRUSTED_URLS})
+
+    def __call__(self, request):
+        return self.get_response(request)
+
+
+def _trust(trusted: set) -> None:
+    import requests
+    from io_storages.s3 import serializers as s3_serializers
+    from io_storages.s3 import utils as s3_utils
+    from webhooks import serializers as webhook_serializers
+    from webhooks import utils as webhook_utils
+
+    def unless_trusted(check):
+        def validate(url, *args, **kwargs):
+            if origin(url) in trusted:
+                return None
+            return check(url, *args, **kwargs)
+        return validate
+
+    for module in (webhook_serializers, s3_serializers, s3_utils):
+        module.validate_url_for_ssrf = unless_trusted(module.validate_url_for_ssrf)
+    post = webhook_utils.ssrf_safe_post
+
+    def send(url, *args, **kwargs):
+        if origin(url) in trusted:
+            return requests.post(url, *args, allow_redirects=False, **kwargs)
+        return post(url, *args, **kwargs)
+
+    webhook_utils.ssrf_safe_post = send
+    guard = s3_utils._guard_client_connections
+
+    def guard_unless_trusted(client):
+        if origin(client.meta.endpoint_url) not in trusted:
+            guard(client)
+
+    s3_utils._guard_client_connections = guard_unless_trusted
 
 INVITE_ONLY_PAGE = """<!doctype html>
 <html lang="en"><head><meta charset="utf-8"><title>Sign-up is by invitation | Label Studio</title>

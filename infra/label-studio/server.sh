@@ -14,8 +14,11 @@
 #   LABEL_STUDIO_DATABASE_URL: postgresql://user:password@host:port/name keeps projects and
 #   annotations in PostgreSQL (a team; infra/postgres/server.sh url labelstudio gives one);
 #   default: SQLite under LABEL_STUDIO_DATA.
-#   Webhooks may reach private addresses (the receiver of infra/webhooks/ on this host or the
-#   team's network): LABEL_STUDIO_BAN_PRIVATE_WEBHOOKS=true bans them again.
+#   SSRF protection stays on: webhooks and S3 endpoints on private or loopback addresses are
+#   refused, but for the origins of LABEL_STUDIO_TRUSTED_URLS (default: the webhook receiver,
+#   SAGE_ADA_WEBHOOK_URL or http://127.0.0.1:$SAGE_ADA_WEBHOOK_PORT (8092), and params.yaml's
+#   label_studio.webhook_url and label_studio.s3.endpoint), the one exception
+#   (sage_ada_label_studio.py, TrustedUrls).
 #   Sign-up needs the organisation's invite link (Label Studio: Organization → Add People), so
 #   nobody who merely reaches the port can register; LABEL_STUDIO_DISABLE_SIGNUP_WITHOUT_LINK=false
 #   opens it again. /user/signup without the link says so at once (sage_ada_label_studio.py:
@@ -58,9 +61,10 @@ case "${1:-}" in
     credentials
     mkdir -p "$DATA/home" "$MEDIA"
     db=$(database_env) || exit 2
+    trusted=${LABEL_STUDIO_TRUSTED_URLS:-"${SAGE_ADA_WEBHOOK_URL:-http://127.0.0.1:${SAGE_ADA_WEBHOOK_PORT:-8092}} $(params_trusted)"}
     # shellcheck disable=SC2086  # word splitting of db is intended: NAME=value pairs
     env -i PATH="$VENV/bin:/usr/bin:/bin" HOME="$DATA/home" $db \
-      USE_DEFAULT_BANNED_SUBNETS="${LABEL_STUDIO_BAN_PRIVATE_WEBHOOKS:-false}" \
+      SAGE_ADA_TRUSTED_URLS="$trusted" \
       LABEL_STUDIO_USERNAME="$LABEL_STUDIO_USERNAME" LABEL_STUDIO_PASSWORD="$LABEL_STUDIO_PASSWORD" \
       LABEL_STUDIO_USER_TOKEN="$LABEL_STUDIO_USER_TOKEN" LABEL_STUDIO_ENABLE_LEGACY_API_TOKEN=true \
       LABEL_STUDIO_DISABLE_SIGNUP_WITHOUT_LINK="${LABEL_STUDIO_DISABLE_SIGNUP_WITHOUT_LINK:-true}" \

@@ -36,6 +36,18 @@ root = ((yaml.safe_load(open(sys.argv[1])) or {}).get("label_studio") or {}).get
 print(os.path.abspath(os.path.expanduser(root or ".sage-ada/label-studio/media")))
 PY
 }
+params_trusted() {  # label_studio.webhook_url and .s3.endpoint in the params file, where set
+  local py="$VENV/bin/python"
+  [ -x "$py" ] || py=python3
+  "$py" - "$PARAMS" 2>/dev/null <<'PY' || true
+import sys
+
+import yaml
+
+ls = (yaml.safe_load(open(sys.argv[1])) or {}).get("label_studio") or {}
+print(" ".join(u for u in (ls.get("webhook_url"), (ls.get("s3") or {}).get("endpoint")) if u))
+PY
+}
 PORT=$(params_port)
 # symlinks resolved, as the run resolves media_root: Label Studio refuses a run's folder that
 # does not lie under this path as written

@@ -11,6 +11,13 @@
 #   to each experiment's training runs (http://127.0.0.1:5000/#/experiments/<id>/runs?workflowType=
 #   machine_learning: without that parameter MLflow 3.17 opens its GenAI pages until the browser
 #   chose "Model training" at the top of the UI's sidebar).
+# It asks who you are (MLflow's basic-auth app): the admin, sage-ada, has a password made once
+#   into $SAGE_ADA_SECRETS/mlflow-password (default ~/.config/sage-ada, mode 600, never printed;
+#   MLFLOW_TRACKING_PASSWORD where set), which this project's clients on this machine read by
+#   themselves; `infra/mlflow/add-user.sh <name>` makes an account per person. Accounts live in
+#   MLFLOW_AUTH_DATABASE_URI (default sqlite in the store). Everyone logged in may read every
+#   experiment (default_permission READ); only its creator and the admin may change one.
+#   /health answers without a login.
 source "$(dirname "$0")/../lib.sh"
 PORT=${MLFLOW_PORT:-5000}
 export PORT_SETTING="MLFLOW_PORT=<port>"  # named by the "port taken" error
@@ -18,9 +25,25 @@ STORE=${MLFLOW_STORE:-$REPO_ROOT/mlflow}
 BACKEND=${MLFLOW_BACKEND_STORE_URI:-sqlite:///$STORE/mlflow.db}
 ARTIFACTS=${MLFLOW_ARTIFACTS_DESTINATION:-$STORE/artifacts}
 case "$ARTIFACTS" in *://*) ;; *) mkdir -p "$ARTIFACTS" ;; esac
+auth_config() {  # MLflow's auth settings (no secret in them: the password is in the environment)
+  local ini="$RUN_DIR/mlflow-auth-$PORT.ini"
+  cat >"$ini" <<INI
+[mlflow]
+default_permission = READ
+database_uri = ${MLFLOW_AUTH_DATABASE_URI:-sqlite:///$STORE/basic_auth.db}
+admin_username = sage-ada
+authorization_function = mlflow.server.auth:authenticate_request_basic_auth
+auth_cache_ttl_seconds = 60
+INI
+  echo "$ini"
+}
 case "${1:-}" in
-  start) launch mlflow-server "$PORT" "http://127.0.0.1:$PORT/health" "${MLFLOW_START_TIMEOUT:-300}" \
-           mlflow server --host "${MLFLOW_HOST:-127.0.0.1}" --port "$PORT" \
+  start) secret_env mlflow-password MLFLOW_TRACKING_PASSWORD
+         secret_env mlflow-flask-key MLFLOW_FLASK_SERVER_SECRET_KEY
+         export MLFLOW_AUTH_ADMIN_PASSWORD=$MLFLOW_TRACKING_PASSWORD MLFLOW_AUTH_CONFIG_PATH
+         MLFLOW_AUTH_CONFIG_PATH=$(auth_config)
+         launch mlflow-server "$PORT" "http://127.0.0.1:$PORT/health" "${MLFLOW_START_TIMEOUT:-300}" \
+           mlflow server --app-name basic-auth --host "${MLFLOW_HOST:-127.0.0.1}" --port "$PORT" \
              --backend-store-uri "$BACKEND" \
              --artifacts-destination "$ARTIFACTS" --serve-artifacts
          echo "export MLFLOW_TRACKING_URI=http://127.0.0.1:$PORT"

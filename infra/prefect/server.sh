@@ -5,6 +5,11 @@
 # Its database: SQLite under PREFECT_HOME, or PostgreSQL for a team with
 #   PREFECT_API_DATABASE_CONNECTION_URL=postgresql+asyncpg://user:password@host:5432/prefect
 # Then: export PREFECT_API_URL=http://127.0.0.1:4200/api ; sage-ada serve --cron "0 2 * * *"
+# It asks who you are: every API call (the UI's too) needs the auth string "user:password",
+# made once into $SAGE_ADA_SECRETS/prefect-auth (default ~/.config/sage-ada, mode 600, never
+# printed), or PREFECT_API_AUTH_STRING where set. Clients send it from their
+# PREFECT_API_AUTH_STRING (the worker and receiver scripts read the file themselves); the UI's
+# login page asks for it. /api/health answers without it.
 source "$(dirname "$0")/../lib.sh"
 PORT=${PREFECT_PORT:-4200}
 export PORT_SETTING="PREFECT_PORT=<port>"  # named by the "port taken" error
@@ -15,9 +20,12 @@ export PREFECT_SERVER_ANALYTICS_ENABLED=false PREFECT_HOME=${PREFECT_HOME:-$RUN_
 export PREFECT_SERVER_API_PORT=$PORT
 export PREFECT_UI_API_URL=${PREFECT_UI_API_URL:-http://127.0.0.1:$PORT/api}
 case "${1:-}" in
-  start) launch prefect-server "$PORT" "http://127.0.0.1:$PORT/api/health" "${PREFECT_START_TIMEOUT:-300}" \
+  start) secret_env prefect-auth PREFECT_API_AUTH_STRING
+         export PREFECT_SERVER_API_AUTH_STRING=$PREFECT_API_AUTH_STRING
+         launch prefect-server "$PORT" "http://127.0.0.1:$PORT/api/health" "${PREFECT_START_TIMEOUT:-300}" \
            prefect server start --host "${PREFECT_HOST:-127.0.0.1}" --port "$PORT"
-         echo "export PREFECT_API_URL=http://127.0.0.1:$PORT/api" ;;
+         echo "export PREFECT_API_URL=http://127.0.0.1:$PORT/api"
+         echo "export PREFECT_API_AUTH_STRING=\"\$(cat $(cd "$REPO_ROOT" && python -m components.secrets path prefect-auth))\"" ;;
   stop) stop_named prefect-server ;;
   status) status_named prefect-server ;;
   *) echo "usage: $0 start|stop|status" >&2; exit 2 ;;

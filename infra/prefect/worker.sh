@@ -24,6 +24,7 @@ case "${1:-}" in
       echo "error: PREFECT_API_URL is not set; start the server (infra/prefect/server.sh start) and export what it prints" >&2
       exit 2
     fi
+    secret_env_if_made prefect-auth PREFECT_API_AUTH_STRING  # the server asks for it
     if [ -n "${SAGE_ADA_DVC_REMOTE:-}" ]; then  # the data version data.dvc records
       bash "$INFRA_ROOT/dvc/remote.sh" pull || exit 1
     fi
@@ -34,6 +35,10 @@ case "${1:-}" in
     # several workers share a GPU one training at a time (SAGE_ADA_TRAININGS_PER_DEVICE: more).
     host=$(python3 -c 'import socket; print(socket.gethostname())')
     gpus=$(python3 -c 'import glob; print(len(glob.glob("/dev/nvidia[0-9]*")))')
+    # and one for the model registry: a run's registration and alias promotion (a read, then
+    # a write) never overlap another's, on any worker (flows/active_da.py: REGISTRY_SLOT)
+    prefect concurrency-limit inspect sage-ada-registry >/dev/null 2>&1 \
+      || prefect concurrency-limit create sage-ada-registry 1 >/dev/null
     for slot in "sage-ada-cpu-$host" $(for i in $(seq 0 $((gpus - 1))); do echo "sage-ada-gpu-$host-$i"; done); do
       prefect concurrency-limit inspect "$slot" >/dev/null 2>&1 \
         || prefect concurrency-limit create "$slot" "${SAGE_ADA_TRAININGS_PER_DEVICE:-1}" >/dev/null

@@ -1,58 +1,150 @@
 """Resumes suspended runs when annotators finish a round: Label Studio webhooks → Prefect.
 
 A run deployed with ``label_studio.wait: suspend`` registers a webhook on its Label Studio
-project whose URL names its flow run and round (``/label-studio?flow_run=…&project=…&round=…``,
-plus ``deadline`` when its wait times out). On each annotation event this receiver answers at
-once (Label Studio waits only a second), then checks the round in the background (events of
-one round are merged: while its check runs, more events ask for one more check after it, not
-one each; a check reads only that round's tasks) and resumes
-the flow run when every task has its answers (``round_status``: the run's own definition of
-answered, labels outside the class list and annotations without a class not counted; the
-latter are asked again, as the run asks: ``ask_again``) or the deadline has passed. Every
-``SAGE_ADA_SWEEP_S`` seconds it also checks every webhook that points here (a missed or failed
-call, a deadline), and removes the webhooks of runs that ended. It keeps no state of its own:
-the webhooks are the list of waiting runs.
+project whose URL names its flow run and round (``/label-studio?flow_run=…&project=…&round=…``)
+and whose headers carry the team's webhook secret (``components.secrets``). On each annotation
+event this receiver answers at once (Label Studio waits only a second), then checks the round in
+the background (events of one round are merged: while its check runs, more events ask for one
+more check after it, not one each; a check reads only that round's tasks) and resumes the flow
+run when every task has its answers (``round_status``: the run's own definition of answered,
+labels outside the class list and annotations without a class not counted; the latter are asked
+again, as the run asks: ``ask_again``) or its wait has timed out. Every ``SAGE_ADA_SWEEP_S``
+seconds it also checks every webhook that points here (a missed or failed call), and removes the
+webhooks of runs that ended. It keeps no state of its own: the webhooks are the list of waiting
+runs.
+
+Who may call it (issue 32): a POST is acted on only with the secret in its header (compared in
+constant time; none: 401, a wrong one: 403), for a flow run, project and round that a webhook
+registered on that project names (else 403), with an action such a webhook sends, and a body of
+at most ``MAX_BODY`` bytes (else 413). Refusals are logged without the secret. What the check
+uses comes from the registered webhook, never from the request; when the wait times out comes
+from the flow run's tag in Prefect (``flows/active_da.py``, ``DEADLINE_TAG``). A round answered
+while its run is still suspending is resumed as soon as the suspension lands.
 
 Settings (environment): PREFECT_API_URL; LABEL_STUDIO_URL and LABEL_STUDIO_API_KEY (or the
-credentials file of infra/label-studio/server.sh); SAGE_ADA_WEBHOOK_HOST (127.0.0.1; 0.0.0.0 in
-a container) and SAGE_ADA_WEBHOOK_PORT (8092);
-SAGE_ADA_WEBHOOK_URL (this receiver as Label Studio reaches it, default
-http://127.0.0.1:<port>); SAGE_ADA_SWEEP_S (300); SAGE_ADA_CHECK_GAP_S (5: the least time
-between two checks of one round while its events keep coming).
+credentials file of infra/label-studio/server.sh); the webhook secret (``SAGE_ADA_SECRETS``'s
+``webhook-secret``, or SAGE_ADA_WEBHOOK_SECRET); SAGE_ADA_WEBHOOK_HOST (127.0.0.1; 0.0.0.0 in
+a container) and SAGE_ADA_WEBHOOK_PORT (8092); SAGE_ADA_WEBHOOK_URL (this receiver as Label
+Studio reaches it, default http://127.0.0.1:<port>); SAGE_ADA_SWEEP_S (300);
+SAGE_ADA_CHECK_GAP_S (5: the least time between two checks of one round while its events keep
+coming).
 """
 from __future__ import annotations
 
+import hmac
 import json
 import os
 import sys
 import threading
 import time
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
+from typing import Optional
 from urllib.parse import parse_qs, urlparse
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
 from components.oracle.base import wait_over  # noqa: E402
 from components.oracle.label_studio import (  # noqa: E402
-    ask_again, classes_digest, connect, outside_class_list, read_api_key, round_status,
-    without_a_class)
+    DEADLINE_TAG, WEBHOOK_ACTIONS, WEBHOOK_SECRET_HEADER, ask_again, classes_digest, connect,
+    outside_class_list, read_api_key, round_status, without_a_class)
+from components.secrets import WEBHOOK_SECRET, read_secret, secrets_dir  # noqa: E402
+
+MAX_BODY = 64 * 1024          # Label Studio's calls (no payload) are under 100 bytes
+SUSPENDING_S = 60             # how long a round answered while its run suspends is retried
+HOOKS_FRESH_S = 5             # how long a project's list of webhooks is trusted
 
 
 def log(message: str) -> None:
     print(f"{time.strftime('%Y-%m-%dT%H:%M:%S')} {message}", flush=True)
 
 
+class PrefectRuns:
+    """What the receiver asks Prefect about a flow run (the one source it trusts)."""
+
+    def _read(self, flow_run: str):
+        from prefect import get_client
+        from prefect.exceptions import ObjectNotFound
+
+        try:
+            with get_client(sync_client=True) as prefect:
+                return prefect.read_flow_run(flow_run)
+        except (ObjectNotFound, ValueError):   # no such run, or not an id at all
+            return None
+        except Exception as err:   # Prefect down, or it refuses this receiver's login
+            log(f"could not read flow run {flow_run} from Prefect: "
+                f"{err.__class__.__name__}: {str(err)[:200]}")
+            return None
+
+    def deadline(self, flow_run: str) -> Optional[float]:
+        """When its wait times out: the flow's ``DEADLINE_TAG`` tag; None: never."""
+        run = self._read(flow_run)
+        for tag in (run.tags if run is not None else []):
+            if tag.startswith(DEADLINE_TAG):
+                try:
+                    return float(tag[len(DEADLINE_TAG):])
+                except ValueError:
+                    return None
+        return None
+
+    def suspending(self, flow_run: str) -> bool:
+        """Still running or about to (not paused, not ended): its suspension is on its way."""
+        run = self._read(flow_run)
+        state = run.state if run is not None else None
+        return state is not None and not state.is_final() and not state.is_paused()
+
+
 class Receiver:
-    def __init__(self, client, public_url: str, gap_s: float = 0.0):
+    def __init__(self, client, public_url: str, gap_s: float = 0.0,
+                 runs: Optional[PrefectRuns] = None):
         self.client, self.public_url = client, public_url.rstrip("/")
         self.gap_s = gap_s                # the least time between two checks of one round
+        self.runs = runs or PrefectRuns()   # what Prefect knows of a flow run
+        self._hooks: dict[int, tuple[float, list[dict]]] = {}   # project → (read at, queries)
         self._lock = threading.Lock()  # one check at a time: events come in bursts
         self._queue = threading.Lock()
         self._busy: set[tuple] = set()    # rounds being checked
         self._again: dict[tuple, tuple] = {}   # ... with events since their check began: the
                                                # newest event's (query, reason)
         self.checks = 0                   # checks made (for the log and the tests)
+
+    def registered(self, flow_run: str, project: str, round_: str) -> Optional[dict]:
+        """The query of the webhook on ``project`` that points here for this flow run and
+        round, or None: what a request may ask to be checked. A project's webhooks are read
+        again when older than ``HOOKS_FRESH_S`` (a removed webhook stops counting), or when a
+        request names one not seen, at most once a second (so made-up names cannot have
+        Label Studio asked more often than that)."""
+        try:
+            key = int(project)
+        except ValueError:
+            return None
+        read_at, _ = self._hooks.get(key, (float("-inf"), []))
+        age = time.monotonic() - read_at
+        found = self._find(key, flow_run, round_)
+        if (found is None and age >= 1.0) or age >= HOOKS_FRESH_S:
+            from label_studio_sdk.core.api_error import ApiError
+
+            try:
+                hooks = self.client.webhooks.list(project=str(key))
+            except ApiError as err:
+                if err.status_code not in (400, 404):   # 400: Label Studio has no such project
+                    raise
+                hooks = []
+            self._hooks[key] = (time.monotonic(), [
+                q for hook in hooks if getattr(hook, "project", None) == key
+                and (q := self._points_here(hook.url)) is not None and q.get("project") == str(key)])
+            found = self._find(key, flow_run, round_)
+        return found
+
+    def _find(self, project: int, flow_run: str, round_: str) -> Optional[dict]:
+        for query in self._hooks.get(project, (0.0, []))[1]:
+            if (query.get("flow_run"), query.get("round")) == (flow_run, round_):
+                return query
+        return None
+
+    def _points_here(self, url: str) -> Optional[dict]:
+        if not url.startswith(self.public_url + "/label-studio?"):
+            return None
+        return {k: v[0] for k, v in parse_qs(urlparse(url).query).items()}
 
     def enqueue(self, query: dict[str, str], reason: str) -> bool:
         """Check ``query``'s round soon, in the background. Events of a round that is being
@@ -93,14 +185,10 @@ class Receiver:
         the task back in the queue, the log and the round's notice name the task and who). Where
         the project's class list is no longer the run's (its labelling config was edited), the run
         is resumed to say so (``LabelStudioOracle.complete`` fails with what to fix)."""
-        from prefect.exceptions import ObjectNotFound
-        from prefect.flow_runs import NotPausedError, resume_flow_run
-
         flow_run, round_ = query["flow_run"], int(query["round"])
-        deadline = float(query["deadline"]) if query.get("deadline") else None
         with self._lock:
             self.checks += 1
-            why = "timed out" if wait_over(deadline) else None
+            why = "timed out" if wait_over(self.runs.deadline(flow_run)) else None
             if why is None:
                 status = round_status(self.client, int(query["project"]), round_,
                                       per_task=int(query.get("per_task") or 0) or None)
@@ -119,14 +207,29 @@ class Receiver:
                                   f"{r['annotation']})", r["label"]) for r in status.rejected],
                                 status.classes))
                     return "waiting"
+        outcome = self._resume(flow_run, SUSPENDING_S if reason == "webhook" else 0.0)
+        if outcome == "resumed":
+            log(f"resumed flow run {flow_run}: round {round_} {why} ({reason})")
+        return outcome
+
+    def _resume(self, flow_run: str, suspending_s: float) -> str:
+        """Resume ``flow_run``. One that is still on its way to suspending (its round was
+        answered between its last check and the suspension) is tried again each second for up
+        to ``suspending_s``, rather than left to the next sweep."""
+        from prefect.exceptions import ObjectNotFound
+        from prefect.flow_runs import NotPausedError, resume_flow_run
+
+        give_up = time.monotonic() + suspending_s
+        while True:
             try:
                 resume_flow_run(flow_run)
+                return "resumed"
             except NotPausedError:
-                return "not suspended"
+                if time.monotonic() >= give_up or not self.runs.suspending(flow_run):
+                    return "not suspended"
+                time.sleep(1.0)
             except ObjectNotFound:
                 return "no such flow run"
-            log(f"resumed flow run {flow_run}: round {round_} {why} ({reason})")
-            return "resumed"
 
     def sweep(self) -> None:
         """Check every waiting run; drop the webhooks of runs that ended."""
@@ -152,34 +255,65 @@ class Receiver:
                     log(f"removed the webhook of ended flow run {query['flow_run']}")
 
 
-def handler_for(receiver: Receiver):
-    class Handler(BaseHTTPRequestHandler):
-        def _reply(self, code: int, body: dict) -> None:
-            data = json.dumps(body).encode()
-            self.send_response(code)
-            self.send_header("Content-Type", "application/json")
-            self.send_header("Content-Length", str(len(data)))
-            self.end_headers()
-            self.wfile.write(data)
+def create_app(receiver: Receiver, secret: str, max_body: int = MAX_BODY):
+    """The receiver's web app (Starlette, from Prefect's own stack): ``GET /health`` and
+    ``POST /label-studio``, which answers 202 at once and checks in the background, or refuses:
+    401 without the secret, 403 with a wrong one or for a webhook nobody registered, 413 for a
+    body over ``max_body``, 400 for anything a registered webhook would not send."""
+    import anyio
+    from starlette.applications import Starlette
+    from starlette.responses import JSONResponse
+    from starlette.routing import Route
 
-        def do_GET(self):
-            if urlparse(self.path).path == "/health":
-                return self._reply(200, {"status": "ok"})
-            self._reply(404, {"error": "not found"})
+    expected = secret.encode()
 
-        def do_POST(self):
-            url = urlparse(self.path)
-            self.rfile.read(int(self.headers.get("Content-Length") or 0))
-            query = {k: v[0] for k, v in parse_qs(url.query).items()}
-            if url.path != "/label-studio" or not {"flow_run", "project", "round"} <= set(query):
-                return self._reply(400, {"error": "expected /label-studio?flow_run=&project=&round="})
-            self._reply(202, {"status": "checking"})
-            receiver.enqueue(query, "webhook")
+    def refuse(request, code: int, why: str) -> JSONResponse:
+        client = request.client.host if request.client else "?"
+        log(f"refused {code} to {client}: {why}")   # never the secret
+        return JSONResponse({"error": why}, status_code=code)
 
-        def log_message(self, format, *args):  # quiet: one line per resume instead
-            pass
+    async def health(request):
+        return JSONResponse({"status": "ok"})
 
-    return Handler
+    async def label_studio(request):
+        length = request.headers.get("content-length")
+        if length is not None and (not length.isdigit() or int(length) > max_body):
+            return refuse(request, 413, f"body over {max_body} bytes")
+        body = b""
+        async for chunk in request.stream():
+            body += chunk
+            if len(body) > max_body:
+                return refuse(request, 413, f"body over {max_body} bytes")
+        given = request.headers.get(WEBHOOK_SECRET_HEADER)
+        if given is None:
+            return refuse(request, 401, f"no {WEBHOOK_SECRET_HEADER} header")
+        if not hmac.compare_digest(given.encode(), expected):
+            return refuse(request, 403, f"wrong {WEBHOOK_SECRET_HEADER}")
+        try:
+            action = json.loads(body or b"{}").get("action")
+        except (ValueError, AttributeError):
+            return refuse(request, 400, "the body is not Label Studio's JSON")
+        if action not in WEBHOOK_ACTIONS:
+            return refuse(request, 400, f"action {str(action)[:40]!r} is not one a run's webhook sends")
+        asked = {k: request.query_params.get(k) for k in ("flow_run", "project", "round")}
+        if not all(asked.values()):
+            return refuse(request, 400, "expected /label-studio?flow_run=&project=&round=")
+        try:
+            query = await anyio.to_thread.run_sync(
+                receiver.registered, asked["flow_run"], asked["project"], asked["round"])
+        except Exception as err:   # Label Studio down: the sweep checks the round later
+            log(f"could not read the webhooks of project {asked['project'][:20]!r}: "
+                f"{err.__class__.__name__}")
+            return JSONResponse({"error": "Label Studio did not answer"}, status_code=503)
+        if query is None:
+            return refuse(request, 403, f"no webhook on project {asked['project'][:20]!r} for "
+                                        f"flow run {asked['flow_run'][:40]!r} round "
+                                        f"{asked['round'][:10]!r}")
+        receiver.enqueue(query, "webhook")   # what the registered webhook says, not the request
+        return JSONResponse({"status": "checking"}, status_code=202)
+
+    return Starlette(routes=[Route("/health", health, methods=["GET"]),
+                             Route("/label-studio", label_studio, methods=["POST"])])
 
 
 def main() -> int:
@@ -196,6 +330,11 @@ def main() -> int:
     except Exception as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
+    secret = read_secret(WEBHOOK_SECRET)
+    if not secret:
+        print(f"error: no webhook secret: run `infra/webhooks/server.sh start` (it makes "
+              f"{secrets_dir() / WEBHOOK_SECRET[0]}) or set {WEBHOOK_SECRET[1]}", file=sys.stderr)
+        return 2
     receiver = Receiver(client, public, gap_s=float(os.environ.get("SAGE_ADA_CHECK_GAP_S", "5")))
     every = float(os.environ.get("SAGE_ADA_SWEEP_S", "300"))
 
@@ -207,11 +346,13 @@ def main() -> int:
             except Exception as err:
                 log(f"sweep failed: {err.__class__.__name__}: {err}")
 
+    import uvicorn
+
     threading.Thread(target=sweeping, daemon=True).start()
     host = os.environ.get("SAGE_ADA_WEBHOOK_HOST", "127.0.0.1")
-    server = ThreadingHTTPServer((host, port), handler_for(receiver))
     log(f"receiving Label Studio webhooks at {public}/label-studio (sweep every {every:.0f} s)")
-    server.serve_forever()
+    uvicorn.run(create_app(receiver, secret), host=host, port=port, log_level="warning",
+                access_log=False, server_header=False)
     return 0
 
 

@@ -6,6 +6,9 @@
 # the file infra/label-studio/server.sh writes). SAGE_ADA_WEBHOOK_PORT (default 8092);
 # SAGE_ADA_WEBHOOK_URL: the receiver as Label Studio reaches it (label_studio.webhook_url in
 # params.yaml must say the same); SAGE_ADA_SWEEP_S: the fallback check's period (default 300).
+# The webhook secret (runs put it in their webhooks' headers; the receiver refuses calls without
+# it) is made once, mode 600, in $SAGE_ADA_SECRETS/webhook-secret (default ~/.config/sage-ada),
+# and never printed; SAGE_ADA_WEBHOOK_SECRET instead, where a file cannot be shared.
 source "$(dirname "$0")/../lib.sh"
 PORT=${SAGE_ADA_WEBHOOK_PORT:-8092}
 export PORT_SETTING="SAGE_ADA_WEBHOOK_PORT=<port>"  # named by the "port taken" error
@@ -17,6 +20,8 @@ case "${1:-}" in
       echo "error: PREFECT_API_URL is not set; start the server (infra/prefect/server.sh start) and export what it prints" >&2
       exit 2
     fi
+    secret_env_if_made prefect-auth PREFECT_API_AUTH_STRING  # the server asks for it
+    (cd "$REPO_ROOT" && python -m components.secrets ensure webhook-secret)
     launch webhook-receiver "$PORT" "http://127.0.0.1:$PORT/health" "${SAGE_ADA_WEBHOOK_START_TIMEOUT:-120}" \
       python "$INFRA_ROOT/webhooks/receiver.py"
     echo "set label_studio.webhook_url: ${SAGE_ADA_WEBHOOK_URL:-http://127.0.0.1:$PORT} (with label_studio.wait: suspend)" ;;
