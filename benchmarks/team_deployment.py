@@ -31,6 +31,7 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+from unittest import mock
 
 import yaml
 
@@ -70,8 +71,9 @@ def team_servers(work: Path):
            "PREFECT_HOME": str(work / "prefect"), "SAGE_ADA_WEBHOOK_PORT": str(free_port()),
            "SAGE_ADA_SWEEP_S": "600", "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
            "SAGE_ADA_SECRETS": str(work / "secrets")}   # the webhook secret, for all of them
-    env.pop("MLFLOW_TRACKING_URI", None)
-    env.pop("PREFECT_API_AUTH_STRING", None)
+    for name in ("MLFLOW_TRACKING_URI", "PREFECT_API_AUTH_STRING", "MLFLOW_TRACKING_USERNAME",
+                 "MLFLOW_TRACKING_PASSWORD", "MLFLOW_AUTH_ADMIN_PASSWORD"):
+        env.pop(name, None)   # these servers' own logins, made below
     ls_port = free_port()
     (work / "ls").mkdir(parents=True, exist_ok=True)
     (work / "ls" / "params.yaml").write_text(  # one folder of the images, for server and runs
@@ -88,6 +90,8 @@ def team_servers(work: Path):
         ls_env.pop("LABEL_STUDIO_PORT", None)
         script("mlflow/server.sh", "start", env=env)
         stops.append(("mlflow/server.sh", env))
+        env.update(MLFLOW_TRACKING_USERNAME="sage-ada",   # the admin's login, as exported
+                   MLFLOW_TRACKING_PASSWORD=(work / "secrets" / "mlflow-password").read_text().strip())
         script("label-studio/install.sh", env=env, timeout=900)
         script("label-studio/server.sh", "start", env=ls_env)
         stops.append(("label-studio/server.sh", ls_env))
@@ -209,7 +213,8 @@ def run_scenario(work: Path, data_root: Path, manifest: Path, **train) -> dict:
     pool = pd.read_csv(manifest)
     truth = dict(zip(pool["sample_id"], pool["label"].astype(str)))
     measured: dict = {}
-    with team_servers(work) as env:
+    with team_servers(work) as env, mock.patch.dict(os.environ, {
+            k: env[k] for k in ("MLFLOW_TRACKING_USERNAME", "MLFLOW_TRACKING_PASSWORD")}):
         params = scenario_params(env, data_root, manifest, **train)
         a, b = make_clone(work / "clone-a", params), make_clone(work / "clone-b", params)
         with temporary_settings({PREFECT_API_URL: env["PREFECT_API_URL"],

@@ -17,9 +17,10 @@ WEBHOOK_SECRET = ("webhook-secret", "SAGE_ADA_WEBHOOK_SECRET")
 # Prefect's API auth string, "user:password": the server's PREFECT_SERVER_API_AUTH_STRING and
 # every client's PREFECT_API_AUTH_STRING
 PREFECT_AUTH = ("prefect-auth", "PREFECT_API_AUTH_STRING")
-# the MLflow server's admin password (infra/mlflow/server.sh: --app-name basic-auth); a client
-# logs in as MLFLOW_TRACKING_USERNAME (default MLFLOW_ADMIN) with MLFLOW_TRACKING_PASSWORD
-MLFLOW_PASSWORD = ("mlflow-password", "MLFLOW_TRACKING_PASSWORD")
+# the MLflow server's admin password (infra/mlflow/server.sh: --app-name basic-auth; MLflow's
+# own MLFLOW_AUTH_ADMIN_PASSWORD where set); a person logs in with MLFLOW_TRACKING_USERNAME and
+# MLFLOW_TRACKING_PASSWORD
+MLFLOW_PASSWORD = ("mlflow-password", "MLFLOW_AUTH_ADMIN_PASSWORD")
 MLFLOW_ADMIN = "sage-ada"
 # the key that signs the MLflow server's CSRF tokens (its basic-auth app asks for one)
 MLFLOW_FLASK_KEY = ("mlflow-flask-key", "MLFLOW_FLASK_SERVER_SECRET_KEY")
@@ -49,21 +50,32 @@ def ensure_secret(which: tuple[str, str]) -> Path:
     folder.mkdir(parents=True, exist_ok=True, mode=0o700)
     path = folder / name
     if not path.exists() and not os.environ.get(env):
-        try:
-            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-        except FileExistsError:      # another script made it first
-            return path
+        # written whole under another name, then linked in place: nobody reads it half made
+        part = folder / f".{name}.{os.getpid()}.{secrets.token_hex(4)}"
+        fd = os.open(part, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
         with os.fdopen(fd, "w") as out:
             out.write(_PREFIX.get(name, "") + secrets.token_urlsafe(32) + "\n")
+        try:
+            os.link(part, path)
+        except FileExistsError:      # another script made it first: theirs stands
+            pass
+        finally:
+            part.unlink()
     return path
 
 
-def mlflow_login() -> bool:
+def mlflow_login(uri: str = "") -> bool:
     """Log this process's MLflow client in (MLflow reads ``MLFLOW_TRACKING_USERNAME`` and
-    ``MLFLOW_TRACKING_PASSWORD``): where neither is set and this machine has the server's
-    admin password file, as the admin. Whether a login is set now."""
+    ``MLFLOW_TRACKING_PASSWORD``): where neither is set, the server at ``uri`` runs on this
+    machine (a loopback address: the admin's password never travels to another host) and
+    this machine has its admin password, as the admin. Whether a login is set now."""
+    from urllib.parse import urlparse
+
     if os.environ.get("MLFLOW_TRACKING_PASSWORD"):
         return True
+    host = (urlparse(uri).hostname or "") if uri else "localhost"
+    if host not in ("localhost", "::1") and not host.startswith("127."):
+        return False
     password = read_secret(MLFLOW_PASSWORD)
     if not password:
         return False

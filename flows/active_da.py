@@ -18,7 +18,7 @@ from components.config import Config, load_config
 from components.data import prepare as data_steps
 from components.data.versioning import data_hash
 from components.oracle import OracleTimeout, make_oracle
-from components.oracle.label_studio import DEADLINE_TAG
+from components.oracle.label_studio import WAIT_TAG
 from components.run import watchdog
 from components.run.active_run import ActiveRun
 from components.run.preflight import ServerDown, claim_settings
@@ -123,20 +123,18 @@ def can_collect(run: ActiveRun, round: int, timeout: float) -> bool:
 @task(name="watch", task_run_name="watch round {round}", **IO)
 def watch(run: ActiveRun, round: int, timeout: float, stop: bool = False) -> None:
     """Have Label Studio call the receiver of infra/webhooks/ on each annotation (or no more).
-    When the wait times out goes on the flow run in Prefect, as a tag: the receiver reads it
-    there, never from a request (issue 32)."""
+    Which round the run waits on, how it is judged and when the wait times out go on the flow
+    run in Prefect, as a tag: the receiver reads them there, never from a webhook or a request
+    (issue 32)."""
     from prefect import get_client
     from prefect.runtime import flow_run
 
     if stop:
         run.unwatch()
         return
-    deadline = run.deadline(timeout)
     with get_client(sync_client=True) as client:
-        tags = [t for t in client.read_flow_run(flow_run.id).tags
-                if not t.startswith(DEADLINE_TAG)]
-        client.update_flow_run(flow_run.id, tags=tags + (
-            [f"{DEADLINE_TAG}{deadline:.0f}"] if deadline is not None else []))
+        tags = [t for t in client.read_flow_run(flow_run.id).tags if not t.startswith(WAIT_TAG)]
+        client.update_flow_run(flow_run.id, tags=tags + [run.wait_tag(timeout)])
     run.watch(str(flow_run.id))
 
 

@@ -22,11 +22,25 @@ wait_http() {  # url timeout_s [pid]: a line every 15 s while waiting; gives up 
   done
 }
 
+redact() {  # a URL without its password: postgresql://user:***@host/db
+  sed -E 's#(://[^:/@]*):[^@/]*@#\1:***@#g' <<<"$1"
+}
+
 launch() {  # name port health_url timeout_s command...
+  # LAUNCH_CONFIG (set by the calling script, passwords redacted): what this server was asked to
+  # serve; a server already running with another is an error, not "already running"
   local name=$1 port=$2 url=$3 timeout=$4; shift 4
-  local pidfile="$RUN_DIR/$name.pid" log="$RUN_DIR/$name.log"
+  local pidfile="$RUN_DIR/$name.pid" log="$RUN_DIR/$name.log" config="$RUN_DIR/$name.config"
+  local want="${LAUNCH_CONFIG:-$*}"
   if [ -f "$pidfile" ] && kill -0 "$(cat "$pidfile")" 2>/dev/null; then
-    echo "$name is already running (pid $(cat "$pidfile")); stop it with '$0 stop'"; return 0
+    local has; has=$(cat "$config" 2>/dev/null || true)
+    if [ -n "$has" ] && [ "$has" != "$want" ]; then
+      echo "error: $name is running (pid $(cat "$pidfile")) with other settings than asked:" \
+           "it has [$has], asked [$want]; stop it first ('$0 stop'), then start it again" >&2
+      return 1
+    fi
+    echo "$name is already running (pid $(cat "$pidfile")) with these settings; stop it with '$0 stop'"
+    return 0
   fi
   if port_busy "$port"; then
     echo "error: port $port on 127.0.0.1 is taken; stop what uses it, or choose a free port" \
@@ -34,6 +48,7 @@ launch() {  # name port health_url timeout_s command...
   fi
   nohup "$@" >"$log" 2>&1 &
   echo $! >"$pidfile"
+  (umask 077; printf '%s\n' "$want" >"$config")
   if ! wait_http "$url" "$timeout" "$(cat "$pidfile")"; then
     echo "error: $name did not answer at $url within ${timeout}s (or it exited; a busy machine may need a longer wait: see the script's *_START_TIMEOUT); last log lines:" >&2
     tail -20 "$log" >&2; stop_named "$name"; return 1
@@ -69,7 +84,11 @@ secret_env() {  # NAME VAR: export VAR from the secret NAME (components/secrets.
   local file
   (cd "$REPO_ROOT" && python -m components.secrets ensure "$1") || return 1
   file=$(cd "$REPO_ROOT" && python -m components.secrets path "$1")
-  if [ -z "${!2:-}" ]; then export "$2"="$(cat "$file")"; fi
+  if [ -z "${!2:-}" ]; then
+    local value; value=$(cat "$file")
+    [ -n "$value" ] || { echo "error: the secret $file is empty; remove it and start again" >&2; return 1; }
+    export "$2"="$value"
+  fi
 }
 
 secret_env_if_made() {  # NAME VAR: as secret_env, but only where the secret's file exists

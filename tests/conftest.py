@@ -38,7 +38,7 @@ def team_secrets(tmp_path_factory):
 
     os.environ["SAGE_ADA_SECRETS"] = str(tmp_path_factory.mktemp("secrets"))
     for name in ("MLFLOW_TRACKING_USERNAME", "MLFLOW_TRACKING_PASSWORD", "PREFECT_API_AUTH_STRING",
-                 "SAGE_ADA_WEBHOOK_SECRET"):
+                 "SAGE_ADA_WEBHOOK_SECRET", "MLFLOW_AUTH_ADMIN_PASSWORD"):
         os.environ.pop(name, None)
     ensure_secret(MLFLOW_PASSWORD)
     assert mlflow_login()

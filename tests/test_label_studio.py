@@ -20,8 +20,9 @@ from components.oracle import OracleError, OracleTimeout
 from components.oracle.auto_annotator import AutoAnnotator
 from components.oracle.label_studio import (LabelStudioOracle, choice_result, classes_digest,
                                             connect, item_id, label_config, project_classes,
-                                            rejected_labels, resolve, round_answered,
-                                            round_status, task_answered)
+                                            read_wait_tag, rejected_labels, resolve,
+                                            round_answered, round_status, task_answered,
+                                            wait_tag)
 from tests.conftest import REPO, chromium, free_port, logged_in, report_probes
 
 CLASSES = [str(c) for c in range(10)]
@@ -512,14 +513,15 @@ def _receiver_module():
 
 
 class Runs:
-    """What Prefect would say of the tests' made-up flow runs: when their wait times out (the
-    flow's tag), and whether one is still on its way to suspending."""
+    """What Prefect would say of the tests' made-up flow runs: the round one waits on (the
+    flow's ``wait_tag``), and whether it is still on its way to suspending."""
 
-    def __init__(self, deadline=None, suspending=False):
-        self.deadline_at, self.is_suspending = deadline, suspending
+    def __init__(self, project, round, per_task=1, deadline=None, suspending=False):
+        self.wait = read_wait_tag([wait_tag(project, round, per_task, CLASSES, deadline)])
+        self.is_suspending = suspending
 
-    def deadline(self, flow_run):
-        return self.deadline_at
+    def waiting(self, flow_run):
+        return self.wait
 
     def suspending(self, flow_run):
         return self.is_suspending
@@ -582,7 +584,7 @@ def test_a_label_outside_the_class_list_neither_resumes_nor_loops(label_studio, 
                                      result=choice_result(truth[ids[0]]))
     bad = oracle.client.annotations.create(id=tasks[oracle.item(ids[1])].id,
                                            result=choice_result("eleven"))
-    receiver = _receiver_module().Receiver(oracle.client, receiver_url, runs=Runs())
+    receiver = _receiver_module().Receiver(oracle.client, receiver_url, runs=Runs(project, 1))
     capsys.readouterr()
     for _ in range(3):                       # webhook calls and sweeps: the same answer each time
         assert oracle.complete(handle) is False                     # what the run says
@@ -654,7 +656,8 @@ def test_the_receiver_merges_a_rounds_events(label_studio, digits_manifest, digi
             finally:
                 ends.append(time.monotonic())
 
-    receiver = SlowReceiver(oracle.client, label_studio["receiver"], runs=Runs())
+    receiver = SlowReceiver(oracle.client, label_studio["receiver"],
+                            runs=Runs(handle["project_id"], 1))
     url = (f"{label_studio['receiver']}/label-studio?flow_run=fr-31&project={handle['project_id']}"
            "&round=1")
     send = dict(json={"action": "ANNOTATION_CREATED"},
@@ -777,7 +780,7 @@ def test_an_annotation_without_a_label_is_asked_again_and_named(label_studio, di
     oracle.client.annotations.create(id=task, result=choice_result(truth[ids[2]]))
     empty(task)
     receiver = _receiver_module().Receiver(oracle.client, f"http://127.0.0.1:{free_port()}",
-                                           runs=Runs())
+                                           runs=Runs(project, 2, per_task=2))
     query = {"flow_run": "flow-run-30", "project": str(project), "round": "2", "per_task": "2",
              "classes": classes_digest(CLASSES)}
     capsys.readouterr()
@@ -824,7 +827,7 @@ def test_the_receiver_lets_in_only_the_webhooks_a_run_registered(label_studio, d
     project = handle["project_id"]
     oracle.watch(handle, label_studio["receiver"], "fr-32")
     module = _receiver_module()
-    runs = Runs(deadline=None, suspending=True)
+    runs = Runs(project, 1, suspending=True)
     receiver = module.Receiver(oracle.client, label_studio["receiver"], runs=runs)
     base = f"{label_studio['receiver']}/label-studio"
     ok = f"{base}?flow_run=fr-32&project={project}&round=1"
@@ -856,6 +859,15 @@ def test_the_receiver_lets_in_only_the_webhooks_a_run_registered(label_studio, d
         while receiver._busy and time.monotonic() < deadline:
             time.sleep(0.05)
         assert receiver.checks == 1 and resumed == []                     # still waiting
+        # a Label Studio user can read the secret and make a webhook: one for another round
+        oracle.client.webhooks.create(
+            url=f"{base}?flow_run=fr-32&project={project}&round=7&per_task=0", project=project,
+            send_payload=False, headers=right, actions=["ANNOTATION_CREATED"])
+        time.sleep(1.1)             # the receiver reads a project's webhooks at most once a second
+        probe("a webhook a Label Studio user made for a round the run does not wait on", 202,
+              headers=right, url=f"{base}?flow_run=fr-32&project={project}&round=7")
+        time.sleep(1.0)
+        assert receiver.checks == 1 and resumed == []            # Prefect says: not that round
 
         # Label Studio's own calls get in: the round answered while the run still suspends
         tasks = oracle.tasks(project, 1)
@@ -876,8 +888,11 @@ def test_the_receiver_lets_in_only_the_webhooks_a_run_registered(label_studio, d
         assert resumed[0][1] - landed["at"] < 3.0
 
     # Label Studio: no webhook to another private address (SSRF protection is on)
+    trusted = label_studio["receiver"].removeprefix("http://")
     for elsewhere in (f"http://127.0.0.1:{free_port()}/x", "http://10.0.0.1/x",
-                      "http://169.254.169.254/latest/meta-data/"):
+                      "http://169.254.169.254/latest/meta-data/",
+                      f"http://10.0.0.5:6379\\@{trusted}/",      # parsers disagree on the host
+                      f"http://someone@{trusted}/label-studio"):
         with pytest.raises(ApiError) as refused:
             oracle.client.webhooks.create(url=elsewhere, project=project, send_payload=False,
                                           actions=["ANNOTATION_CREATED"])

@@ -132,13 +132,16 @@ class PrefectPerson:
         from selenium.webdriver.common.by import By
         from selenium.webdriver.common.keys import Keys
 
-        self.driver.get(f"{self.url}/dashboard")
+        self.driver.get(f"{self.url}/dashboard")   # sent to the login page
         field = self.wait(lambda d: next((e for e in d.find_elements(By.TAG_NAME, "input")
                                           if e.is_displayed()), None)
                           if "/login" in d.current_url else None)
         self.shot("00-login")
         field.send_keys(auth, Keys.ENTER)
         self.wait(lambda d: "/login" not in d.current_url)
+        # a fresh page: the toasts of the calls refused before the login (which stay while the
+        # pointer rests on them, over the form's Submit) are gone, as after a person's reload
+        self.driver.get(f"{self.url}/dashboard")
 
     def open_custom_run(self, deployment: str) -> None:
         """Deployments → the deployment → Run → Custom run, as clicked."""

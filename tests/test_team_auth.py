@@ -59,7 +59,7 @@ def test_the_tracking_server_lets_in_only_those_with_an_account(mlflow_server, t
     probe("MLflow API: search experiments with a person's account", 200,
           httpx.get(search, auth=alice).status_code)
 
-    # what one person made, another may read but not change (default_permission READ)
+    # what one person made, another may read and log to, but not delete (default EDIT)
     created = httpx.post(f"{mlflow_server.uri}/api/2.0/mlflow/experiments/create",
                          json={"name": "admins-experiment"}, auth=admin)
     assert created.status_code == 200, created.text
@@ -67,6 +67,9 @@ def test_the_tracking_server_lets_in_only_those_with_an_account(mlflow_server, t
     get = f"{mlflow_server.uri}/api/2.0/mlflow/experiments/get?experiment_id={experiment}"
     probe("MLflow API: a person reads another's experiment", 200,
           httpx.get(get, auth=alice).status_code)
+    probe("MLflow API: a person logs a run in another's experiment", 200, httpx.post(
+        f"{mlflow_server.uri}/api/2.0/mlflow/runs/create",
+        json={"experiment_id": experiment}, auth=alice).status_code)
     probe("MLflow API: a person deletes another's experiment", 403, httpx.post(
         f"{mlflow_server.uri}/api/2.0/mlflow/experiments/delete",
         json={"experiment_id": experiment}, auth=alice).status_code)
@@ -90,3 +93,27 @@ def test_the_tracking_server_lets_in_only_those_with_an_account(mlflow_server, t
         for name in ("MLFLOW_TRACKING_USERNAME", "MLFLOW_TRACKING_PASSWORD"):
             os.environ.pop(name)
         check_tracking_server()
+
+
+def test_a_running_server_asked_for_another_store_says_so(mlflow_server):
+    """Issue 35 (in part): the README's second `server.sh start` with another store used to say
+    "already running" and exit 0, leaving runs on the first store. Now it is one line naming
+    both, with no password in it; and the store never goes on the server's command line."""
+    from pathlib import Path
+
+    import psutil
+
+    server = str(REPO / "infra/mlflow/server.sh")
+    pid = int((Path(mlflow_server.env["SAGE_ADA_RUN_DIR"]) / "mlflow-server.pid").read_text())
+    command = " ".join(psutil.Process(pid).cmdline())
+    assert "--backend-store-uri" not in command and "mlflow.db" not in command   # `ps` shows it
+    other = {**mlflow_server.env, "MLFLOW_BACKEND_STORE_URI": "postgresql://u:hunter2@db:5432/x"}
+    refused = subprocess.run(["bash", server, "start"], env=other, capture_output=True,
+                             text=True, timeout=120)
+    assert refused.returncode == 1
+    (line,) = refused.stderr.strip().splitlines()
+    assert "running" in line and "other settings" in line and "stop it first" in line
+    assert "postgresql://u:***@db:5432/x" in line and "hunter2" not in line
+    same = subprocess.run(["bash", server, "start"], env=mlflow_server.env, capture_output=True,
+                          text=True, timeout=120)
+    assert same.returncode == 0 and "already running" in same.stdout

@@ -352,9 +352,29 @@ FULL_READ_EVERY = 30
 WEBHOOK_ACTIONS = ("ANNOTATION_CREATED", "ANNOTATIONS_CREATED", "ANNOTATION_UPDATED",
                    "ANNOTATIONS_DELETED")
 WEBHOOK_SECRET_HEADER = "X-Sage-Ada-Webhook-Secret"
-# a suspended flow run's tag in Prefect: when its round's wait times out (epoch seconds); set by
-# the flow, read by the receiver (never from a request)
-DEADLINE_TAG = "sage-ada-deadline:"
+# A suspended flow run's tag in Prefect: which round it waits on and how that round is judged
+# (project, round, annotators per task, the class list's digest) and when the wait times out.
+# Set by the flow (``wait_tag``), read by the receiver (``read_wait_tag``): Label Studio's users
+# can see and make webhooks, so the receiver takes none of this from a webhook or a request.
+WAIT_TAG = "sage-ada-wait:"
+
+
+def wait_tag(project: int, round: int, per_task: int, classes, deadline: Optional[float]) -> str:
+    until = "" if deadline is None else f"{deadline:.0f}"
+    return f"{WAIT_TAG}{project}:{round}:{per_task}:{classes_digest(classes)}:{until}"
+
+
+def read_wait_tag(tags) -> Optional[dict]:
+    """The wait a flow run's tags name (``wait_tag``), or None."""
+    for tag in tags or []:
+        if tag.startswith(WAIT_TAG):
+            try:
+                project, round, per_task, classes, until = tag[len(WAIT_TAG):].split(":")
+                return {"project": int(project), "round": int(round), "per_task": int(per_task),
+                        "classes": classes, "deadline": float(until) if until else None}
+            except ValueError:
+                return None
+    return None
 
 
 def round_filter(round: int) -> dict:
@@ -877,6 +897,11 @@ class LabelStudioOracle:
             url=f"{receiver.rstrip('/')}/label-studio?{urlencode(query)}", project=project,
             send_payload=False, send_for_all_actions=False, is_active=True,
             headers={WEBHOOK_SECRET_HEADER: secret}, actions=list(WEBHOOK_ACTIONS))
+
+    def wait_tag(self, handle: dict, deadline: Optional[float]) -> str:
+        """What the flow run tells Prefect it waits on (``wait_tag``), for the receiver."""
+        return wait_tag(handle["project_id"], handle["round"], self.annotators_per_task,
+                        self.classes, deadline)
 
     def unwatch(self, handle: dict, receiver: str) -> None:
         """Remove this project's webhooks to ``receiver`` (the round is collected)."""

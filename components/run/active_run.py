@@ -165,6 +165,10 @@ class ActiveRun:
         self.oracle.watch(self.state.pending.handle, self.cfg.label_studio.webhook_url,
                           flow_run_id)
 
+    def wait_tag(self, timeout: float) -> str:
+        """The round this run waits on, as its flow run's tag in Prefect (``wait_tag``)."""
+        return self.oracle.wait_tag(self.state.pending.handle, self.deadline(timeout))
+
     def unwatch(self) -> None:
         """The round is collected: no more calls to the receiver for it."""
         self.oracle.unwatch(self.state.pending.handle, self.cfg.label_studio.webhook_url)

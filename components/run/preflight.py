@@ -194,7 +194,7 @@ def check_tracking_server(timeout: float = 5.0) -> None:
                              "the local store under mlflow/")
         from components.secrets import MLFLOW_PASSWORD, mlflow_login, secrets_dir
 
-        mlflow_login()
+        mlflow_login(uri)
         user = os.environ.get("MLFLOW_TRACKING_USERNAME", "")
         refused = asks_login(uri.rstrip("/") + "/api/2.0/mlflow/experiments/search?max_results=1",
                              user, os.environ.get("MLFLOW_TRACKING_PASSWORD"), timeout)

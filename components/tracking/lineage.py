@@ -69,7 +69,7 @@ def configure_mlflow(root: Path | None = None) -> str:
     if uri.startswith(("http://", "https://")):   # the server asks who you are (issue 32)
         from components.secrets import mlflow_login
 
-        mlflow_login()
+        mlflow_login(uri)
     mlflow.set_tracking_uri(uri)
     return uri
 

@@ -35,13 +35,18 @@ TRUSTED_URLS = os.environ.get("SAGE_ADA_TRUSTED_URLS", "").split()
 
 
 def origin(url: str) -> tuple:
-    from urllib.parse import urlparse
+    """(scheme, host, port) as the HTTP client that sends the request parses it (urllib3, under
+    requests and botocore), so a URL that parsers read differently cannot pass for a trusted
+    one; a URL with a user part or a backslash is never trusted."""
+    from urllib3.util import parse_url
 
     try:
-        u = urlparse(url)
-        return (u.scheme, (u.hostname or "").lower(), u.port or {"http": 80, "https": 443}.get(u.scheme))
-    except ValueError:
+        u = parse_url(url)
+    except Exception:
         return ("", "", None)
+    if u.auth is not None or "\\" in url or "@" in (u.netloc or ""):
+        return ("", "", None)
+    return (u.scheme, (u.host or "").lower(), u.port or {"http": 80, "https": 443}.get(u.scheme))
 
 
 class TrustedUrls:

@@ -61,10 +61,11 @@ case "${1:-}" in
     credentials
     mkdir -p "$DATA/home" "$MEDIA"
     db=$(database_env) || exit 2
+    config="port $PORT, projects in $(redact "${LABEL_STUDIO_DATABASE_URL:-SQLite under $DATA}"), images from $MEDIA"
     trusted=${LABEL_STUDIO_TRUSTED_URLS:-"${SAGE_ADA_WEBHOOK_URL:-http://127.0.0.1:${SAGE_ADA_WEBHOOK_PORT:-8092}} $(params_trusted)"}
     # shellcheck disable=SC2086  # word splitting of db is intended: NAME=value pairs
     env -i PATH="$VENV/bin:/usr/bin:/bin" HOME="$DATA/home" $db \
-      SAGE_ADA_TRUSTED_URLS="$trusted" \
+      SAGE_ADA_TRUSTED_URLS="$trusted" LAUNCH_CONFIG="$config" \
       LABEL_STUDIO_USERNAME="$LABEL_STUDIO_USERNAME" LABEL_STUDIO_PASSWORD="$LABEL_STUDIO_PASSWORD" \
       LABEL_STUDIO_USER_TOKEN="$LABEL_STUDIO_USER_TOKEN" LABEL_STUDIO_ENABLE_LEGACY_API_TOKEN=true \
       LABEL_STUDIO_DISABLE_SIGNUP_WITHOUT_LINK="${LABEL_STUDIO_DISABLE_SIGNUP_WITHOUT_LINK:-true}" \

@@ -10,8 +10,8 @@
 [ $# -ge 1 ] || { echo "usage: $0 NAME [NAME ...]" >&2; exit 2; }
 source "$(dirname "$0")/../lib.sh"
 PORT=${MLFLOW_PORT:-5000}
-secret_env_if_made mlflow-password MLFLOW_TRACKING_PASSWORD
-[ -n "${MLFLOW_TRACKING_PASSWORD:-}" ] || {
+secret_env_if_made mlflow-password MLFLOW_AUTH_ADMIN_PASSWORD
+[ -n "${MLFLOW_AUTH_ADMIN_PASSWORD:-}" ] || {
   echo "error: no admin password: start the server first (infra/mlflow/server.sh start)" >&2; exit 1; }
 folder="$(cd "$REPO_ROOT" && python -m components.secrets path mlflow-password)"
 folder="$(dirname "$folder")/mlflow-users"
@@ -29,7 +29,7 @@ import urllib.request
 from pathlib import Path
 
 url, folder, *names = sys.argv[1:]
-admin = base64.b64encode(f"sage-ada:{os.environ['MLFLOW_TRACKING_PASSWORD']}".encode()).decode()
+admin = base64.b64encode(f"sage-ada:{os.environ['MLFLOW_AUTH_ADMIN_PASSWORD']}".encode()).decode()
 
 
 def call(path: str, body: dict) -> int:

@@ -16,7 +16,8 @@
 #   MLFLOW_TRACKING_PASSWORD where set), which this project's clients on this machine read by
 #   themselves; `infra/mlflow/add-user.sh <name>` makes an account per person. Accounts live in
 #   MLFLOW_AUTH_DATABASE_URI (default sqlite in the store). Everyone logged in may read every
-#   experiment (default_permission READ); only its creator and the admin may change one.
+#   experiment and log runs and models to it (default_permission EDIT); only its creator and the
+#   admin may delete it or change who may.
 #   /health answers without a login.
 source "$(dirname "$0")/../lib.sh"
 PORT=${MLFLOW_PORT:-5000}
@@ -27,9 +28,10 @@ ARTIFACTS=${MLFLOW_ARTIFACTS_DESTINATION:-$STORE/artifacts}
 case "$ARTIFACTS" in *://*) ;; *) mkdir -p "$ARTIFACTS" ;; esac
 auth_config() {  # MLflow's auth settings (no secret in them: the password is in the environment)
   local ini="$RUN_DIR/mlflow-auth-$PORT.ini"
+  (umask 077; : >"$ini")
   cat >"$ini" <<INI
 [mlflow]
-default_permission = READ
+default_permission = EDIT
 database_uri = ${MLFLOW_AUTH_DATABASE_URI:-sqlite:///$STORE/basic_auth.db}
 admin_username = sage-ada
 authorization_function = mlflow.server.auth:authenticate_request_basic_auth
@@ -38,13 +40,16 @@ INI
   echo "$ini"
 }
 case "${1:-}" in
-  start) secret_env mlflow-password MLFLOW_TRACKING_PASSWORD
+  start) secret_env mlflow-password MLFLOW_AUTH_ADMIN_PASSWORD
          secret_env mlflow-flask-key MLFLOW_FLASK_SERVER_SECRET_KEY
-         export MLFLOW_AUTH_ADMIN_PASSWORD=$MLFLOW_TRACKING_PASSWORD MLFLOW_AUTH_CONFIG_PATH
+         export MLFLOW_AUTH_CONFIG_PATH
          MLFLOW_AUTH_CONFIG_PATH=$(auth_config)
+         # the store's URI (a PostgreSQL password in it) goes by environment, never on the
+         # command line, where `ps` shows it to every user of the machine
+         export MLFLOW_BACKEND_STORE_URI=$BACKEND
+         LAUNCH_CONFIG="port $PORT, runs in $(redact "$BACKEND"), artifacts in $ARTIFACTS" \
          launch mlflow-server "$PORT" "http://127.0.0.1:$PORT/health" "${MLFLOW_START_TIMEOUT:-300}" \
            mlflow server --app-name basic-auth --host "${MLFLOW_HOST:-127.0.0.1}" --port "$PORT" \
-             --backend-store-uri "$BACKEND" \
              --artifacts-destination "$ARTIFACTS" --serve-artifacts
          echo "export MLFLOW_TRACKING_URI=http://127.0.0.1:$PORT"
          # MLflow 3.17's UI opens on its GenAI pages, whatever the experiment's kind tag says

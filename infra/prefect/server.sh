@@ -22,6 +22,7 @@ export PREFECT_UI_API_URL=${PREFECT_UI_API_URL:-http://127.0.0.1:$PORT/api}
 case "${1:-}" in
   start) secret_env prefect-auth PREFECT_API_AUTH_STRING
          export PREFECT_SERVER_API_AUTH_STRING=$PREFECT_API_AUTH_STRING
+         LAUNCH_CONFIG="port $PORT, state in $(redact "${PREFECT_API_DATABASE_CONNECTION_URL:-SQLite under $PREFECT_HOME}")" \
          launch prefect-server "$PORT" "http://127.0.0.1:$PORT/api/health" "${PREFECT_START_TIMEOUT:-300}" \
            prefect server start --host "${PREFECT_HOST:-127.0.0.1}" --port "$PORT"
          echo "export PREFECT_API_URL=http://127.0.0.1:$PORT/api"

@@ -16,10 +16,12 @@ runs.
 Who may call it (issue 32): a POST is acted on only with the secret in its header (compared in
 constant time; none: 401, a wrong one: 403), for a flow run, project and round that a webhook
 registered on that project names (else 403), with an action such a webhook sends, and a body of
-at most ``MAX_BODY`` bytes (else 413). Refusals are logged without the secret. What the check
-uses comes from the registered webhook, never from the request; when the wait times out comes
-from the flow run's tag in Prefect (``flows/active_da.py``, ``DEADLINE_TAG``). A round answered
-while its run is still suspending is resumed as soon as the suspension lands.
+at most ``MAX_BODY`` bytes (else 413). Refusals are logged without the secret. Label Studio's
+users can see webhooks (the secret included) and make them, so nothing a check decides comes
+from a webhook or a request: which round the run waits on, how it is judged and when its wait
+times out come from the flow run's tag in Prefect (``WAIT_TAG``, set by ``flows/active_da.py``),
+and a call about any other round does nothing. A round answered while its run is still
+suspending is resumed as soon as the suspension lands.
 
 Settings (environment): PREFECT_API_URL; LABEL_STUDIO_URL and LABEL_STUDIO_API_KEY (or the
 credentials file of infra/label-studio/server.sh); the webhook secret (``SAGE_ADA_SECRETS``'s
@@ -45,8 +47,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
 from components.oracle.base import wait_over  # noqa: E402
 from components.oracle.label_studio import (  # noqa: E402
-    DEADLINE_TAG, WEBHOOK_ACTIONS, WEBHOOK_SECRET_HEADER, ask_again, classes_digest, connect,
-    outside_class_list, read_api_key, round_status, without_a_class)
+    WEBHOOK_ACTIONS, WEBHOOK_SECRET_HEADER, ask_again, classes_digest, connect,
+    outside_class_list, read_api_key, read_wait_tag, round_status, without_a_class)
 from components.secrets import WEBHOOK_SECRET, read_secret, secrets_dir  # noqa: E402
 
 MAX_BODY = 64 * 1024          # Label Studio's calls (no payload) are under 100 bytes
@@ -75,16 +77,11 @@ class PrefectRuns:
                 f"{err.__class__.__name__}: {str(err)[:200]}")
             return None
 
-    def deadline(self, flow_run: str) -> Optional[float]:
-        """When its wait times out: the flow's ``DEADLINE_TAG`` tag; None: never."""
+    def waiting(self, flow_run: str) -> Optional[dict]:
+        """The round it waits on, how that round is judged and when the wait times out: its
+        ``WAIT_TAG`` tag (``read_wait_tag``); None: it waits on nothing Prefect knows of."""
         run = self._read(flow_run)
-        for tag in (run.tags if run is not None else []):
-            if tag.startswith(DEADLINE_TAG):
-                try:
-                    return float(tag[len(DEADLINE_TAG):])
-                except ValueError:
-                    return None
-        return None
+        return read_wait_tag(run.tags) if run is not None else None
 
     def suspending(self, flow_run: str) -> bool:
         """Still running or about to (not paused, not ended): its suspension is on its way."""
@@ -185,19 +182,21 @@ class Receiver:
         the task back in the queue, the log and the round's notice name the task and who). Where
         the project's class list is no longer the run's (its labelling config was edited), the run
         is resumed to say so (``LabelStudioOracle.complete`` fails with what to fix)."""
-        flow_run, round_ = query["flow_run"], int(query["round"])
+        flow_run, round_, project = query["flow_run"], int(query["round"]), int(query["project"])
+        wait = self.runs.waiting(flow_run)
+        if wait is None or (wait["project"], wait["round"]) != (project, round_):
+            return "not waiting"     # Prefect says this run waits on no such round
         with self._lock:
             self.checks += 1
-            why = "timed out" if wait_over(self.runs.deadline(flow_run)) else None
+            why = "timed out" if wait_over(wait["deadline"]) else None
             if why is None:
-                status = round_status(self.client, int(query["project"]), round_,
-                                      per_task=int(query.get("per_task") or 0) or None)
-                if query.get("classes") and query["classes"] != classes_digest(status.classes):
+                status = round_status(self.client, project, round_, per_task=wait["per_task"])
+                if wait["classes"] != classes_digest(status.classes):
                     why = "has another class list in Label Studio than the run"
                 elif status.answered:
                     why = "answered"
                 else:
-                    asked = ask_again(self.client, int(query["project"]), status.empty)
+                    asked = ask_again(self.client, project, status.empty)
                     if asked:
                         log(f"flow run {flow_run}, round {round_}: {without_a_class(asked)}")
                     if status.rejected:
@@ -207,15 +206,16 @@ class Receiver:
                                   f"{r['annotation']})", r["label"]) for r in status.rejected],
                                 status.classes))
                     return "waiting"
-        outcome = self._resume(flow_run, SUSPENDING_S if reason == "webhook" else 0.0)
+        outcome = self._resume(flow_run, wait, SUSPENDING_S if reason == "webhook" else 0.0)
         if outcome == "resumed":
             log(f"resumed flow run {flow_run}: round {round_} {why} ({reason})")
         return outcome
 
-    def _resume(self, flow_run: str, suspending_s: float) -> str:
+    def _resume(self, flow_run: str, wait: dict, suspending_s: float) -> str:
         """Resume ``flow_run``. One that is still on its way to suspending (its round was
         answered between its last check and the suspension) is tried again each second for up
-        to ``suspending_s``, rather than left to the next sweep."""
+        to ``suspending_s``, rather than left to the next sweep, as long as it still waits on
+        the same round (``wait``)."""
         from prefect.exceptions import ObjectNotFound
         from prefect.flow_runs import NotPausedError, resume_flow_run
 
@@ -225,7 +225,8 @@ class Receiver:
                 resume_flow_run(flow_run)
                 return "resumed"
             except NotPausedError:
-                if time.monotonic() >= give_up or not self.runs.suspending(flow_run):
+                if (time.monotonic() >= give_up or not self.runs.suspending(flow_run)
+                        or self.runs.waiting(flow_run) != wait):
                     return "not suspended"
                 time.sleep(1.0)
             except ObjectNotFound:
@@ -244,7 +245,7 @@ class Receiver:
             except Exception as err:  # one bad webhook must not stop the others
                 log(f"sweep: {hook.url}: {err.__class__.__name__}: {err}")
                 continue
-            if outcome in ("not suspended", "no such flow run"):
+            if outcome in ("not suspended", "no such flow run", "not waiting"):
                 with get_client(sync_client=True) as prefect:
                     try:
                         ended = prefect.read_flow_run(query["flow_run"]).state.is_final()
@@ -279,19 +280,19 @@ def create_app(receiver: Receiver, secret: str, max_body: int = MAX_BODY):
         length = request.headers.get("content-length")
         if length is not None and (not length.isdigit() or int(length) > max_body):
             return refuse(request, 413, f"body over {max_body} bytes")
-        body = b""
-        async for chunk in request.stream():
-            body += chunk
-            if len(body) > max_body:
-                return refuse(request, 413, f"body over {max_body} bytes")
         given = request.headers.get(WEBHOOK_SECRET_HEADER)
         if given is None:
             return refuse(request, 401, f"no {WEBHOOK_SECRET_HEADER} header")
         if not hmac.compare_digest(given.encode(), expected):
             return refuse(request, 403, f"wrong {WEBHOOK_SECRET_HEADER}")
+        body = b""
+        async for chunk in request.stream():
+            body += chunk
+            if len(body) > max_body:
+                return refuse(request, 413, f"body over {max_body} bytes")
         try:
             action = json.loads(body or b"{}").get("action")
-        except (ValueError, AttributeError):
+        except (ValueError, AttributeError, RecursionError):
             return refuse(request, 400, "the body is not Label Studio's JSON")
         if action not in WEBHOOK_ACTIONS:
             return refuse(request, 400, f"action {str(action)[:40]!r} is not one a run's webhook sends")
