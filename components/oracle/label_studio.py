@@ -875,9 +875,10 @@ class LabelStudioOracle:
         """Have Label Studio tell ``receiver`` of each annotation in this round's project (one
         webhook per project; an earlier round's is replaced), with the team's webhook secret
         in a header (``components.secrets``), which the receiver requires. The URL names the
-        flow run to resume and the round to check (with ``annotators_per_task`` and a
-        fingerprint of the class list: ``round_status``). When the wait times out is not in it:
-        the receiver reads that from the flow run in Prefect, which callers cannot forge."""
+        flow run to resume and the round (``annotators_per_task`` and the class list's
+        fingerprint too, for people reading it); the receiver acts only on what the flow run's
+        tag in Prefect says it waits on (``wait_tag``), since Label Studio's users can see and
+        make webhooks."""
         from urllib.parse import urlencode
 
         from components.secrets import WEBHOOK_SECRET, read_secret, secrets_dir
