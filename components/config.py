@@ -133,7 +133,7 @@ class LabelStudioConfig(_Section):
     # how a deployed run waits for a round: block (its process polls) or suspend (the flow run
     # stops, holding nothing, and infra/webhooks/ resumes it when the round is complete)
     wait: Literal["block", "suspend"] = "block"
-    webhook_url: str = ""          # the receiver of infra/webhooks/, as Label Studio reaches it
+    webhook_url: str = "http://127.0.0.1:8092"   # the receiver of infra/webhooks/, as Label Studio reaches it
     # how images reach annotators: reference (a file of an opaque name under media_root, served
     # by Label Studio's local-files storage; tasks hold a URL), s3 (an object of an opaque key in
     # the bucket of ``s3``, which Label Studio reads and proxies) or inline (bytes in each task)

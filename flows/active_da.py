@@ -167,6 +167,8 @@ def wait_holding_nothing(run: ActiveRun, round: int, timeout: float) -> None:
     resumes on the run's own definition of answered, so it does not suspend again)."""
     from prefect.flow_runs import suspend_flow_run
 
+    if run.state.pending.handle is not None and can_collect(run, round, timeout):
+        return  # resumed with the round answered: nothing to ask or announce again
     ask(run, round)
     if can_collect(run, round, timeout):
         return

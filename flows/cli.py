@@ -28,8 +28,6 @@ def _overrides(args) -> dict:
         out["active.rounds"] = 0
     if "active.seed" in out:  # one seed for the whole run: training and selection
         out["train.seed"] = out["active.seed"]
-    if "active.oracle" in out:
-        out["active.oracle"] = out["active.oracle"].replace("-", "_")
     return out
 
 
@@ -282,7 +280,8 @@ def build_parser() -> argparse.ArgumentParser:
     def run_flags(sp):
         sp.add_argument("--rounds", type=int)
         sp.add_argument("--budget", type=int, help="labels per round (b)")
-        sp.add_argument("--oracle", choices=["simulated", "label-studio"],
+        sp.add_argument("--oracle", choices=["simulated", "label_studio"],
+                        type=lambda name: name.replace("-", "_"),  # label-studio still works
                         help="who labels: held-back labels, or people in Label Studio")
         data_flags(sp)
         sp.add_argument("--regulariser", choices=["union", "sum", "mme"])
@@ -308,7 +307,7 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--pretrain-only", action="store_true",
                    help="round 0 only (UDA pretraining), evaluated and logged; registers nothing")
     r.add_argument("--auto-annotate", action="store_true",
-                   help="with --oracle label-studio: a simulated annotator answers in Label Studio")
+                   help="with --oracle label_studio: a simulated annotator answers in Label Studio")
     r.add_argument("--results", metavar="DIR", help="also write DIR/metrics.json and DIR/rounds.csv")
     r.set_defaults(fn=cmd_run)
 

@@ -31,6 +31,7 @@ def form_defaults() -> Config:
 FORM = form_defaults()
 Strategy = Literal[tuple(sorted(declared_strategies()))]  # type: ignore[valid-type]
 Oracle = Literal["simulated", "label_studio"]
+Wait = Literal["block", "suspend"]
 
 
 def run_name() -> str:
@@ -47,6 +48,7 @@ def deployed_run(strategy: Strategy = FORM.active.strategy,
                  budget: Annotated[int, Field(ge=1)] = FORM.active.budget,
                  seed: Annotated[int, Field(ge=0, lt=2**32)] = FORM.active.seed,
                  oracle: Oracle = FORM.active.oracle,
+                 wait: Wait = FORM.label_studio.wait,
                  overrides: Optional[dict[str, Any]] = None,
                  params: str = "params.yaml", progress: bool = False,
                  resume: Optional[str] = None) -> dict:
@@ -58,6 +60,8 @@ def deployed_run(strategy: Strategy = FORM.active.strategy,
         budget: labels asked for per round.
         seed: every seed of the run: training and selection (the split keeps split.seed).
         oracle: simulated (held-back labels) or label_studio (people).
+        wait: with label_studio, how the run waits for people: block (its process polls) or
+            suspend (it stops, holding nothing, until the webhook receiver resumes it).
         overrides: any other setting by dotted key: {"train.regulariser": "mme"}.
         params: the settings file, relative to the clone the worker runs in.
         progress: progress bars in the run's log.
@@ -68,6 +72,6 @@ def deployed_run(strategy: Strategy = FORM.active.strategy,
         return active_domain_adaptation.fn(params=params, overrides=overrides, resume=resume,
                                            progress=progress)
     typed = {"active.strategy": strategy, "active.rounds": rounds, "active.budget": budget,
-             "active.seed": seed, "train.seed": seed, "active.oracle": oracle}
+             "active.seed": seed, "train.seed": seed, "active.oracle": oracle, "label_studio.wait": wait}
     return active_domain_adaptation.fn(params=params, overrides={**(overrides or {}), **typed},
                                        progress=progress)

@@ -36,18 +36,22 @@ launch() {  # name port health_url timeout_s command...
     local has; has=$(cat "$config" 2>/dev/null || true)
     if [ -n "$has" ] && [ "$has" != "$want" ]; then
       echo "error: $name is running (pid $(cat "$pidfile")) with other settings than asked:" \
-           "it has [$has], asked [$want]; stop it first ('$0 stop'), then start it again" >&2
+           "it has [$has], asked [$want]; stop it first ('${SCRIPT:-$0} stop'), then start it again" >&2
       return 1
     fi
-    echo "$name is already running (pid $(cat "$pidfile")) with these settings; stop it with '$0 stop'"
+    echo "$name is already running (pid $(cat "$pidfile")) with these settings; stop it with '${SCRIPT:-$0} stop'"
     return 0
   fi
   if port_busy "$port"; then
     echo "error: port $port on 127.0.0.1 is taken; stop what uses it, or choose a free port" \
          "with ${PORT_SETTING:-PORT=<port>}" >&2; return 1
   fi
+  # job control on: a background job of a script otherwise starts with SIGINT ignored, and a
+  # Python server then never stops on SIGTERM (Prefect's worker turns it into SIGINT)
+  set -m
   nohup "$@" >"$log" 2>&1 &
   echo $! >"$pidfile"
+  set +m
   (umask 077; printf '%s\n' "$want" >"$config")
   if ! wait_http "$url" "$timeout" "$(cat "$pidfile")"; then
     echo "error: $name did not answer at $url within ${timeout}s (or it exited; a busy machine may need a longer wait: see the script's *_START_TIMEOUT); last log lines:" >&2
@@ -56,23 +60,31 @@ launch() {  # name port health_url timeout_s command...
   echo "$name is up at $url (pid $(cat "$pidfile"), log $log)"
 }
 
-stop_named() {
-  local pidfile="$RUN_DIR/$1.pid"
-  if [ -f "$pidfile" ]; then
-    local pid; pid=$(cat "$pidfile")
+stop_named() {  # SIGTERM, then up to STOP_TIMEOUT_S (30) seconds to exit before kill -9
+  local pidfile="$RUN_DIR/$1.pid" grace=${STOP_TIMEOUT_S:-30}
+  if [ -f "$pidfile" ] && kill -0 "$(cat "$pidfile")" 2>/dev/null; then
+    local pid start=$SECONDS; pid=$(cat "$pidfile")
     kill "$pid" 2>/dev/null || true
-    for _ in $(seq 20); do kill -0 "$pid" 2>/dev/null || break; sleep 0.5; done
-    kill -9 "$pid" 2>/dev/null || true
-    rm -f "$pidfile"; echo "$1 stopped"
+    while kill -0 "$pid" 2>/dev/null && [ $((SECONDS - start)) -lt "$grace" ]; do sleep 0.2; done
+    rm -f "$pidfile" "$RUN_DIR/$1.config"
+    if kill -0 "$pid" 2>/dev/null; then
+      kill -9 "$pid" 2>/dev/null || true
+      echo "error: $1 (pid $pid) did not stop within ${grace} s of SIGTERM and was killed;" \
+           "its log: $RUN_DIR/$1.log" >&2
+      return 1
+    fi
+    echo "$1 stopped"
   else
+    rm -f "$pidfile" "$RUN_DIR/$1.config"
     echo "$1 is not running"
   fi
 }
 
-status_named() {
+status_named() {  # running or not, and with which settings (passwords redacted)
   local pidfile="$RUN_DIR/$1.pid"
   if [ -f "$pidfile" ] && kill -0 "$(cat "$pidfile")" 2>/dev/null; then
-    echo "$1 running (pid $(cat "$pidfile"))"
+    local config; config=$(cat "$RUN_DIR/$1.config" 2>/dev/null || true)
+    echo "$1 running (pid $(cat "$pidfile"))${config:+: $config}"
   else
     echo "$1 not running"; return 1
   fi
@@ -96,3 +108,11 @@ secret_env_if_made() {  # NAME VAR: as secret_env, but only where the secret's f
   file=$(cd "$REPO_ROOT" && python -m components.secrets path "$1") || return 0
   if [ -z "${!2:-}" ] && [ -f "$file" ]; then export "$2"="$(cat "$file")"; fi
 }
+
+# What only the servers need: database URLs (with their passwords) and the servers' own
+# secrets. A worker passes its environment to every flow run it starts, and the receiver needs
+# none of it, so their scripts start them without these.
+SERVER_ONLY="MLFLOW_BACKEND_STORE_URI LABEL_STUDIO_DATABASE_URL PREFECT_API_DATABASE_CONNECTION_URL
+  MLFLOW_AUTH_ADMIN_PASSWORD MLFLOW_FLASK_SERVER_SECRET_KEY PREFECT_SERVER_API_AUTH_STRING
+  POSTGRES_PASSWORD MLFLOW_AUTH_DATABASE_URI"
+drop_server_secrets() { local v; for v in $SERVER_ONLY; do unset "$v"; done; }

@@ -38,7 +38,7 @@ def test_the_worked_gpu_params_file_is_valid_and_complete():
     ({"data.image_size": 224, "data.resize_size": 200}, "smaller than the crop"),
     ({"active.embedding_storage": "int8"}, "active.embedding_storage"),
     ({"active.nonsense": 1}, "active.nonsense is not a setting"),
-    ({"label_studio.wait": "suspend"}, "needs label_studio.webhook_url"),
+    ({"label_studio.wait": "suspend", "label_studio.webhook_url": ""}, "needs label_studio.webhook_url"),
     ({"label_studio.wait": "sleep"}, "label_studio.wait"),
 ])
 def test_bad_settings_are_named(override, message):
@@ -92,3 +92,15 @@ def test_one_seed_flag_seeds_training_and_selection_but_not_the_split():
     cfg = load_config(REPO / "params.yaml", _overrides(args))
     assert (cfg.active.seed, cfg.train.seed) == (3, 3)
     assert cfg.split.seed == load_config(REPO / "params.yaml").split.seed
+
+
+def test_the_oracle_has_one_spelling_and_the_old_one_still_parses():
+    """``label_studio`` as in params.yaml and the deployment's form; ``label-studio`` (the CLI's
+    spelling before issue 35) still means the same."""
+    from flows.cli import _overrides, build_parser
+
+    for typed in ("label_studio", "label-studio"):
+        args = build_parser().parse_args(["run", "--oracle", typed])
+        assert _overrides(args)["active.oracle"] == "label_studio"
+    run_help = build_parser()._subparsers._group_actions[0].choices["run"].format_help()
+    assert "{simulated,label_studio}" in run_help

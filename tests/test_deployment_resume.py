@@ -17,6 +17,30 @@ def test_the_deployment_resumes_a_run_with_its_own_settings(monkeypatch):
     assert "resume" not in calls[-1]
     assert calls[-1]["overrides"]["active.strategy"] == "entropy"
     assert calls[-1]["overrides"]["active.rounds"] == 3
+    assert calls[-1]["overrides"]["label_studio.wait"] == "block"   # params.yaml's
+
+
+def test_the_people_deployment_suspends_runs_annotated_in_label_studio(monkeypatch):
+    """prefect.yaml's "people" (README "For a team"): its fields are the flow's own, so the UI
+    form and `prefect deployment run` start a run that people label and that waits suspended,
+    with the receiver params.yaml names."""
+    import yaml
+
+    import flows.deployment as deployment
+    from components.config import load_config
+    from tests.conftest import REPO
+
+    spec = yaml.safe_load((REPO / "prefect.yaml").read_text())
+    (people,) = [d for d in spec["deployments"] if d["name"] == "people"]
+    calls = []
+    monkeypatch.setattr(deployment.active_domain_adaptation, "fn",
+                        lambda **kwargs: calls.append(kwargs) or {})
+    deployment.deployed_run.fn(**people["parameters"], rounds=2,
+                               overrides={"train.regulariser": "mme"})
+    cfg = load_config(REPO / "params.yaml", calls[-1]["overrides"])
+    assert (cfg.active.oracle, cfg.label_studio.wait) == ("label_studio", "suspend")
+    assert cfg.label_studio.webhook_url and cfg.train.regulariser == "mme"
+    assert cfg.active.rounds == 2
 
 
 def test_a_timed_out_suspended_run_names_the_deployment_to_resume_it(monkeypatch):

@@ -348,7 +348,7 @@ FAULTS = [
     Fault("sage-ada run", "data.root = 'dat' is not a folder; fix data.root, or build the "
           "shipped digits benchmark there on purpose with `sage-ada data digits --root dat`",
           _setting("data", "root", "dat")),
-    Fault("sage-ada run --oracle label-studio", "Label Studio at localhost:8080 does not answer "
+    Fault("sage-ada run --oracle label_studio", "Label Studio at localhost:8080 does not answer "
           "(unknown url type", _setting("label_studio", "url", "localhost:8080")),
     # runs: resumed, twice, listed
     Fault("sage-ada run --resume 0123456789abcdef",
@@ -369,7 +369,7 @@ FAULTS = [
     Fault("sage-ada runs", "the MLflow server at http://127.0.0.1:{port} does not answer",
           lambda w: _saved_run()(w) or {"MLFLOW_TRACKING_URI": "http://127.0.0.1:{port}"},
           within_s=30, why="tracking server down"),
-    Fault("sage-ada run --oracle label-studio",
+    Fault("sage-ada run --oracle label_studio",
           "Label Studio at http://127.0.0.1:{port} does not answer",
           _setting("label_studio", "url", "http://127.0.0.1:{port}")),
     Fault("infra/mlflow/server.sh start", "on 127.0.0.1 is taken; stop what uses it, or choose "

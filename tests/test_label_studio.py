@@ -772,7 +772,9 @@ def test_an_annotation_without_a_label_is_asked_again_and_named(label_studio, di
     oracle.client.annotations.create(id=task, result=choice_result(truth[ids[0]]))  # a person
     assert oracle.collect(handle, timeout=5) == {s: truth[s] for s in ids[:2]}
     oracle.close(handle)
-    assert "label it again" not in oracle.client.projects.get(id=project).description
+    notice = oracle.client.projects.get(id=project).description
+    assert "label it again" not in notice and "is ready" not in notice   # issue 35
+    assert notice.startswith("Round 1 is done: nothing to label")
 
     # a suspended run's round: the receiver checks it, finds the empty annotation, asks again
     handle = oracle.request(ids[2:], 2, context=context)

@@ -812,10 +812,10 @@ class LabelStudioOracle:
         if closed:
             log.info("round %d closed: %d skipped or unanswered tasks left the queue",
                      handle["round"], closed)
-        notice = self.client.projects.get(id=handle["project_id"]).description or ""
-        if ASKED_AGAIN in notice:  # the round's notice: nothing is asked again any more
-            self.client.projects.update(id=handle["project_id"],
-                                        description=notice.split(ASKED_AGAIN)[0].rstrip())
+        # the notice on the project list: this round asks nothing any more (nor asks again)
+        self.client.projects.update(id=handle["project_id"], description=(
+            f"Round {handle['round']} is done: nothing to label until the next round is ready. "
+            f"sage-ada active domain adaptation, MLflow run {self.run_id}"))
         return closed
 
     def relabelled(self, labelled: dict[str, str]) -> dict[str, dict]:

@@ -34,7 +34,8 @@ class ActiveRun:
         self.store, self.oracle, self.state = store, oracle, state
         self.net = None
         self.train_seconds = 0.0
-        self._announced: Optional[int] = None  # the round whose URL this process announced
+        # the round whose URL this process announced, or found answered (nothing left to tell)
+        self._announced: Optional[int] = None
 
     # ------------------------------------------------------------------ lifecycle
     @classmethod
@@ -156,7 +157,10 @@ class ActiveRun:
         pending = self.state.pending
         if pending.labels is not None or not hasattr(self.oracle, "complete"):
             return True
-        return wait_over(self.deadline(timeout)) or self.oracle.complete(pending.handle)
+        if wait_over(self.deadline(timeout)) or self.oracle.complete(pending.handle):
+            self._announced = pending.round  # a resumed run does not post the round's link again
+            return True
+        return False
 
     def watch(self, flow_run_id: str) -> None:
         """Have the oracle tell the receiver of infra/webhooks/ (``label_studio.webhook_url``)

@@ -39,18 +39,21 @@ credentials() {  # reuse, take from the environment, or generate once
   set -a; source "$CREDS"; set +a
 }
 
-database_env() {  # LABEL_STUDIO_DATABASE_URL as Label Studio's own settings
+database_env() {  # LABEL_STUDIO_DATABASE_URL as Label Studio's own settings, lines for `source`
   [ -n "${LABEL_STUDIO_DATABASE_URL:-}" ] || { echo "DJANGO_DB=sqlite"; return; }
   python3 - "$LABEL_STUDIO_DATABASE_URL" <<'PY'
+import shlex
 import sys
 from urllib.parse import unquote, urlparse
 
 u = urlparse(sys.argv[1])
 if u.scheme not in ("postgresql", "postgres"):
     sys.exit("error: LABEL_STUDIO_DATABASE_URL must be postgresql://user:password@host:port/name")
-print(f"DJANGO_DB=default POSTGRE_USER={unquote(u.username or '')} "
-      f"POSTGRE_PASSWORD={unquote(u.password or '')} POSTGRE_HOST={u.hostname or 'localhost'} "
-      f"POSTGRE_PORT={u.port or 5432} POSTGRE_NAME={u.path.lstrip('/')}")
+for key, value in {"DJANGO_DB": "default", "POSTGRE_USER": unquote(u.username or ""),
+                   "POSTGRE_PASSWORD": unquote(u.password or ""),
+                   "POSTGRE_HOST": u.hostname or "localhost", "POSTGRE_PORT": u.port or 5432,
+                   "POSTGRE_NAME": u.path.lstrip("/")}.items():
+    print(f"{key}={shlex.quote(str(value))}")
 PY
 }
 
@@ -60,20 +63,22 @@ case "${1:-}" in
       echo "error: Label Studio is not installed; run infra/label-studio/install.sh first" >&2; exit 1; }
     credentials
     mkdir -p "$DATA/home" "$MEDIA"
-    db=$(database_env) || exit 2
+    # the database's password and the admin's login reach Label Studio through a mode-600 file
+    # that its shell sources, never a command line (`ps` shows those to every user)
+    secrets="$DATA/server.env"
+    (umask 077; database_env >"$secrets.new") || { rm -f "$secrets.new"; exit 2; }
+    cat "$CREDS" >>"$secrets.new" && mv "$secrets.new" "$secrets"
     config="port $PORT, projects in $(redact "${LABEL_STUDIO_DATABASE_URL:-SQLite under $DATA}"), images from $MEDIA"
     trusted=${LABEL_STUDIO_TRUSTED_URLS:-"${SAGE_ADA_WEBHOOK_URL:-http://127.0.0.1:${SAGE_ADA_WEBHOOK_PORT:-8092}} $(params_trusted)"}
-    # shellcheck disable=SC2086  # word splitting of db is intended: NAME=value pairs
-    env -i PATH="$VENV/bin:/usr/bin:/bin" HOME="$DATA/home" $db \
-      SAGE_ADA_TRUSTED_URLS="$trusted" LAUNCH_CONFIG="$config" \
-      LABEL_STUDIO_USERNAME="$LABEL_STUDIO_USERNAME" LABEL_STUDIO_PASSWORD="$LABEL_STUDIO_PASSWORD" \
-      LABEL_STUDIO_USER_TOKEN="$LABEL_STUDIO_USER_TOKEN" LABEL_STUDIO_ENABLE_LEGACY_API_TOKEN=true \
+    env -i PATH="$VENV/bin:/usr/bin:/bin" HOME="$DATA/home" \
+      SAGE_ADA_TRUSTED_URLS="$trusted" LAUNCH_CONFIG="$config" LABEL_STUDIO_ENABLE_LEGACY_API_TOKEN=true \
       LABEL_STUDIO_DISABLE_SIGNUP_WITHOUT_LINK="${LABEL_STUDIO_DISABLE_SIGNUP_WITHOUT_LINK:-true}" \
       PYTHONPATH="$INFRA_ROOT/label-studio" DJANGO_SETTINGS_MODULE=sage_ada_label_studio \
       LABEL_STUDIO_BASE_DATA_DIR="$DATA/db" \
       LOCAL_FILES_SERVING_ENABLED=true LOCAL_FILES_DOCUMENT_ROOT="$MEDIA" \
       COLLECT_ANALYTICS=false LATEST_VERSION_CHECK=false SENTRY_DSN= FRONTEND_SENTRY_DSN= \
-      bash -c "$(declare -f launch port_busy wait_http stop_named); RUN_DIR='$RUN_DIR' launch $NAME $PORT \
+      bash -c "set -a; source '$secrets'; set +a; SCRIPT='$0'
+        $(declare -f launch port_busy wait_http stop_named); RUN_DIR='$RUN_DIR' launch $NAME $PORT \
         http://127.0.0.1:$PORT/health ${LABEL_STUDIO_START_TIMEOUT:-240} \
         label-studio start --no-browser --internal-host 127.0.0.1 --port $PORT --host http://127.0.0.1:$PORT"
     echo "annotators: open http://127.0.0.1:$PORT and log in as $LABEL_STUDIO_USERNAME (password in $CREDS)" ;;

@@ -43,6 +43,8 @@ case "${1:-}" in
       prefect concurrency-limit inspect "$slot" >/dev/null 2>&1 \
         || prefect concurrency-limit create "$slot" "${SAGE_ADA_TRAININGS_PER_DEVICE:-1}" >/dev/null
     done
+    drop_server_secrets   # every flow run inherits what the worker has
+    LAUNCH_CONFIG="pool $POOL, port $PORT, flows in $SAGE_ADA_CLONE, Prefect at $PREFECT_API_URL, MLflow at ${MLFLOW_TRACKING_URI:-a store in each clone}" \
     launch "prefect-worker-$POOL" "$PORT" "http://127.0.0.1:$PORT/health" \
       "${PREFECT_WORKER_START_TIMEOUT:-300}" \
       prefect worker start --pool "$POOL" --type process --with-healthcheck ;;

@@ -22,6 +22,8 @@ case "${1:-}" in
     fi
     secret_env_if_made prefect-auth PREFECT_API_AUTH_STRING  # the server asks for it
     (cd "$REPO_ROOT" && python -m components.secrets ensure webhook-secret)
+    drop_server_secrets
+    LAUNCH_CONFIG="port $PORT, Label Studio at ${LABEL_STUDIO_URL:-http://127.0.0.1:8080}, Prefect at $PREFECT_API_URL" \
     launch webhook-receiver "$PORT" "http://127.0.0.1:$PORT/health" "${SAGE_ADA_WEBHOOK_START_TIMEOUT:-120}" \
       python "$INFRA_ROOT/webhooks/receiver.py"
     echo "set label_studio.webhook_url: ${SAGE_ADA_WEBHOOK_URL:-http://127.0.0.1:$PORT} (with label_studio.wait: suspend)" ;;
