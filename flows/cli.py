@@ -392,7 +392,28 @@ def quiet_user_errors() -> None:
                 handler.addFilter(quiet)
 
 
+def _this_clone() -> Path | None:
+    """The clone of this project the working directory is in (or under), if any."""
+    for folder in (Path.cwd(), *Path.cwd().parents):
+        if (folder / "flows" / "cli.py").is_file() and (folder / "components").is_dir():
+            return folder
+    return None
+
+
+def _run_this_clones_code() -> None:
+    """Clones share one environment (scripts/setup.sh), whose `sage-ada` imports the code of the
+    clone that set it up last; typed in another clone, it runs that clone's code instead."""
+    clone, mine = _this_clone(), Path(__file__).resolve().parents[1]
+    if clone is None or clone.resolve() == mine or not Path(sys.argv[0]).name == "sage-ada":
+        return
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(
+        [str(clone), *filter(None, [os.environ.get("PYTHONPATH")])])}
+    os.execve(sys.executable, [sys.executable, "-m", "flows.cli", *sys.argv[1:]], env)
+
+
 def main(argv: list[str] | None = None) -> int:
+    if argv is None:
+        _run_this_clones_code()
     args = build_parser().parse_args(argv)
     try:
         if args.command in ("run", "compare", "serve"):

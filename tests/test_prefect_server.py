@@ -36,9 +36,14 @@ def prefect_servers(home, *, worker: bool = False, **env):
             subprocess.run(["bash", WORKER, "start"], check=True, env=env, timeout=300)
         yield env
     finally:
-        if worker:
-            subprocess.run(["bash", WORKER, "stop"], env=env, timeout=60)
-        subprocess.run(["bash", SERVER, "stop"], env=env, timeout=60)
+        stops = [subprocess.run(["bash", script, "stop"], env=env, timeout=90,
+                                capture_output=True, text=True)
+                 for script in ([WORKER] if worker else []) + [SERVER]]
+    # each stops on SIGTERM, not killed after the wait (issue 35: the worker, started as a
+    # background job with SIGINT ignored, never did)
+    for stop in stops:
+        assert stop.returncode == 0 and stop.stdout.strip().endswith("stopped"), \
+            stop.stdout + stop.stderr
 
 
 @contextlib.contextmanager

@@ -110,6 +110,13 @@ def test_the_readme_team_path_runs_as_written(monkeypatch):
         flow_run_id = re.search(r"UUID: ([0-9a-f-]{36})", out.stdout).group(1)
         secrets = secrets_of(clone, Path(env["SAGE_ADA_SECRETS"]))
         assert shown_in_ps(secrets) == []
+        # what every flow run inherits: the worker's environment (and the receiver's) holds
+        # no database password and none of the servers' own secrets
+        for name in ("prefect-worker-sage-ada", "webhook-receiver"):
+            pid = (clone / ".sage-ada/servers" / f"{name}.pid").read_text().strip()
+            environ = Path(f"/proc/{pid}/environ").read_text(errors="replace")
+            assert [k for k in ("POSTGRES_PASSWORD", "LABEL_STUDIO_PASSWORD", "mlflow-flask-key")
+                    if secrets[k] in environ] == [], name
 
         exported = dict(re.findall(r'^declare -x (\w+)="(.*)"$', saved.read_text(), re.M))
         for name in ("MLFLOW_TRACKING_URI", "PREFECT_API_URL", "PREFECT_API_AUTH_STRING"):

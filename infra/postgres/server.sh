@@ -54,6 +54,6 @@ case "${1:-}" in
       || psql_admin -c "CREATE DATABASE \"$name\" OWNER sage_ada"
     echo "postgresql://sage_ada:$(password)@127.0.0.1:$PORT/$name" ;;
   stop) as_owner "$BIN/pg_ctl" -D "$DATA" -m fast stop >/dev/null 2>&1 && echo "postgres stopped" || echo "postgres is not running" ;;
-  status) as_owner "$BIN/pg_ctl" -D "$DATA" status >/dev/null 2>&1 && echo "postgres running ($DATA)" || { echo "postgres not running"; exit 1; } ;;
+  status) as_owner "$BIN/pg_ctl" -D "$DATA" status >/dev/null 2>&1 && echo "postgres running: port $PORT, data in $DATA" || { echo "postgres not running"; exit 1; } ;;
   *) echo "usage: $0 start|stop|status|url NAME" >&2; exit 2 ;;
 esac
