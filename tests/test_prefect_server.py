@@ -162,6 +162,12 @@ def test_prefect_yaml_deploys_to_a_process_worker_that_runs_the_flow_in_its_clon
             assert form["strategy"]["default"] == "sage" and form["budget"]["default"] == 5
             assert form["budget"]["type"] == "integer" and form["budget"]["minimum"] == 1
             assert [s.schedule.cron for s in nightly.schedules] == ["0 2 * * *"]
+            # README "For a team": the people deployment's form, ready for a suspended run
+            people = client.read_deployment_by_name("active-domain-adaptation/people")
+            assert (people.parameters["oracle"], people.parameters["wait"]) == \
+                ("label_studio", "suspend")
+            assert people.parameter_openapi_schema["properties"]["wait"]["enum"] == \
+                ["block", "suspend"]
             assert not any(s.active for s in nightly.schedules)    # paused until resumed
             with pytest.raises(Exception, match="budget"):         # refused, with why
                 client.create_flow_run_from_deployment(nightly.id, parameters={"budget": 0})
