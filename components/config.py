@@ -74,6 +74,10 @@ class TrainConfig(_Section):
     momentum: float = Field(0.9, ge=0, lt=1)
     weight_decay: float = Field(5e-4, ge=0)
     adversarial: str = "tsf"  # none, or an adversarial loss registered in components/adaptation
+    # how labelled target samples weigh in a class-level adversarial loss (TSF): with the
+    # model's prediction ŷ, like every target sample (Algorithm 2), or with their label y
+    # (what a label does to the adversarial gradient, the premise of Sage's §3.1; issue 33)
+    labelled_in_adversary: Literal["predicted", "label"] = "predicted"
     lambda_adv: float = Field(0.3, ge=0)
     pretrain_steps: int = Field(500, ge=0)
     regulariser: Literal["union", "sum", "mme"] = "sum"
@@ -98,6 +102,20 @@ class TrainConfig(_Section):
         return name
 
 
+class LASConfig(_Section):
+    """LADA's local context-aware sampling (``las``); defaults: the authors' (tsun/LADA)."""
+    neighbours: int = Field(10, gt=0)             # k of the k-nearest-neighbour graph
+    oversample: int = Field(10, ge=0)             # candidates: budget × (1 + oversample)
+    propagation_steps: int = Field(1, ge=0)       # passes spreading the score to neighbours
+    propagation_weight: float = Field(1.0, ge=0)  # what each pass adds of the neighbours' score
+
+
+class EADAConfig(_Section):
+    """EADA's free-energy selection (``eada``); defaults: the authors' (BIT-DA/EADA)."""
+    first_fraction: float = Field(0.5, gt=0, le=1)  # kept by free energy before the margin
+    temperature: float = Field(1.0, gt=0)           # β of the free energy
+
+
 class ActiveConfig(_Section):
     strategy: str = "sage"
     rounds: int = Field(5, ge=0)
@@ -107,6 +125,13 @@ class ActiveConfig(_Section):
     annotate_timeout_s: float = Field(3600, gt=0)
     selection_chunk: int = Field(4096, gt=0)
     embedding_storage: Literal["auto", "float32", "float16"] = "auto"  # Sage's N × C·m embedding
+    las: LASConfig = LASConfig()
+    eada: EADAConfig = EADAConfig()
+
+    def strategy_options(self) -> dict:
+        """The settings of the chosen strategy, where it has a section of its own."""
+        section = getattr(self, self.strategy, None)
+        return section.model_dump() if isinstance(section, _Section) else {}
 
 
 class S3Config(_Section):

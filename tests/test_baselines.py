@@ -33,7 +33,8 @@ def test_aada_scores_match_their_formula_in_log_space():
     torch.testing.assert_close(aada_scores(p, a), torch.log(entropy * (1 - d_source) / d_source))
 
 
-@pytest.mark.parametrize("name", ["entropy", "confidence", "random", "clusters", "clue", "badge"])
+@pytest.mark.parametrize("name", ["entropy", "confidence", "random", "clusters", "clue", "badge",
+                                  "las", "eada"])
 def test_baselines_pick_distinct_unlabelled_ids_reproducibly(name):
     net = tiny_network(num_classes=4, adversarial="none")
     labelled = {f"t/{i:03d}" for i in range(0, 40, 4)}
@@ -69,4 +70,4 @@ def test_budget_larger_than_pool_is_a_clear_error():
 
 def test_every_strategy_is_registered():
     assert {"sage", "sage-no-pop", "sage-no-diversity", "sage-kmeans++", "aada", "badge", "entropy",
-            "confidence", "random", "clusters", "clue"} <= set(STRATEGIES)
+            "confidence", "random", "clusters", "clue", "las", "eada"} <= set(STRATEGIES)

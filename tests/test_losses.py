@@ -58,6 +58,11 @@ def test_tsf_weights_are_source_labels_and_detached_target_predictions():
     assert torch.equal(w_s, F.one_hot(y, 3).float())
     torch.testing.assert_close(w_t, torch.softmax(logits, 1))
     assert not w_t.requires_grad  # ŷ is a constant: the classifier gets nothing from d
+    # a known target label replaces ŷ on its row (train.labelled_in_adversary: label)
+    _, w_known = TSF.weights(y, logits, torch.tensor([-1, 1, -1, -1, 0]))
+    assert torch.equal(w_known[1], torch.tensor([0.0, 1.0, 0.0]))
+    assert torch.equal(w_known[4], torch.tensor([1.0, 0.0, 0.0]))
+    torch.testing.assert_close(w_known[[0, 2, 3]], torch.softmax(logits, 1)[[0, 2, 3]])
 
 
 @pytest.mark.parametrize("name, outputs", [("none", 0), ("dann", 1), ("tsf", 7)])
@@ -100,7 +105,7 @@ def test_a_new_adversarial_loss_is_one_registered_class(monkeypatch):
 
     @adversarial_loss("toy", discriminator="class")
     class Toy(AdversarialLoss):
-        def weights(self, y_source, logits_target):
+        def weights(self, y_source, logits_target, y_target=None):
             return torch.ones(len(y_source), 1), torch.ones(len(logits_target), 1)
 
         def loss(self, a_source, a_target, w_source, w_target):

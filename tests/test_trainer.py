@@ -167,3 +167,31 @@ def test_a_change_to_the_training_code_invalidates_cached_pretraining(tmp_path):
     losses = copy / "adaptation" / "losses.py"
     losses.write_text(losses.read_text().replace("lambda_entropy", "lambda_ent"))
     assert training_code_digest(copy) != before
+
+
+def test_the_trainer_hands_each_unlabelled_batch_its_known_labels(monkeypatch):
+    """train.labelled_in_adversary: label (issue 33): each step's B_T^u rows come with the
+    labels known for exactly those rows (-1 where none), as the run builds them for U_T."""
+    from components.adaptation import trainer
+    from components.run.steps import RunSteps
+    from tests.conftest import random_pool
+
+    source = random_pool(32, seed=1)
+    source.labels = torch.arange(32) % 10
+    pool = random_pool(24, seed=2)
+    labelled = {pool.ids[3]: "7", pool.ids[10]: "2"}
+    classes = [str(c) for c in range(10)]
+    fake_steps = type("S", (), {"classes": classes, "pool": pool})()
+    known = RunSteps.known_labels(fake_steps, labelled)
+    assert known[3] == 7 and known[10] == 2 and (known >= 0).sum() == 2
+    seen = []
+    original = trainer.update_step
+    monkeypatch.setattr(trainer, "update_step", lambda *a, **k: seen.append(k["yu"]) or
+                        original(*a, **k))
+    cfg = Config().with_overrides({"train.batch_size": 16})
+    net = build_network(cfg, 10)
+    plan, _ = trainer.batch_plan(Streams(source, None, pool, known), steps=3, batch_size=16,
+                                 seed=0)
+    train(net, Streams(source, None, pool, known), steps=3, train_cfg=cfg.train,
+          regulariser="sum", seed=0, device=torch.device("cpu"), phase="t", progress=False)
+    assert [y.tolist() for y in seen] == [known[p].tolist() for p in plan["unlabelled"]]

@@ -36,9 +36,10 @@ def _grads(net, loss, retain: bool = False) -> dict[str, torch.Tensor]:
     return {n: torch.zeros_like(p) if g is None else g for (n, p), g in zip(params.items(), got)}
 
 
-def _by_hand(net, xs, ys, xl, yl, xu, adversarial: str):
+def _by_hand(net, xs, ys, xl, yl, xu, adversarial: str, yu=None):
     """Ω_{S+T} and eq. 1/2 written out with sigmoids and logs, no reversal layer: the gradients
-    of Ω and of L_adv on every parameter, separately."""
+    of Ω and of L_adv on every parameter, separately. ``yu``: the unlabelled batch's known
+    labels (-1: none), which TSF's target term then weighs by their one-hot label."""
     z = net.features(torch.cat([xs, xl, xu]))
     logits = net.classifier(z)
     omega = F.cross_entropy(logits[:NS], ys) + F.cross_entropy(logits[NS:NS + NL], yl)
@@ -46,10 +47,36 @@ def _by_hand(net, xs, ys, xl, yl, xu, adversarial: str):
     if adversarial == "tsf":  # class-conditional: source one-hot, target predictions (constants)
         w_s = F.one_hot(ys, d.shape[1]).float()
         w_t = torch.softmax(logits[NS + NL:], 1).detach()
+        if yu is not None:
+            for row, label in enumerate(yu.tolist()):
+                if label >= 0:
+                    w_t[row] = F.one_hot(torch.tensor(label), d.shape[1]).float()
     else:
         w_s, w_t = torch.ones(NS, 1), torch.ones(NU, 1)
     adv = -((w_s * torch.log(1 - d[:NS])).sum(1).mean() + (w_t * torch.log(d[NS:])).sum(1).mean())
     return _grads(net, omega, retain=True), _grads(net, adv)
+
+
+def test_labelled_target_samples_weigh_by_their_label_when_asked():
+    """train.labelled_in_adversary: label (issue 33): the rows of B_T^u whose label is known
+    enter TSF's target term with their one-hot label instead of ŷ; the others as before, and
+    with no label known the step is today's to the bit."""
+    net = tiny_network(num_classes=4, adversarial="tsf")
+    batch = _batch(4)
+    yu = torch.tensor([2, -1, 0, -1, -1])
+    step = lambda labels: trainer.step_losses(  # noqa: E731
+        net, *batch, LAMBDA, adversarial="tsf", regulariser="sum", lambda_entropy=0.1, yu=labels)
+    got = _grads(net, step(yu)["loss"])
+    g_omega, g_adv = _by_hand(net, *batch, "tsf", yu=yu)
+    _, g_predicted = _by_hand(net, *batch, "tsf")
+    for name in got:
+        part = name.split(".")[0]
+        factor = {"discriminator": LAMBDA, "classifier": 0.0}.get(part, -LAMBDA)
+        torch.testing.assert_close(got[name], g_omega[name] + factor * g_adv[name], rtol=1e-4,
+                                   atol=1e-6, msg=name)
+    assert any(not torch.allclose(g_adv[n], g_predicted[n]) for n in got
+               if n.startswith("discriminator"))
+    assert torch.equal(step(torch.full((NU,), -1))["adv"], step(None)["adv"])
 
 
 @pytest.mark.parametrize("reversal", [1.0, 0.25])

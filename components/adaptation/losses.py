@@ -72,9 +72,10 @@ class AdversarialLoss:
         """Source rows, then target rows, through the gradient reversal layer."""
         return reverse_gradient(torch.cat([z_source, z_target]), reversal)
 
-    def weights(self, y_source: torch.Tensor,
-                logits_target: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """``(w_S, w_T)``: each sample's weight on each of ``d``'s outputs (constants)."""
+    def weights(self, y_source: torch.Tensor, logits_target: torch.Tensor,
+                y_target: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+        """``(w_S, w_T)``: each sample's weight on each of ``d``'s outputs (constants).
+        ``y_target``: target rows' known labels (-1: unknown), or None."""
         raise NotImplementedError
 
     def loss(self, a_source: torch.Tensor, a_target: torch.Tensor, w_source: torch.Tensor,
@@ -85,11 +86,12 @@ class AdversarialLoss:
     def __call__(self, discriminator, z_source: torch.Tensor, z_target: torch.Tensor,
                  y_source: torch.Tensor, logits_target: torch.Tensor, *,
                  reversal: float | torch.Tensor = 1.0,
-                 scales: tuple[float, float] = (1.0, 1.0)) -> torch.Tensor:
+                 scales: tuple[float, float] = (1.0, 1.0),
+                 y_target: torch.Tensor | None = None) -> torch.Tensor:
         ns, (cs, ct) = len(y_source), scales
         a = discriminator(self.discriminator_input(z_source, z_target, reversal)).float()
         a = torch.cat([scale_grad(a[:ns], cs), scale_grad(a[ns:], ct)])
-        w_source, w_target = self.weights(y_source, logits_target)
+        w_source, w_target = self.weights(y_source, logits_target, y_target)
         return self.loss(a[:ns], a[ns:], w_source, w_target)
 
 
@@ -114,8 +116,9 @@ class DANN(AdversarialLoss):
     r"""Eq. 1: :math:`-(E_S[\log(1-d(z))] + E_T[\log d(z)])` with a scalar ``d`` (logits (N, 1))
     telling the domains apart."""
 
-    def weights(self, y_source, logits_target):
-        """Every sample weighs 1 (eq. 2 with one output and these weights is eq. 1)."""
+    def weights(self, y_source, logits_target, y_target=None):
+        """Every sample weighs 1 (eq. 2 with one output and these weights is eq. 1); a known
+        label changes nothing."""
         return (torch.ones(len(y_source), 1, device=y_source.device),
                 torch.ones(len(logits_target), 1, device=logits_target.device))
 
@@ -129,11 +132,16 @@ class TSF(AdversarialLoss):
     r"""Eq. 2, soft-class conditioning:
     :math:`-(E_S[y\cdot\log(1-d(z))] + E_T[\hat y\cdot\log d(z)])`, ``d: Z → [0,1]^C``."""
 
-    def weights(self, y_source, logits_target):
+    def weights(self, y_source, logits_target, y_target=None):
         """Source: the one-hot labels (N_S, C); target: ``ŷ = h(x)``, detached (choice in
-        METHOD.md: the classifier gets no gradient from the adversary)."""
-        return (F.one_hot(y_source, logits_target.shape[1]).float(),
-                F.softmax(logits_target.float(), 1).detach())
+        METHOD.md: the classifier gets no gradient from the adversary), or the one-hot label
+        where ``y_target`` knows it (train.labelled_in_adversary: label)."""
+        classes = logits_target.shape[1]
+        predicted = F.softmax(logits_target.float(), 1).detach()
+        if y_target is not None:
+            known = F.one_hot(y_target.clamp_min(0), classes).float()
+            predicted = torch.where((y_target >= 0)[:, None], known, predicted)
+        return F.one_hot(y_source, classes).float(), predicted
 
     def loss(self, a_source, a_target, w_source, w_target):
         return ((w_source * F.softplus(a_source)).sum(1).mean()

@@ -31,12 +31,15 @@ class Streams:
     source: ImageSet
     labelled: ImageSet | None
     unlabelled: ImageSet
+    # per row of ``unlabelled``: its class index where a label is known, else -1; given, the
+    # class-level adversary weighs those rows by their label (train.labelled_in_adversary)
+    unlabelled_labels: torch.Tensor | None = None
 
 
 def step_losses(net, xs, ys, xl, yl, xu, lambda_adv, *, adversarial: str, regulariser: str,
                 lambda_entropy: float, target_share: float | None = None,
                 group_scales: tuple[float, float, float] = (1.0, 1.0, 1.0),
-                reversal: float | torch.Tensor = 1.0) -> dict:
+                reversal: float | torch.Tensor = 1.0, yu: torch.Tensor | None = None) -> dict:
     """The forward half of eq. 10 on one batch: ``Ω + λ L_adv`` and its parts (tensors).
 
     ``L_adv`` is the unit ``ADVERSARIAL[adversarial]`` (``losses.AdversarialLoss``; ``none``:
@@ -48,7 +51,8 @@ def step_losses(net, xs, ys, xl, yl, xu, lambda_adv, *, adversarial: str, regula
     0-d tensors then, so the ramp does not recompile. ``group_scales`` (source, labelled,
     unlabelled): in one of several processes, what its share of each group weighs in the global
     batch (see ``distributed.Shard.scale``); every loss term reads one group's rows, so scaling
-    the gradient where it reads them scales that term."""
+    the gradient where it reads them scales that term. ``yu``: the known labels of ``xu``'s
+    rows (-1: none), for an adversary that weighs labelled target samples by their label."""
     ns, nl = len(ys), len(yl)
     cs, cl, cu = group_scales
     device = xs.device
@@ -61,7 +65,8 @@ def step_losses(net, xs, ys, xl, yl, xu, lambda_adv, *, adversarial: str, regula
         loss, adv = omega, torch.zeros((), device=device)
         if adversarial != "none":
             adv = ADVERSARIAL[adversarial](net.discriminator, z[:ns], z[ns + nl:], ys,
-                                           logits[ns + nl:], reversal=reversal, scales=(cs, cu))
+                                           logits[ns + nl:], reversal=reversal, scales=(cs, cu),
+                                           y_target=yu)
             loss = omega + lambda_adv * adv
     acc = (logits[:ns].argmax(1) == ys).float().mean()
     return {"loss": loss, "omega": omega, "adv": adv, "src_acc": acc}
@@ -69,14 +74,16 @@ def step_losses(net, xs, ys, xl, yl, xu, lambda_adv, *, adversarial: str, regula
 
 def update_step(net, optimizer, xs, ys, xl, yl, xu, *, adversarial: str, regulariser: str,
                 lambda_adv: float, lambda_entropy: float, target_share: float | None = None,
-                losses=step_losses, group_scales=(1.0, 1.0, 1.0), reversal=1.0) -> dict:
+                losses=step_losses, group_scales=(1.0, 1.0, 1.0), reversal=1.0,
+                yu: torch.Tensor | None = None) -> dict:
     """``(f, phi, d) -= α ∇(Ω + λ L_adv)`` on one batch; returns the loss parts.
 
     ``target_share`` is ``|L_T| / (|L_S| + |L_T|)``, which Ω_{S∪T} needs (see ``omega_union``);
     ``losses``: ``step_losses`` or its compiled form."""
     parts = losses(net, xs, ys, xl, yl, xu, lambda_adv, adversarial=adversarial,
                    regulariser=regulariser, lambda_entropy=lambda_entropy,
-                   target_share=target_share, group_scales=group_scales, reversal=reversal)
+                   target_share=target_share, group_scales=group_scales, reversal=reversal,
+                   yu=yu)
     optimizer.zero_grad(set_to_none=True)
     parts["loss"].backward()
     optimizer.step()
@@ -172,6 +179,8 @@ def train(net, streams: Streams, *, steps: int, train_cfg, regulariser: str, see
         if compiled:  # a changing Python float would recompile every step
             lam, reversal = torch.tensor(lam, device=device), torch.tensor(reversal, device=device)
         xs, xu = next(x_src), next(x_unl)
+        yu = (None if streams.unlabelled_labels is None else
+              streams.unlabelled_labels[plan["unlabelled"][step]].to(device, non_blocking=True))
         if lab is not None:
             xl, yl = next(x_lab), lab.labels[plan["labelled"][step]]
         else:
@@ -182,7 +191,7 @@ def train(net, streams: Streams, *, steps: int, train_cfg, regulariser: str, see
             prepare_input(net, xl, device), yl.to(device, non_blocking=True), prepare_input(net, xu, device),
             adversarial=train_cfg.adversarial, regulariser=regulariser, lambda_adv=lam,
             lambda_entropy=train_cfg.lambda_entropy, target_share=target_share, losses=losses,
-            group_scales=scales, reversal=reversal)
+            group_scales=scales, reversal=reversal, yu=yu)
         if on_step is not None:
             on_step(step)
         if step % 20 == 0 and progress:

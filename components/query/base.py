@@ -25,6 +25,7 @@ class PoolOutputs:
     #                                            Jacobian (eq. 3) and AADA's domain logits
     classifier_inputs: Optional[torch.Tensor] = None  # what the classifier's last layer sees,
     #   (N, m): z for the linear classifier, z / ||z|| / T for the cosine one (MME); None: z
+    logits: Optional[torch.Tensor] = None  # the classifier's logits (N, C): EADA's energies
 
     @property
     def last_layer_inputs(self) -> torch.Tensor:
@@ -45,7 +46,7 @@ class PoolOutputs:
         if classifier is not None and len(features):
             with torch.no_grad():
                 inputs = classifier.classifier_input(features)
-        return cls(list(ids), features, probabilities, discriminator, inputs)
+        return cls(list(ids), features, probabilities, discriminator, inputs, logits)
 
     def __len__(self) -> int:
         return len(self.ids)
@@ -72,16 +73,18 @@ def requirement_of(name: str) -> Optional[str]:
 
 
 def select(name: str, pool: PoolOutputs, budget: int, seed: int, *, chunk: int = 4096,
-           storage: str = "auto") -> tuple[list[str], list[float]]:
+           storage: str = "auto", options: Optional[dict] = None) -> tuple[list[str], list[float]]:
     """Pick ``budget`` samples of ``pool``; return their ids and query scores.
 
     ``chunk`` bounds the rows handled at once; ``storage`` is the float type of an embedding
-    kept whole (Sage's), for strategies that keep one; the others ignore both as they like."""
+    kept whole (Sage's), for strategies that keep one; the others ignore both as they like.
+    ``options``: the strategy's own settings (``active.<name>`` in params.yaml), as keywords."""
     if name not in STRATEGIES:
         raise KeyError(f"unknown strategy {name!r}; choose one of {sorted(STRATEGIES)}")
     if budget > len(pool):
         raise ValueError(f"budget {budget} exceeds the {len(pool)} unlabelled samples left")
-    positions, scores = STRATEGIES[name].fn(pool, budget, seed, chunk=chunk, storage=storage)
+    positions, scores = STRATEGIES[name].fn(pool, budget, seed, chunk=chunk, storage=storage,
+                                            **(options or {}))
     positions = [int(p) for p in positions]
     assert len(set(positions)) == len(positions) == budget, "a strategy returned duplicates"
     return [pool.ids[p] for p in positions], [float(s) for s in scores]

@@ -132,7 +132,7 @@ class RunSteps:
         start = time.perf_counter()
         ids, scores = run_query(a.strategy, self.pool_outputs(net, pool), min(a.budget, len(pool)),
                                 seed=a.seed * 1000 + round, chunk=a.selection_chunk,
-                                storage=a.embedding_storage)
+                                storage=a.embedding_storage, options=a.strategy_options())
         return ids, scores, time.perf_counter() - start
 
     def pool_outputs(self, net, pool: ImageSet) -> PoolOutputs:
@@ -158,6 +158,13 @@ class RunSteps:
         data.labels = torch.tensor([lookup[labelled[s]] for s in data.ids], dtype=torch.long)
         return data
 
+    def known_labels(self, labelled: dict[str, str]) -> torch.Tensor:
+        """Per sample of the whole target pool (U_T, what B_T^u is drawn from): its class
+        index where it is labelled, else -1."""
+        lookup = {c: i for i, c in enumerate(self.classes)}
+        return torch.tensor([lookup[labelled[s]] if s in labelled else -1
+                             for s in self.pool.ids], dtype=torch.long)
+
     def adapt(self, net, labelled: dict[str, str], round: int) -> float:
         """``steps_per_round`` updates of eq. 10 on L_S, L_T so far and the whole U_T."""
         start = time.perf_counter()
@@ -176,7 +183,8 @@ class RunSteps:
             return self._train_distributed(net, round, labelled)
         pretraining = round == 0
         streams = Streams(self.source, self.labelled_set(labelled) if labelled else None,
-                          self.pool)
+                          self.pool, self.known_labels(labelled)
+                          if labelled and t.labelled_in_adversary == "label" else None)
         train(net, streams, steps=t.pretrain_steps if pretraining else t.steps_per_round,
               train_cfg=t, regulariser="source" if pretraining else t.regulariser,
               seed=t.seed if pretraining else t.seed * 1000 + round, device=self.device,
