@@ -46,12 +46,13 @@ launch() {  # name port health_url timeout_s command...
     echo "error: port $port on 127.0.0.1 is taken; stop what uses it, or choose a free port" \
          "with ${PORT_SETTING:-PORT=<port>}" >&2; return 1
   fi
-  # job control on: a background job of a script otherwise starts with SIGINT ignored, and a
-  # Python server then never stops on SIGTERM (Prefect's worker turns it into SIGINT)
-  set -m
-  nohup "$@" >"$log" 2>&1 &
+  # SIGINT back to its default first: a background job of a script (and anything started from
+  # one, a CI runner say) inherits it ignored, and a Python server then never stops on SIGTERM
+  # (Prefect's worker turns SIGTERM into SIGINT)
+  nohup python3 -c 'import os, signal, sys
+signal.signal(signal.SIGINT, signal.SIG_DFL)
+os.execvp(sys.argv[1], sys.argv[1:])' "$@" >"$log" 2>&1 &
   echo $! >"$pidfile"
-  set +m
   (umask 077; printf '%s\n' "$want" >"$config")
   if ! wait_http "$url" "$timeout" "$(cat "$pidfile")"; then
     echo "error: $name did not answer at $url within ${timeout}s (or it exited; a busy machine may need a longer wait: see the script's *_START_TIMEOUT); last log lines:" >&2

@@ -773,7 +773,7 @@ def test_an_annotation_without_a_label_is_asked_again_and_named(label_studio, di
     assert oracle.collect(handle, timeout=5) == {s: truth[s] for s in ids[:2]}
     oracle.close(handle)
     notice = oracle.client.projects.get(id=project).description
-    assert "label it again" not in notice and "is ready" not in notice   # issue 35
+    assert "label it again" not in notice and "Round 1 is ready" not in notice   # issue 35
     assert notice.startswith("Round 1 is done: nothing to label")
 
     # a suspended run's round: the receiver checks it, finds the empty annotation, asks again
