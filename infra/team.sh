@@ -64,32 +64,20 @@ start() {
   echo "  prefect deployment run active-domain-adaptation/people --param rounds=2 --param budget=10"
 }
 
-status() {  # every server's line; fails when one is down
-  local down=0
-  bash "$INFRA_ROOT/postgres/server.sh" status || down=1
-  bash "$INFRA_ROOT/mlflow/server.sh" status || down=1
-  bash "$INFRA_ROOT/label-studio/server.sh" status || down=1
-  bash "$INFRA_ROOT/prefect/server.sh" status || down=1
-  bash "$INFRA_ROOT/webhooks/server.sh" status || down=1
-  bash "$INFRA_ROOT/prefect/worker.sh" status || down=1
-  return $down
-}
+# the stack in the order each needs the last; stopped in the reverse order
+SERVERS="postgres/server.sh mlflow/server.sh label-studio/server.sh prefect/server.sh
+  webhooks/server.sh prefect/worker.sh"
 
-stop() {  # the reverse order; every one is tried, and a failure is reported at the end
-  local failed=0
-  bash "$INFRA_ROOT/prefect/worker.sh" stop || failed=1
-  bash "$INFRA_ROOT/webhooks/server.sh" stop || failed=1
-  bash "$INFRA_ROOT/prefect/server.sh" stop || failed=1
-  bash "$INFRA_ROOT/label-studio/server.sh" stop || failed=1
-  bash "$INFRA_ROOT/mlflow/server.sh" stop || failed=1
-  bash "$INFRA_ROOT/postgres/server.sh" stop || failed=1
+every() {  # ACTION: each server's script (stop: in reverse); every one is tried, fails if one did
+  local failed=0 order=$SERVERS script
+  [ "$1" = stop ] && order=$(tr -s ' \n' '\n' <<<"$SERVERS" | tac)
+  for script in $order; do bash "$INFRA_ROOT/$script" "$1" || failed=1; done
   return $failed
 }
 
 case "${1:-}" in
   start) start ;;
-  status) status ;;
-  stop) stop ;;
+  status|stop) every "$1" ;;
   env) echo "export MLFLOW_TRACKING_URI=$(mlflow_uri)"
        echo "export PREFECT_API_URL=$(prefect_api)"
        echo "export PREFECT_API_AUTH_STRING=\"\$(cat $(auth_file))\"" ;;
