@@ -49,10 +49,14 @@ launch() {  # name port health_url timeout_s command...
   # SIGINT back to its default first: a background job of a script (and anything started from
   # one, a CI runner say) inherits it ignored, and a Python server then never stops on SIGTERM
   # (Prefect's worker turns SIGTERM into SIGINT)
+  # (and job control on: each server in a process group of its own, as a person's shell starts
+  # it; without, the Prefect form test's second run met "database is locked" twice in two tries)
+  set -m
   nohup python3 -c 'import os, signal, sys
 signal.signal(signal.SIGINT, signal.SIG_DFL)
 os.execvp(sys.argv[1], sys.argv[1:])' "$@" >"$log" 2>&1 &
   echo $! >"$pidfile"
+  set +m
   (umask 077; printf '%s\n' "$want" >"$config")
   if ! wait_http "$url" "$timeout" "$(cat "$pidfile")"; then
     echo "error: $name did not answer at $url within ${timeout}s (or it exited; a busy machine may need a longer wait: see the script's *_START_TIMEOUT); last log lines:" >&2
