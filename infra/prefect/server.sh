@@ -18,11 +18,9 @@ export PREFECT_SERVER_ANALYTICS_ENABLED=false PREFECT_HOME=${PREFECT_HOME:-$RUN_
 # a server on another port than 4200 shows "Can't connect to Server API at ...:4200" (or, worse,
 # another server's runs). A team server reached by another name sets PREFECT_UI_API_URL itself.
 export PREFECT_SERVER_API_PORT=$PORT
-# A busy machine (a flow training beside the server) made SQLite's lock outlast Prefect's 10 s
-# statement timeout: the API answered 503 and the UI's Custom run said "Oops. Something went
-# wrong". Longer waits, and such errors in the log, not only in the browser.
-export PREFECT_SERVER_DATABASE_TIMEOUT=${PREFECT_SERVER_DATABASE_TIMEOUT:-60}
-export PREFECT_SERVER_DATABASE_CONNECTION_TIMEOUT=${PREFECT_SERVER_DATABASE_CONNECTION_TIMEOUT:-30}
+# On SQLite, a request that meets another's write lock ("database is locked": SQLite's lock
+# upgrade does not wait) is answered 503, which the UI shows only as "Oops. Something went
+# wrong": such errors go to the log too. A team runs Prefect on PostgreSQL (infra/team.sh).
 export PREFECT_API_LOG_RETRYABLE_ERRORS=${PREFECT_API_LOG_RETRYABLE_ERRORS:-true}
 export PREFECT_UI_API_URL=${PREFECT_UI_API_URL:-http://127.0.0.1:$PORT/api}
 case "${1:-}" in
