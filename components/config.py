@@ -5,6 +5,7 @@ or an impossible combination fails at start-up with a message instead of mid-rou
 """
 from __future__ import annotations
 
+import re
 from pathlib import Path
 from typing import Any, Literal, Optional
 
@@ -278,20 +279,22 @@ def _describe(error: dict) -> str:
     return f"{key} = {error['input']!r}: {message}"
 
 
+# ``register("name", requires="...")`` and ``@adversarial_loss("name", discriminator="...")``
+# as written in components/query and components/adaptation. Read as text, not with ``ast``:
+# CPython 3.11's parser is not thread-safe, and a flow run validating its settings while
+# another thread parsed failed with "SystemError: AST constructor recursion depth mismatch".
+_STRATEGY = re.compile(r'\bregister\(\s*"([^"]+)"(?:\s*,\s*requires\s*=\s*"([^"]*)")?')
+_ADVERSARY = re.compile(r'\badversarial_loss\(\s*"([^"]+)"\s*,\s*discriminator\s*=\s*"([^"]*)"')
+
+
 def declared_strategies() -> dict[str, Optional[str]]:
     """Query strategies by name → what they need ("class", "domain" or None), read from the
     ``register("name", requires=...)`` calls in ``components/query`` without importing them:
     settings are checked before torch loads. A test keeps this equal to the live registry."""
-    import ast
-
     found: dict[str, Optional[str]] = {}
     for path in sorted((Path(__file__).parent / "query").glob("*.py")):
-        for node in ast.walk(ast.parse(path.read_text())):
-            if (isinstance(node, ast.Call) and getattr(node.func, "id", None) == "register"
-                    and node.args and isinstance(node.args[0], ast.Constant)):
-                needs = {k.arg: k.value.value for k in node.keywords
-                         if isinstance(k.value, ast.Constant)}.get("requires")
-                found[node.args[0].value] = needs
+        for name, needs in _STRATEGY.findall(path.read_text()):
+            found[name] = needs or None
     return found
 
 
@@ -305,19 +308,9 @@ def declared_adversaries() -> dict[str, str]:
     from the ``@adversarial_loss("name", discriminator=...)`` registrations in
     ``components/adaptation`` without importing them, as :func:`declared_strategies` does.
     A test keeps this equal to the live registry (``losses.ADVERSARIAL``)."""
-    import ast
-
     found: dict[str, str] = {}
     for path in sorted((Path(__file__).parent / "adaptation").rglob("*.py")):
-        text = path.read_text()
-        if "adversarial_loss(" not in text:
-            continue
-        for node in ast.walk(ast.parse(text)):
-            if (isinstance(node, ast.Call) and getattr(node.func, "id", None) == "adversarial_loss"
-                    and node.args and isinstance(node.args[0], ast.Constant)):
-                found[node.args[0].value] = {k.arg: k.value.value for k in node.keywords
-                                             if isinstance(k.value, ast.Constant)
-                                             }.get("discriminator")
+        found.update(_ADVERSARY.findall(path.read_text()))
     return found
 
 
