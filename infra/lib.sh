@@ -49,8 +49,7 @@ launch() {  # name port health_url timeout_s command...
   # SIGINT back to its default first: a background job of a script (and anything started from
   # one, a CI runner say) inherits it ignored, and a Python server then never stops on SIGTERM
   # (Prefect's worker turns SIGTERM into SIGINT)
-  # (and job control on: each server in a process group of its own, as a person's shell starts
-  # it; without, the Prefect form test's second run met "database is locked" twice in two tries)
+  # (and job control on: each server in a process group of its own, as a person's shell starts it)
   set -m
   nohup python3 -c 'import os, signal, sys
 signal.signal(signal.SIGINT, signal.SIG_DFL)
