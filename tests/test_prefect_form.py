@@ -70,13 +70,25 @@ class PrefectPerson:
         return self.failed
 
     def close_toasts(self) -> None:
-        """Reads each toast on screen and closes it with its ×."""
+        """Reads each toast on screen and closes it with its ×, newest first, until none is
+        left. Toasts stack and slide while they come and go, so one may cover another's × for
+        a moment (CI saw that): such a click is tried again, not taken as a failure."""
+        from selenium.common.exceptions import ElementClickInterceptedException
         from selenium.webdriver.common.by import By
 
-        for toast in self.driver.find_elements(By.CSS_SELECTOR, ".p-toast__card"):
-            if toast.is_displayed():
-                self.toasts.append(" ".join(toast.text.split()))
-                toast.find_element(By.CSS_SELECTOR, ".p-toast__close-btn").click()
+        def none_left(d):
+            shown = [t for t in d.find_elements(By.CSS_SELECTOR, ".p-toast__card")
+                     if t.is_displayed()]
+            for toast in reversed(shown):
+                text = " ".join(toast.text.split())
+                try:
+                    toast.find_element(By.CSS_SELECTOR, ".p-toast__close-btn").click()
+                except ElementClickInterceptedException:
+                    continue
+                self.toasts.append(text)
+            return not shown
+
+        self.wait(none_left, seconds=30)
 
     def click(self, element) -> None:
         """Scrolled into view and clicked. A toast over it (Prefect's toasts stay while the
