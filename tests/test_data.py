@@ -9,7 +9,7 @@ import pytest
 from PIL import Image
 
 from components.data.shipped import DOMAINS, build_shipped
-from components.data import textured
+from components.data import shapes, textured
 from components.data.importers import DataLayoutError, scan_folders, scan_lists
 from components.data.split import build_manifest, class_list
 
@@ -39,7 +39,7 @@ def test_shipped_domains_are_deterministic_counted_and_sized(digits_root, tmp_pa
     assert arr.max() > 200
 
 
-def _pixels(root: Path, domain: str, label: int, n: int = 50) -> np.ndarray:
+def _pixels(root: Path, domain: str, label, n: int = 50) -> np.ndarray:
     files = sorted((root / domain / str(label)).glob("*.png"))[:n]
     return np.stack([np.asarray(Image.open(p), dtype=np.float64) for p in files])
 
@@ -64,6 +64,25 @@ def test_colour_target_is_texture_not_flat_colour_and_keeps_the_shape(digits_roo
     inside = np.stack([np.abs(t[g > 200].mean(0) - t[g == 0].mean(0))
                        for t, g in zip(texture, grey)])
     assert np.median(inside.max(1)) > 10
+
+
+def test_shapes_are_filled_silhouettes_and_their_sketches_outlines_on_paper(digits_root):
+    """The third benchmark's shift as designed: the source fills the shape with white on black,
+    the target draws only its outline, dark on light grainy paper; ten classes, balanced."""
+    for domain, count in (("shapes", 500), ("shapes-sketch", 200)):
+        assert sorted(p.name for p in (digits_root / domain).iterdir()) == sorted(shapes.CLASSES)
+        assert {len(list((digits_root / domain / c).iterdir())) for c in shapes.CLASSES} == {count}
+    filled = _pixels(digits_root, "shapes", "circle")
+    drawn = _pixels(digits_root, "shapes-sketch", "circle")
+    # the centre lies inside every circle (radius ≥ 7.7 px, centre within 3.4 px of the middle)
+    assert filled[:, 14, 14].min() == 255 and filled[:, 0, 0].max() == 0
+    paper = np.median(drawn.reshape(len(drawn), -1), axis=1)
+    assert paper.min() >= shapes.PAPER[0] - 3 * shapes.GRAIN
+    assert (np.abs(drawn[:, 13:16, 13:16].mean((1, 2)) - paper) < 2 * shapes.GRAIN).all()
+    assert (drawn.reshape(len(drawn), -1).min(1) < paper - 60).all()       # a dark stroke
+    # a sketched ring is two outlines: more ink than a sketched circle of the same draws
+    ink = lambda x: (x < np.median(x) - 40).mean()  # noqa: E731
+    assert ink(_pixels(digits_root, "shapes-sketch", "ring")) > ink(drawn)
 
 
 def test_split_is_stratified_disjoint_and_seeded(digits_manifest, digits_root):

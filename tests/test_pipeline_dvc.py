@@ -41,12 +41,14 @@ def test_fresh_clone_rebuilds_the_tracked_data_and_reproduces_results(clone):
     committed = json.loads((clone / "results" / "metrics.json").read_text())
     sh("sage-ada", "data", "digits", cwd=clone)
     assert "up to date" in sh("dvc", "status", "data.dvc", cwd=clone)   # same hash as data.dvc
-    # The digits chain and the colour split; the colour run (active-colour) is the same flow
-    # with other data flags, left out to keep the suite short.
-    stages = ("split", "active", "split-colour")
+    # The digits chain and the colour and shapes splits; their runs (active-colour,
+    # active-shapes) are the same flow with other data flags, left out to keep the suite short.
+    stages = ("split", "active", "split-colour", "split-shapes")
     sh("dvc", "repro", *stages, cwd=clone)
     assert (clone / "splits" / "manifest.csv").exists()
     assert (clone / "splits" / "colour-manifest.csv").exists()
+    shapes = (clone / "splits" / "shapes-manifest.csv").read_text()
+    assert "shapes-sketch" in shapes and "crescent" in shapes
     assert "up to date" in sh("dvc", "repro", *stages, cwd=clone)        # nothing left to do
     assert "up to date" in sh("dvc", "status", *stages, cwd=clone)
     first = json.loads((clone / "results" / "metrics.json").read_text())

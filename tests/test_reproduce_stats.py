@@ -153,6 +153,50 @@ def test_seeds_whose_query_only_arms_start_apart_are_named():
     assert stats.round0_mismatches(arms) == []
 
 
+def test_arms_that_should_share_a_start_are_paired_only_on_the_same_round0_weights():
+    """Issue 33: runs record their round-0 weights; two arms that differ only in settings
+    pretraining does not read (the query, how labels enter the adversary) are paired only on
+    seeds where those weights are the same, and the seeds that are not are named."""
+    def run(first, last, weights):
+        h = history([first, last])
+        h[0]["weights"] = weights
+        return h
+
+    arms = {"clue": {0: run(0.5, 0.9, "aa"), 1: run(0.5, 0.8, "bb"), 2: run(0.5, 0.7, "cc")},
+            "sage-label": {0: run(0.5, 0.6, "aa"), 1: run(0.5, 0.6, "xx"), 2: run(0.5, 0.5, "cc")},
+            "aada": {0: run(0.4, 0.6, "dd"), 1: run(0.4, 0.6, "ee"), 2: run(0.4, 0.6, "ff")}}
+    a, b = stats.common(arms, "sage-label", "clue")
+    assert a[:, -1].tolist() == pytest.approx([60.0, 50.0])     # seed 1 left out
+    assert b[:, -1].tolist() == pytest.approx([90.0, 70.0])
+    assert len(stats.common(arms, "aada", "clue")[0]) == 3      # DANN pretrains its own model
+    assert stats.round0_mismatches(arms) == [
+        "seed 1: clue from 50.00 % (weights bb), sage-label from 50.00 % (weights xx)"]
+    assert stats.shares_round0("las") and stats.shares_round0("sage-label")
+    assert not stats.shares_round0("sage-union")
+
+
+def test_the_past_clue_preset_runs_the_newer_arms_everywhere_and_checks_on_shapes():
+    """Issue 33's preset: every arm 10 seeds; the shapes task (kept out of the advice) also runs
+    the arms the advice names and its floors, after its arms; b = 10 on every task first."""
+    from benchmarks.protocol.arms import NEWER, SHAPES
+
+    preset = PRESETS["past-clue"]
+    jobs = jobs_of(preset)
+    budgets = [b for _, _, b, *_ in jobs if b is not None]
+    assert budgets == sorted(budgets)
+    for task in preset["tasks"]:
+        ran = {a for s, t, b, a, *_ in jobs if (s, t) == task and b is not None}
+        assert set(NEWER) | {"clue", "sage", "random"} <= ran
+        assert ({"entropy", "badge"} <= ran) == (task == SHAPES)
+        lines = [b is None for s, t, b, *_ in jobs if (s, t) == task]
+        assert any(lines) == (task == SHAPES)
+        if task == SHAPES:
+            first = lines.index(True)
+            assert not any(lines[:first]) and all(lines[first:first + 20])
+    for arm in preset["arms"]:
+        assert seeds_of(preset, arm) == 10
+
+
 def test_claims_judge_auc_everywhere_and_large_b_only_at_large_b():
     arms = {a: {s: history([0.5, 0.6 + 0.01 * s + off, 0.7 + off]) for s in range(3)}
             for a, off in (("sage", 0.05), ("sage-no-diversity", 0.0), ("random", 0.0))}

@@ -169,6 +169,21 @@ def test_a_change_to_the_training_code_invalidates_cached_pretraining(tmp_path):
     assert training_code_digest(copy) != before
 
 
+def test_how_labels_enter_the_adversary_does_not_split_the_round0_cache():
+    """train.labelled_in_adversary is read only once labels are known (round 1 on), so the arms
+    that differ in it share one pretrained checkpoint per seed (issue 33's pairs); a setting
+    pretraining reads still keys its own."""
+    import pandas as pd
+
+    from components.run.steps import RunSteps
+
+    manifest = pd.DataFrame({"sample_id": ["a"], "split": ["source"], "label": ["1"]})
+    key = lambda **train: RunSteps.pretrain_key(type("S", (), {  # noqa: E731
+        "cfg": Config.model_validate({"train": train}), "manifest": manifest})())
+    assert key(labelled_in_adversary="label") == key(labelled_in_adversary="predicted") == key()
+    assert key(lambda_adv=0.5) != key()
+
+
 def test_the_trainer_hands_each_unlabelled_batch_its_known_labels(monkeypatch):
     """train.labelled_in_adversary: label (issue 33): each step's B_T^u rows come with the
     labels known for exactly those rows (-1 where none), as the run builds them for U_T."""

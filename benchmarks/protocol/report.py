@@ -10,7 +10,7 @@ import json
 from pathlib import Path
 
 from benchmarks.protocol import REPO
-from benchmarks.protocol.arms import CONTENDERS, seed_counts
+from benchmarks.protocol.arms import CONTENDERS, NEWER, seed_counts
 from benchmarks.protocol.ledger import code_digest
 from benchmarks.protocol.stats import (LARGE_B, MARGIN, auc, common, fmt, lead, matrix, paired,
                                        round0_mismatches, rule, verdict)
@@ -54,7 +54,7 @@ def report(results: dict, counts: dict, busy_s: float, preset_name: str, preset:
                   f"({counts['failed']} failed). Tables show how many seeds each arm has; "
                   "paired differences use the seeds both sides have. Rerun the same command to "
                   "finish the rest.", ""]
-    figures, claims, versus = [], [], []
+    figures, claims, versus, versus_clue = [], [], [], []
     margin = preset.get("margin", MARGIN)
     for task, per_budget in results.items():
         floor = {name: matrix(h)[:, -1] for name, h in per_budget.get("lines", {}).items()}
@@ -81,8 +81,10 @@ def report(results: dict, counts: dict, busy_s: float, preset_name: str, preset:
                 lines += ["Not one start: the arms that change only the query should share each "
                           "seed's pretrained checkpoint, but on " + "; ".join(mismatched)
                           + " at round 0 (checkpoints computed apart: native kernels and thread "
-                          "counts differ between sittings). Pairs across these groups start that "
-                          "far apart.", ""]
+                          "counts differ between sittings). Runs that record their round-0 "
+                          "weights are not paired across such groups (the seed is left out); "
+                          "older runs, which do not, are paired as they are and start that far "
+                          "apart.", ""]
             lines += ["Paired difference to `random` per round (95% CI):", "",
                       "| arm | " + " | ".join(f"round {r}" for r in range(1, last + 1))
                       + " |", "|---|" + "---|" * last]
@@ -95,10 +97,15 @@ def report(results: dict, counts: dict, busy_s: float, preset_name: str, preset:
             lines += ["", f"![{task}, {budget}](figures/{figures[-1].name})", ""]
             claims += claim_rows(task, budget, arms, labels, margin=margin)
             versus += versus_sage_rows(task, budget, arms, labels, margin=margin)
+            versus_clue += versus_clue_rows(task, budget, arms, labels, margin=margin)
     lines += ["## The paper's claims, one by one", "", rule(margin),
               "", "| claim | comparison | last round, Δ [95% CI] | AUC Δ [95% CI] | verdict |",
               "|---|---|---|---|---|"] + claims
     lines += versus_sage_section(versus, margin)
+    lines += versus_section("The newer rules against CLUE", "clue", versus_clue, margin,
+                            "`las` and `eada` are the newer selection rules; `sage-label` is Sage "
+                            "with the known target labels in the adversarial loss "
+                            "(`train.labelled_in_adversary: label`).")
     if not preset.get("set"):
         code = preset.get("code") or code_digest()
         lines += sensitivity_section(REPO / "benchmarks" / "results", code)
@@ -205,36 +212,62 @@ def plot(plt, task: str, budget: str, mats: dict, labels: list[int], floor: dict
     return path
 
 
-def versus_sage_rows(task: str, budget: str, arms: dict, labels: list[int],
-                     margin: float = MARGIN) -> list[str]:
-    """Each contender against Sage on the seeds both have (contender − sage): early rounds,
-    the last round and AUC, each with who leads: where the README's advice is read from."""
+def versus_rows(task: str, budget: str, arms: dict, labels: list[int], reference: str,
+                others, margin: float = MARGIN) -> list[str]:
+    """Each of ``others`` against ``reference`` on the seeds both have (other − reference):
+    early rounds, the last round and AUC, each with who leads."""
     rows = []
-    for other in CONTENDERS:
-        if "sage" not in arms or other not in arms:
+    for other in others:
+        if reference not in arms or other not in arms:
             continue
-        mo, ms = common(arms, other, "sage")
-        early = [fmt(paired(mo[:, r], ms[:, r])) if r < mo.shape[1] else "" for r in (1, 3)]
-        last = paired(mo[:, -1], ms[:, -1])
-        area = paired(auc(mo, labels), auc(ms, labels))
+        mo, mr = common(arms, other, reference)
+        if len(mo) == 0:
+            continue
+        early = [fmt(paired(mo[:, r], mr[:, r])) if r < mo.shape[1] else "" for r in (1, 3)]
+        last = paired(mo[:, -1], mr[:, -1])
+        area = paired(auc(mo, labels), auc(mr, labels))
         rows.append(f"| {task} | {budget.split('=')[1]} | {other} | {len(mo)} | "
                     + " | ".join(early) + f" | {fmt(last)} | {fmt(area)} | "
-                    f"{lead(area, other, 'sage', margin)} | {lead(last, other, 'sage', margin)} |")
+                    f"{lead(area, other, reference, margin)} | "
+                    f"{lead(last, other, reference, margin)} |")
     return rows
 
 
-def versus_sage_section(rows: list[str], margin: float) -> list[str]:
-    """The table of ``versus_sage_rows`` with how to read it (nothing when no row)."""
+def versus_sage_rows(task: str, budget: str, arms: dict, labels: list[int],
+                     margin: float = MARGIN) -> list[str]:
+    """Each contender against Sage (contender − sage): where the README's advice is read from."""
+    return versus_rows(task, budget, arms, labels, "sage", CONTENDERS, margin)
+
+
+def versus_clue_rows(task: str, budget: str, arms: dict, labels: list[int],
+                     margin: float = MARGIN) -> list[str]:
+    """The newer rules (and Sage) against CLUE, the choice they have to beat; none where no
+    newer rule ran (the page of the paper's claims stays as it was)."""
+    if not any(a in arms for a in NEWER):
+        return []
+    return versus_rows(task, budget, arms, labels, "clue",
+                       [a for a in ("sage", *NEWER) if a in arms], margin)
+
+
+def versus_section(title: str, reference: str, rows: list[str], margin: float,
+                   why: str) -> list[str]:
+    """A table of ``versus_rows`` with how to read it (nothing when no row)."""
     if not rows:
         return []
-    return ["", "## Sage against the strategies users choose between", "",
-            "Each row: the other strategy minus `sage`, in points, paired over the seeds both "
-            "have (95% t-interval), after the first and the third labelling round, at the last "
-            "round, and in AUC. *X ahead*: the interval lies on one side of 0; *level*: it lies "
-            f"inside ±{margin:g} points (equivalence); anything else is inconclusive. The "
-            "README's advice on which strategy to pick is read from this table.", "",
+    return ["", f"## {title}", "",
+            f"Each row: the other strategy minus `{reference}`, in points, paired over the seeds "
+            "both have (95% t-interval), after the first and the third labelling round, at the "
+            "last round, and in AUC. *X ahead*: the interval lies on one side of 0; *level*: it "
+            f"lies inside ±{margin:g} points (equivalence); anything else is inconclusive. "
+            + why, "",
             "| task | b | other | seeds | Δ round 1 | Δ round 3 | Δ last round | AUC Δ "
             "| by AUC | at the last round |", "|---|---|---|---|---|---|---|---|---|---|"] + rows
+
+
+def versus_sage_section(rows: list[str], margin: float) -> list[str]:
+    return versus_section("Sage against the strategies users choose between", "sage", rows,
+                          margin, "The README's advice on which strategy to pick is read from "
+                          "this table.")
 
 
 def claim_rows(task: str, budget: str, arms: dict, labels: list[int],

@@ -14,7 +14,7 @@ from typing import NamedTuple
 import numpy as np
 from scipy import stats
 
-from benchmarks.protocol.arms import ARMS
+from benchmarks.protocol.arms import ARMS, ROUND0_FREE
 
 MARGIN = 1.0  # points of AUC: what "matches" allows (--margin)
 LARGE_B = 50  # the protocol's large budget: where claims about large b are judged
@@ -40,9 +40,25 @@ def matrix(by_seed: dict[int, list[dict]], seeds=None) -> np.ndarray:
     return np.array([[100 * h[i]["accuracy"] for i in range(n)] for h in histories])
 
 
+def shares_round0(arm: str) -> bool:
+    """Whether ``arm`` changes only settings pretraining does not read (so it adapts the one
+    pretrained checkpoint per seed that every such arm shares)."""
+    return arm in ARMS and all(k.startswith(ROUND0_FREE) for k in ARMS[arm])
+
+
+def one_start(arms: dict, a: str, b: str, seed) -> bool:
+    """False where ``a`` and ``b`` should share the seed's round-0 model but their runs record
+    different weights (computed apart); runs from before the weights were recorded pass."""
+    if not (shares_round0(a) and shares_round0(b)):
+        return True
+    wa, wb = (arms[x][seed][0].get("weights") for x in (a, b))
+    return wa is None or wb is None or wa == wb
+
+
 def common(arms: dict, a: str, b: str) -> tuple[np.ndarray, np.ndarray]:
-    """``a`` and ``b`` on the seeds both have finished: the pairs of a paired comparison."""
-    seeds = sorted(set(arms[a]) & set(arms[b]))
+    """``a`` and ``b`` on the seeds both have finished and started from the same round-0
+    weights: the pairs of a paired comparison."""
+    seeds = sorted(s for s in set(arms[a]) & set(arms[b]) if one_start(arms, a, b, s))
     return matrix(arms[a], seeds), matrix(arms[b], seeds)
 
 
@@ -153,14 +169,16 @@ def round0_mismatches(arms: dict) -> list[str]:
     """Seeds on which arms that change only the query (so share one pretrained checkpoint per
     seed) start from different round-0 accuracies: their checkpoints were computed apart (another
     machine's native kernels or thread count), so those pairs are not from one start."""
-    shared = [a for a in arms if a in ARMS and all(k.startswith("active.") for k in ARMS[a])]
+    shared = [a for a in arms if shares_round0(a)]
     notes = []
     for seed in sorted({s for a in shared for s in arms[a]}):
-        start = {a: 100 * arms[a][seed][0]["accuracy"] for a in shared if seed in arms[a]}
-        if max(start.values()) != min(start.values()):
-            groups: dict[float, list[str]] = {}
-            for arm, acc in start.items():
-                groups.setdefault(acc, []).append(arm)
-            notes.append(f"seed {seed}: " + ", ".join(f"{', '.join(g)} from {acc:.2f} %"
-                                                      for acc, g in sorted(groups.items())))
+        start = {a: (100 * arms[a][seed][0]["accuracy"], arms[a][seed][0].get("weights", ""))
+                 for a in shared if seed in arms[a]}
+        if len(set(start.values())) > 1:
+            groups: dict[tuple, list[str]] = {}
+            for arm, first in start.items():
+                groups.setdefault(first, []).append(arm)
+            notes.append(f"seed {seed}: " + ", ".join(
+                f"{', '.join(g)} from {acc:.2f} %" + (f" (weights {w})" if w else "")
+                for (acc, w), g in sorted(groups.items())))
     return notes

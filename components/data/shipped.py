@@ -1,4 +1,4 @@
-"""The shipped benchmarks: four domains built from data that packages ship (no download).
+"""The shipped benchmarks: six domains built from data that packages ship or generated (no download).
 
 Digits (grey, ``params.yaml``'s default task):
 
@@ -11,8 +11,13 @@ Colour and texture (RGB, ``data.channels: 3``; see ``components/data/textured.py
 * ``mnist-colour``: the MNIST-5k strokes in flat colours.
 * ``optdigits-texture``: the ``load_digits`` shapes cut out of photographs.
 
+Shapes (grey, generated; see ``components/data/shapes.py``):
+
+* ``shapes``: ten geometric shapes filled white on black.
+* ``shapes-sketch``: the same shapes as pencil outlines on grainy paper.
+
 Written as ``<root>/<domain>/<class>/<domain>_<index>.png``; PNG bytes are deterministic,
-so two builds give identical files and the same DVC hash (``data.dvc`` records all four).
+so two builds give identical files and the same DVC hash (``data.dvc`` records all six).
 """
 from __future__ import annotations
 
@@ -66,9 +71,22 @@ def _optdigits_texture() -> tuple[np.ndarray, np.ndarray]:
     return texture_shapes(shapes), labels
 
 
+def _shapes() -> tuple[np.ndarray, np.ndarray]:
+    from components.data.shapes import shapes
+
+    return shapes(5000)
+
+
+def _shapes_sketch() -> tuple[np.ndarray, np.ndarray]:
+    from components.data.shapes import shapes_sketch
+
+    return shapes_sketch(2000)
+
+
 DOMAINS = {"mnist": Domain(_mnist, 1, 5000), "optdigits": Domain(_optdigits, 1, 1797),
            "mnist-colour": Domain(_mnist_colour, 3, 5000),
-           "optdigits-texture": Domain(_optdigits_texture, 3, 1797)}
+           "optdigits-texture": Domain(_optdigits_texture, 3, 1797),
+           "shapes": Domain(_shapes, 1, 5000), "shapes-sketch": Domain(_shapes_sketch, 1, 2000)}
 
 
 def uses_shipped_data(cfg) -> bool:

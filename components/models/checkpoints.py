@@ -17,3 +17,14 @@ def save_checkpoint(net, path: str | Path) -> None:
 
 def load_checkpoint(net, path: str | Path) -> None:
     net.load_state_dict(torch.load(path, map_location="cpu", weights_only=True))
+
+
+def weights_digest(net) -> str:
+    """A short hash of the weights (names and bytes): two runs that report the same digest at
+    round 0 adapted the very same pretrained model, which is what pairing them assumes."""
+    import hashlib
+
+    digest = hashlib.sha256()
+    for name, tensor in sorted(net.state_dict().items()):
+        digest.update(name.encode() + tensor.detach().cpu().contiguous().numpy().tobytes())
+    return digest.hexdigest()[:16]

@@ -18,6 +18,7 @@ from components.data.versioning import data_hash
 from components.oracle import OracleError, OracleTimeout, check_labels, wait_over
 from components.run.saved import (PendingRound, ResumeMismatch, RunState, SavedRuns, differing,
                                   settings_hash)
+from components.models.checkpoints import weights_digest
 from components.run.steps import RunSteps
 from components.tracking.artifact_mirror import FLOW_RUN_TAG
 from components.tracking.lineage import STATE_TAG, Tracker, git_commit
@@ -267,7 +268,7 @@ class ActiveRun:
         result = self.steps.evaluate(self.net)
         row = {"round": round, "n_labels": len(labelled), "accuracy": result["accuracy"],
                "select_seconds": round_(select_seconds), "train_seconds": round_(self.train_seconds),
-               **{k: round_(v) for k, v in annotation.items()}}
+               **{k: round_(v) for k, v in annotation.items()}, "weights": weights_digest(self.net)}
         history = [h for h in self.state.history if h["round"] < round] + [row]
         self.steps.save(self.net, self._checkpoint(round))
         self.store.keep(self.run_id, self._checkpoint(round))

@@ -48,6 +48,8 @@ TRAINING_JOB = "components.run.training_job"  # each torchrun process's entry po
 # Prediction and evaluation (models/inference.py) are not in it: they do not change the weights.
 TRAINING_CODE = ("adaptation", "models", "data/tensors.py", "data/stream.py", "numerics.py")
 NOT_TRAINING_CODE = ("models/inference.py",)
+# Settings that pretraining never reads: no target label is known before round 1.
+ROUND0_FREE_SETTINGS = ("labelled_in_adversary",)
 # Settings that bound how long a phase may take, not what it computes.
 NOT_TRAINING_SETTINGS = ("job_timeout_s", "collective_timeout_s")
 
@@ -96,6 +98,7 @@ class RunSteps:
                            "model": cfg.model.model_dump(), "classifier": cfg.classifier_kind,
                            "train": cfg.train.model_dump(exclude={"steps_per_round", "device",
                                                                   "regulariser", "lambda_entropy",
+                                                                  *ROUND0_FREE_SETTINGS,
                                                                   *NOT_TRAINING_SETTINGS}),
                            "manifest": hashlib.sha256(
                                self.manifest.to_csv(index=False).encode()).hexdigest(),
