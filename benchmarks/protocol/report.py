@@ -49,6 +49,13 @@ def report(results: dict, counts: dict, busy_s: float, preset_name: str, preset:
              + (f"Settings changed from `params.yaml` for every run: `{preset['set']}`. "
                 if preset.get("set") else "")
              + preset["note"], ""]
+    if preset_name == "full":
+        lines += ["Newer rules (`las`, `eada`), Sage with the known labels in its adversarial loss "
+                  "(`sage-label`) and a third benchmark kept out of the advice (shapes → "
+                  "sketches), all on the final training code: "
+                  "[`results-past-clue.md`](results-past-clue.md) "
+                  "(`python benchmarks/reproduce.py --preset past-clue --output "
+                  "docs/results-past-clue.md`).", ""]
     if pending:
         lines += [f"**Incomplete:** {pending} of the preset's runs are not finished yet "
                   f"({counts['failed']} failed). Tables show how many seeds each arm has; "
