@@ -329,6 +329,24 @@ def test_a_rebuild_reads_the_ledger_of_its_code_and_starts_nothing(monkeypatch):
     assert busy == 60.0
 
 
+def test_a_rebuild_finds_runs_recorded_before_settings_were_added():
+    """``--code`` for earlier code: its ledger keys lack settings added since. A job matches the
+    row whose result settings it shares, only where each added setting keeps the earlier
+    behaviour (params.yaml's value); servers' and time limits' settings are not compared."""
+    from benchmarks.protocol.ledger import older_twin
+
+    old = {"active.strategy": "sage", "active.seed": "3", "train.lr": "0.01",
+           "label_studio.webhook_url": "", "train.job_timeout_s": "60"}
+    kept = {settings_key(old): {"history": "the run"}}
+    baseline = {"train.labelled_in_adversary": "predicted", "active.strategy": "sage"}
+    job = {**old, "train.labelled_in_adversary": "predicted",
+           "label_studio.webhook_url": "http://127.0.0.1:8092", "train.job_timeout_s": "99"}
+    assert older_twin(kept, job, baseline) == {"history": "the run"}
+    assert older_twin(kept, {**job, "train.labelled_in_adversary": "label"}, baseline) is None
+    assert older_twin(kept, {**job, "active.seed": "4"}, baseline) is None
+    assert older_twin(kept, {k: v for k, v in job.items() if k != "train.lr"}, baseline) is None
+
+
 def test_arms_advance_seed_by_seed():
     preset = PRESETS["small"]
     arms = [(seed, arm) for _, _, b, arm, seed, _ in jobs_of(preset) if b is not None]

@@ -43,3 +43,29 @@ def add_to_ledger(key: str, history: list[dict], start_ms: int, end_ms: int,
     with open(path, "a") as out:
         out.write(json.dumps({"key": key, "code": code or code_digest(), "history": history,
                               "start_ms": start_ms, "end_ms": end_ms}) + "\n")
+
+
+# What a run's numbers depend on: the data, split, model, training and query settings, less
+# those that only bound how long a phase may wait.
+RESULT_SECTIONS = ("data.", "split.", "model.", "train.", "active.")
+NOT_RESULT = ("train.job_timeout_s", "train.collective_timeout_s", "active.annotate_timeout_s")
+
+
+def result_settings(flat: dict[str, str]) -> dict[str, str]:
+    return {k: v for k, v in flat.items() if k.startswith(RESULT_SECTIONS) and k not in NOT_RESULT}
+
+
+def older_twin(kept: dict[str, dict], flat: dict[str, str],
+               baseline: dict[str, str]) -> dict | None:
+    """The ledger row of earlier code that ran these settings: for a page rebuilt from runs made
+    before settings were added (their keys lack them), the row whose every result setting
+    equals the job's, where each setting added since is at ``baseline``'s value (params.yaml:
+    the value that keeps the earlier behaviour). Settings that do not change a result (servers,
+    tracking, time limits) are not compared."""
+    mine = result_settings(flat)
+    for key, row in kept.items():
+        theirs = result_settings(dict(json.loads(key)))
+        if set(theirs) <= set(mine) and all(mine[k] == v for k, v in theirs.items()) and all(
+                mine[k] == baseline.get(k) for k in set(mine) - set(theirs)):
+            return row
+    return None

@@ -16,7 +16,7 @@ from pathlib import Path
 
 from benchmarks.protocol import REPO
 from benchmarks.protocol.arms import job_overrides, jobs_of, settings_key
-from benchmarks.protocol.ledger import add_to_ledger, code_digest, ledger_runs
+from benchmarks.protocol.ledger import add_to_ledger, code_digest, ledger_runs, older_twin
 
 
 def pipeline_runs(experiment: str):
@@ -131,16 +131,20 @@ def run_all(preset: dict, workers: int = 1, stop_after_min: float | None = None,
     known: dict[str, dict] = {}
     code = preset.get("code") or code_digest()
     kept = ledger_runs(code=code)
+    baseline = flatten("", load_config("params.yaml").model_dump())
     todo, keys, spans = [], set(), []
     for job in jobs_of(preset):
         overrides = job_overrides(preset, job)
         cfg = load_config("params.yaml", overrides)
-        key = settings_key(flatten("", cfg.model_dump()))
+        flat = flatten("", cfg.model_dump())
+        key = settings_key(flat)
         keys.add(key)
-        if key in kept:
+        # a rebuild for earlier code also finds runs recorded before settings were added
+        row = kept.get(key) or (older_twin(kept, flat, baseline) if read_only else None)
+        if row is not None:
             counts["read back"] += 1
-            store(results, job, kept[key]["history"])
-            spans.append((kept[key]["start_ms"], kept[key]["end_ms"]))
+            store(results, job, row["history"])
+            spans.append((row["start_ms"], row["end_ms"]))
             continue
         if read_only:
             counts["not started"] += 1
