@@ -15,7 +15,8 @@ task, budget and arm:
 * **confidence**: the choosing model's mean confidence in its guess;
 * **class balance**: the entropy of all picks' classes over log C (1: every class equally often);
 * **shared with CLUE**: the share of an arm's picks that CLUE also picked on the same seed
-  (same split, same round-0 model), over all rounds;
+  (same split, same round-0 weights: seeds where the two adapted other weights are left out),
+  over all rounds;
 * **Sage with labels in the adversary**: the first round whose picks differ from Sage's on the
   same seed, and the share of picks the two have in common.
 
@@ -49,8 +50,9 @@ def job_name(job: tuple) -> str:
     return f"{source}→{target}|b={budget}|{arm}|{seed}"
 
 
-def finished_jobs(preset: dict, code: str) -> dict[str, tuple[tuple, str, str]]:
-    """The preset's arm runs finished for ``code``: name → (job, settings key, experiment)."""
+def finished_jobs(preset: dict, code: str) -> dict[str, tuple[str, str, str | None]]:
+    """The preset's arm runs finished for ``code``: name → (settings key, experiment, the
+    digest of the round-0 weights the run adapted)."""
     from components.config import load_config
     from components.tracking.lineage import flatten
 
@@ -62,7 +64,8 @@ def finished_jobs(preset: dict, code: str) -> dict[str, tuple[tuple, str, str]]:
         cfg = load_config("params.yaml", job_overrides(preset, job))
         key = settings_key(flatten("", cfg.model_dump()))
         if key in kept:
-            found[job_name(job)] = (job, key, cfg.experiment_name)
+            found[job_name(job)] = (key, cfg.experiment_name,
+                                    kept[key]["history"][0].get("weights"))
     return found
 
 
@@ -92,19 +95,19 @@ def read_picks(experiment: str, keys: set[str]) -> dict[str, list[list]]:
     return out
 
 
-def collect(preset_name: str, code: str, path: Path) -> dict[str, list[list]]:
+def collect(preset_name: str, code: str, path: Path) -> dict[str, dict]:
     """Picks of every finished run of the preset for ``code``: those in ``path`` already, plus
-    those this machine's MLflow store has."""
+    those this machine's MLflow store has: name → {"weights": round-0 digest, "rows": picks}."""
     known = json.loads(path.read_text()) if path.exists() else {}
     picks = known.get("picks", {}) if known.get("code") == code else {}
     todo = {n: v for n, v in finished_jobs(PRESETS[preset_name], code).items() if n not in picks}
     by_experiment: dict[str, dict[str, str]] = {}
-    for name, (_, key, experiment) in todo.items():
+    for name, (key, experiment, _) in todo.items():
         by_experiment.setdefault(experiment, {})[key] = name
     for experiment, names in by_experiment.items():
         for key, rows in read_picks(experiment, set(names)).items():
             if rows:
-                picks[names[key]] = rows
+                picks[names[key]] = {"weights": todo[names[key]][2], "rows": rows}
     path.write_text(json.dumps({"preset": preset_name, "code": code, "picks": picks}) + "\n")
     return picks
 
@@ -115,12 +118,20 @@ def balance(labels: list[str], n_classes: int) -> float:
     return float(-(p * np.log(p)).sum() / math.log(n_classes))
 
 
-def describe(picks: dict[str, list[list]]) -> dict:
-    """Per task and budget, per arm: the figures named in the module docstring (means over seeds)."""
+def describe(picks: dict[str, dict]) -> dict:
+    """Per task and budget, per arm: the figures named in the module docstring (means over
+    seeds). Runs are compared with CLUE's or Sage's on a seed only where both adapted the same
+    round-0 weights."""
     runs: dict[tuple, dict[str, dict[int, list[list]]]] = {}
-    for name, rows in picks.items():
+    weights: dict[tuple, str | None] = {}
+    for name, run in picks.items():
         task, budget, arm, seed = name.split("|")
-        runs.setdefault((task, budget), {}).setdefault(arm, {})[int(seed)] = rows
+        runs.setdefault((task, budget), {}).setdefault(arm, {})[int(seed)] = run["rows"]
+        weights[task, budget, arm, int(seed)] = run.get("weights")
+
+    def one_start(task, budget, a, b, seed) -> bool:
+        wa, wb = weights[task, budget, a, seed], weights[task, budget, b, seed]
+        return wa is None or wb is None or wa == wb
     out = {}
     for (task, budget), arms in sorted(runs.items()):
         classes = {r[2] for by_seed in arms.values() for rows in by_seed.values() for r in rows}
@@ -129,19 +140,22 @@ def describe(picks: dict[str, list[list]]) -> dict:
             per_seed = []
             for seed, rows in sorted(by_seed.items()):
                 judged = [r for r in rows if r[3] is not None]
-                figures = {"wrong": 100 * np.mean([r[3] != r[2] for r in judged]),
-                           "confidence": 100 * np.mean([r[4] for r in judged]),
-                           "balance": balance([r[2] for r in rows], len(classes))}
+                figures = {"balance": balance([r[2] for r in rows], len(classes))}
+                if judged:  # the oracle logged the model's guesses
+                    figures["wrong"] = 100 * np.mean([r[3] != r[2] for r in judged])
+                    figures["confidence"] = 100 * np.mean([r[4] for r in judged])
                 clue = arms.get("clue", {}).get(seed)
-                if clue is not None and arm != "clue":
+                if clue is not None and arm != "clue" and one_start(task, budget, arm, "clue",
+                                                                      seed):
                     theirs = {r[1] for r in clue}
                     figures["shared_with_clue"] = 100 * np.mean([r[1] in theirs for r in rows])
                 per_seed.append(figures)
+            names = sorted({k for f in per_seed for k in f})
             table[arm] = {"seeds": len(per_seed), **{
-                k: float(np.mean([f[k] for f in per_seed if k in f]))
-                for k in per_seed[0] if any(k in f for f in per_seed)}}
+                k: float(np.mean([f[k] for f in per_seed if k in f])) for k in names}}
         sage, labelled = arms.get("sage", {}), arms.get("sage-label", {})
-        pairs = sorted(set(sage) & set(labelled))
+        pairs = sorted(s for s in set(sage) & set(labelled)
+                       if one_start(task, budget, "sage", "sage-label", s))
         if pairs:
             first, shared = [], []
             for seed in pairs:
@@ -174,16 +188,18 @@ def markdown(described: dict, preset_name: str, code: str) -> list[str]:
         for arm, f in table.items():
             if arm == "sage vs sage-label":
                 continue
-            shared = f"{f['shared_with_clue']:.0f}" if "shared_with_clue" in f else ""
-            lines.append(f"| {arm} | {f['seeds']} | {f['wrong']:.0f} | {f['confidence']:.0f} | "
-                         f"{f['balance']:.3f} | {shared} |")
+            cell = lambda k: f"{f[k]:.0f}" if k in f else ""  # noqa: E731
+            lines.append(f"| {arm} | {f['seeds']} | {cell('wrong')} | {cell('confidence')} | "
+                         f"{f['balance']:.3f} | {cell('shared_with_clue')} |")
         pair = table.get("sage vs sage-label")
         if pair:
             apart = [r for r in pair["first_round_apart"] if r is not None]
             same = len(pair["first_round_apart"]) - len(apart)
             lines += ["", f"Sage with labels in the adversary against Sage ({pair['seeds']} seeds): "
-                      + (f"picks first differ in round {', '.join(map(str, apart))}" if apart
-                         else "picks never differ")
+                      + (("picks first differ in round " + (f"{apart[0]} on each seed"
+                                                             if len(set(apart)) == 1 else
+                                                             ", ".join(map(str, apart))))
+                         if apart else "picks never differ")
                       + (f" ({same} seed(s) never differ)" if apart and same else "")
                       + f"; {pair['shared']:.0f} % of their picks are the same."]
         lines.append("")

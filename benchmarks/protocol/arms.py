@@ -5,8 +5,11 @@ Kept apart from running and reporting so that ``pick_analysis.py`` replays exact
 """
 from __future__ import annotations
 
+import functools
 import json
 from pathlib import Path
+
+from benchmarks.protocol import REPO
 
 ARMS = {  # name → overrides on params.yaml (the default is TSF + Ω_S+T)
     "sage": {},
@@ -41,9 +44,6 @@ SHAPES = ("shapes", "shapes-sketch")  # the third benchmark: kept out of the adv
 DECISIVE = ("sage", "badge", "entropy", "random", "clue", "sage-no-pop")
 NEWER = ("las", "eada", "sage-label")  # issue 33's arms, weighed against CLUE and Sage
 CONTENDERS = tuple(a for a in DECISIVE if a != "sage") + NEWER  # what users weigh Sage against
-# Settings that pretraining does not read: arms that differ only in them share one pretrained
-# checkpoint per seed, so their pairs start from the very same round-0 weights.
-ROUND0_FREE = ("active.", "train.labelled_in_adversary")
 CLAIM_ARMS = [a for a in ARMS if a not in NEWER]  # the paper's claims: the full preset's arms
 PAST_CLUE_ARMS = ["sage", "sage-label", "clue", "las", "eada", "random"]
 PRESETS = {
@@ -72,6 +72,8 @@ PRESETS = {
                   "arms_for": {task: PAST_CLUE_ARMS for task in (COLOUR, ("mnist", "optdigits"),
                                                                  ("optdigits", "mnist"))},
                   "lines": [SHAPES], "lines_first": False,
+                  "title": "Past CLUE: newer selection rules, labels in Sage's adversary, and a "
+                           "benchmark kept out of the advice",
                   "note": "The shipped tasks' floors and ceiling are in `docs/results.md`; the "
                           "shapes task was kept out of the README's advice and checks it."},
     "smoke": {"tasks": {("mnist", "optdigits"): [5]}, "seeds": 2, "rounds": 2,
@@ -79,6 +81,30 @@ PRESETS = {
                                                              "train.steps_per_round": 10},
               "note": "This checks the script only: its runs are far too short to mean anything."},
 }
+
+
+@functools.cache
+def shares_round0(arm: str) -> bool:
+    """Whether ``arm`` pretrains exactly as the default arm does (the same pretraining cache key:
+    it changes only settings pretraining does not read, such as the query, the regulariser of
+    labelled rounds or how labels enter the adversary), so on each seed it adapts the very same
+    round-0 weights as every other such arm."""
+    if arm not in ARMS:
+        return False
+    return round0_key(ARMS[arm]) == round0_key({})
+
+
+def round0_key(overrides: dict) -> str:
+    """The product's own pretraining cache key for ``params.yaml`` with ``overrides`` (on an
+    empty manifest: the data is the same for every arm of a task)."""
+    import pandas as pd
+
+    from components.config import load_config
+    from components.run.steps import RunSteps
+
+    holder = type("Holder", (), {"cfg": load_config(REPO / "params.yaml", overrides),
+                                 "manifest": pd.DataFrame(columns=["sample_id", "split"])})
+    return RunSteps.pretrain_key(holder())
 
 
 def task_overrides(source: str, target: str) -> dict:

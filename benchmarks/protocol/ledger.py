@@ -55,17 +55,21 @@ def result_settings(flat: dict[str, str]) -> dict[str, str]:
     return {k: v for k, v in flat.items() if k.startswith(RESULT_SECTIONS) and k not in NOT_RESULT}
 
 
-def older_twin(kept: dict[str, dict], flat: dict[str, str],
+def older_twin(kept: list[tuple[dict, dict]], flat: dict[str, str],
                baseline: dict[str, str]) -> dict | None:
     """The ledger row of earlier code that ran these settings: for a page rebuilt from runs made
     before settings were added (their keys lack them), the row whose every result setting
     equals the job's, where each setting added since is at ``baseline``'s value (params.yaml:
     the value that keeps the earlier behaviour). Settings that do not change a result (servers,
-    tracking, time limits) are not compared."""
+    tracking, time limits) are not compared. ``kept``: ``parsed(ledger_runs(...))``."""
     mine = result_settings(flat)
-    for key, row in kept.items():
-        theirs = result_settings(dict(json.loads(key)))
+    for theirs, row in kept:
         if set(theirs) <= set(mine) and all(mine[k] == v for k, v in theirs.items()) and all(
                 mine[k] == baseline.get(k) for k in set(mine) - set(theirs)):
             return row
     return None
+
+
+def parsed(kept: dict[str, dict]) -> list[tuple[dict, dict]]:
+    """Ledger rows with their result settings read once (what ``older_twin`` compares)."""
+    return [(result_settings(dict(json.loads(key))), row) for key, row in kept.items()]

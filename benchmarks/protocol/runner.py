@@ -16,7 +16,8 @@ from pathlib import Path
 
 from benchmarks.protocol import REPO
 from benchmarks.protocol.arms import job_overrides, jobs_of, settings_key
-from benchmarks.protocol.ledger import add_to_ledger, code_digest, ledger_runs, older_twin
+from benchmarks.protocol.ledger import (add_to_ledger, code_digest, ledger_runs, older_twin,
+                                        parsed)
 
 
 def pipeline_runs(experiment: str):
@@ -132,6 +133,7 @@ def run_all(preset: dict, workers: int = 1, stop_after_min: float | None = None,
     code = preset.get("code") or code_digest()
     kept = ledger_runs(code=code)
     baseline = flatten("", load_config("params.yaml").model_dump())
+    earlier = parsed(kept) if read_only else []
     todo, keys, spans = [], set(), []
     for job in jobs_of(preset):
         overrides = job_overrides(preset, job)
@@ -140,7 +142,7 @@ def run_all(preset: dict, workers: int = 1, stop_after_min: float | None = None,
         key = settings_key(flat)
         keys.add(key)
         # a rebuild for earlier code also finds runs recorded before settings were added
-        row = kept.get(key) or (older_twin(kept, flat, baseline) if read_only else None)
+        row = kept.get(key) or (older_twin(earlier, flat, baseline) if read_only else None)
         if row is not None:
             counts["read back"] += 1
             store(results, job, row["history"])

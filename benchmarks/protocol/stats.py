@@ -14,7 +14,7 @@ from typing import NamedTuple
 import numpy as np
 from scipy import stats
 
-from benchmarks.protocol.arms import ARMS, ROUND0_FREE
+from benchmarks.protocol.arms import shares_round0
 
 MARGIN = 1.0  # points of AUC: what "matches" allows (--margin)
 LARGE_B = 50  # the protocol's large budget: where claims about large b are judged
@@ -36,14 +36,10 @@ class Paired(NamedTuple):
 def matrix(by_seed: dict[int, list[dict]], seeds=None) -> np.ndarray:
     """Accuracy (%) per seed (row) and round (column), for ``seeds`` (default: all, sorted)."""
     histories = [by_seed[s] for s in (sorted(by_seed) if seeds is None else seeds)]
+    if not histories:  # no seed in common (or none from one start): an empty comparison
+        return np.empty((0, 0))
     n = min(len(h) for h in histories)
     return np.array([[100 * h[i]["accuracy"] for i in range(n)] for h in histories])
-
-
-def shares_round0(arm: str) -> bool:
-    """Whether ``arm`` changes only settings pretraining does not read (so it adapts the one
-    pretrained checkpoint per seed that every such arm shares)."""
-    return arm in ARMS and all(k.startswith(ROUND0_FREE) for k in ARMS[arm])
 
 
 def one_start(arms: dict, a: str, b: str, seed) -> bool:
