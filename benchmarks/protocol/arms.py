@@ -72,6 +72,7 @@ PRESETS = {
                   "arms_for": {task: PAST_CLUE_ARMS for task in (COLOUR, ("mnist", "optdigits"),
                                                                  ("optdigits", "mnist"))},
                   "lines": [SHAPES], "lines_first": False,
+                  "other_pages": False,  # the sensitivity and numerics sections: the claims page's
                   "title": "Past CLUE: newer selection rules, labels in Sage's adversary, and a "
                            "benchmark kept out of the advice",
                   "note": "The shipped tasks' floors and ceiling are in `docs/results.md`; the "

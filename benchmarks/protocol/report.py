@@ -85,9 +85,9 @@ def report(results: dict, counts: dict, busy_s: float, preset_name: str, preset:
                                                  if len(pair[0]) else "no seed from one start")
                 lines.append(f"| {arm} | {len(m)} | " + " | ".join(cells)
                              + f" | {auc(m, labels).mean():.2f} | {delta} |")
-            lines += ["", "Floors and ceiling: " + ", ".join(
+            lines += [""] + (["Floors and ceiling: " + ", ".join(
                 f"{k} {v.mean():.2f} ± {v.std():.2f} ({len(v)} seeds)" for k, v in floor.items()),
-                ""]
+                ""] if floor else [])
             mismatched = round0_mismatches(arms)
             if mismatched:
                 lines += ["Not one start: the arms that pretrain alike (they change only what "
@@ -120,7 +120,7 @@ def report(results: dict, counts: dict, busy_s: float, preset_name: str, preset:
                             "`las` and `eada` are the newer selection rules; `sage-label` is Sage "
                             "with the known target labels in the adversarial loss "
                             "(`train.labelled_in_adversary: label`).")
-    if not preset.get("set"):
+    if not preset.get("set") and preset.get("other_pages", True):
         code = preset.get("code") or code_digest()
         lines += sensitivity_section(REPO / "benchmarks" / "results", code)
         lines += numerics_section(REPO / "benchmarks" / "results", code)
