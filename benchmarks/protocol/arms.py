@@ -75,7 +75,11 @@ PRESETS = {
                   "other_pages": False,  # the sensitivity and numerics sections: the claims page's
                   "title": "Past CLUE: newer selection rules, labels in Sage's adversary, and a "
                            "benchmark kept out of the advice",
-                  "note": "The shipped tasks' floors and ceiling are in `docs/results.md`; the "
+                  "note": "Arms that pretrain alike (the same pretraining cache key) adapt one "
+                          "round-0 checkpoint per seed, computed once under a lock; every run "
+                          "records a digest of the round-0 weights it adapted, and a pair whose "
+                          "digests differ is left out of the paired statistics and named. "
+                          "The shipped tasks' floors and ceiling are in `docs/results.md`; the "
                           "shapes task was kept out of the README's advice and checks it."},
     "smoke": {"tasks": {("mnist", "optdigits"): [5]}, "seeds": 2, "rounds": 2,
               "arms": ["sage", "random", "entropy"], "set": {"train.pretrain_steps": 30,
