@@ -255,12 +255,14 @@ def versus_sage_rows(task: str, budget: str, arms: dict, labels: list[int],
 
 def versus_clue_rows(task: str, budget: str, arms: dict, labels: list[int],
                      margin: float = MARGIN) -> list[str]:
-    """The newer rules (and Sage) against CLUE, the choice they have to beat; none where no
-    newer rule ran (the page of the paper's claims stays as it was)."""
+    """The newer rules, Sage and the other strategies users weigh against CLUE, the choice they
+    have to beat; none where no newer rule ran (the page of the paper's claims stays as it
+    was)."""
     if not any(a in arms for a in NEWER):
         return []
+    others = dict.fromkeys(("sage", *NEWER, *CONTENDERS))  # every strategy users weigh, once
     return versus_rows(task, budget, arms, labels, "clue",
-                       [a for a in ("sage", *NEWER) if a in arms], margin)
+                       [a for a in others if a in arms and a != "clue"], margin)
 
 
 def versus_section(title: str, reference: str, rows: list[str], margin: float,
