@@ -45,8 +45,8 @@ sys.path.insert(0, str(REPO))  # run as a script: the repository's packages, not
 
 # the protocol's arms, tasks and job settings: a replay runs exactly what reproduce.py ran
 from benchmarks.protocol.arms import ARMS as ARM_SETTINGS  # noqa: E402
-from benchmarks.protocol.arms import (COLOUR, DECISIVE, job_overrides, jobs_of,  # noqa: E402
-                                      pool_size, settings_key)
+from benchmarks.protocol.arms import (COLOUR, DECISIVE, job_overrides, job_settings,  # noqa: E402
+                                      jobs_of, pool_size)
 from benchmarks.protocol.ledger import code_digest, ledger_runs  # noqa: E402
 from benchmarks.protocol.runner import end_with_parent  # noqa: E402
 from benchmarks.protocol.stats import auc  # noqa: E402
@@ -181,13 +181,11 @@ def check_against_flow(runs: list[dict], preset: dict) -> dict:
     replay must make the flow's picks, so its accuracies must be the flow's, unless the twin
     started from another round-0 checkpoint (computed in another sitting, whose kernels round
     differently), which ``start_differs`` counts."""
-    from components.tracking.lineage import flatten
-
     kept = ledger_runs()
     out = {"twins": 0, "identical": 0, "worst": 0.0, "start_differs": 0, "worst_start": 0.0}
     for run in runs:
         job = tuple(run["job"]) + (ARM_SETTINGS[run["job"][3]],)
-        key = settings_key(flatten("", _config(preset, job).model_dump()))
+        key = job_settings(preset, job)[2]
         if key not in kept:
             continue
         out["twins"] += 1

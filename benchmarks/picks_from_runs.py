@@ -37,7 +37,7 @@ import numpy as np
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))  # run as a script: the repository's packages, not benchmarks/
 
-from benchmarks.protocol.arms import PRESETS, job_overrides, jobs_of, settings_key  # noqa: E402
+from benchmarks.protocol.arms import PRESETS, job_settings, jobs_of, settings_key  # noqa: E402
 from benchmarks.protocol.ledger import code_digest, ledger_runs  # noqa: E402
 
 PAGE = REPO / "docs" / "analysis.md"
@@ -53,16 +53,12 @@ def job_name(job: tuple) -> str:
 def finished_jobs(preset: dict, code: str) -> dict[str, tuple[str, str, str | None]]:
     """The preset's arm runs finished for ``code``: name → (settings key, experiment, the
     digest of the round-0 weights the run adapted)."""
-    from components.config import load_config
-    from components.tracking.lineage import flatten
-
     kept = ledger_runs(code=code)
     found = {}
     for job in jobs_of(preset):
         if job[2] is None:  # floors and ceiling pick nothing worth describing
             continue
-        cfg = load_config("params.yaml", job_overrides(preset, job))
-        key = settings_key(flatten("", cfg.model_dump()))
+        cfg, _, key = job_settings(preset, job)
         if key in kept:
             found[job_name(job)] = (key, cfg.experiment_name,
                                     kept[key]["history"][0].get("weights"))

@@ -124,6 +124,17 @@ def task_overrides(source: str, target: str) -> dict:
             "tracking.registered_model": "sage-ada-reproduce"}
 
 
+def job_settings(preset: dict, job: tuple):
+    """``(config, flattened settings, settings key)`` of one job: what the runner runs, and
+    what every script that looks a job's run up (ledger, MLflow) matches it by."""
+    from components.config import load_config
+    from components.tracking.lineage import flatten
+
+    cfg = load_config(REPO / "params.yaml", job_overrides(preset, job))
+    flat = flatten("", cfg.model_dump())
+    return cfg, flat, settings_key(flat)
+
+
 def settings_key(flat_params: dict[str, str]) -> str:
     """A run's identity: its flattened settings, so a finished twin is found whatever ran it."""
     return json.dumps(sorted(flat_params.items()))

@@ -15,7 +15,7 @@ import time
 from pathlib import Path
 
 from benchmarks.protocol import REPO
-from benchmarks.protocol.arms import job_overrides, jobs_of, settings_key
+from benchmarks.protocol.arms import job_overrides, job_settings, jobs_of, settings_key
 from benchmarks.protocol.ledger import (add_to_ledger, code_digest, ledger_runs, older_twin,
                                         parsed)
 
@@ -137,9 +137,7 @@ def run_all(preset: dict, workers: int = 1, stop_after_min: float | None = None,
     todo, keys, spans = [], set(), []
     for job in jobs_of(preset):
         overrides = job_overrides(preset, job)
-        cfg = load_config("params.yaml", overrides)
-        flat = flatten("", cfg.model_dump())
-        key = settings_key(flat)
+        cfg, flat, key = job_settings(preset, job)
         keys.add(key)
         # a rebuild for earlier code also finds runs recorded before settings were added
         row = kept.get(key) or (older_twin(earlier, flat, baseline) if read_only else None)
