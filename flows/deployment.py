@@ -49,7 +49,8 @@ def deployed_run(strategy: Strategy = FORM.active.strategy,
                  seed: Annotated[int, Field(ge=0, lt=2**32)] = FORM.active.seed,
                  oracle: Oracle = FORM.active.oracle,
                  wait: Wait = FORM.label_studio.wait,
-                 overrides: Optional[dict[str, Any]] = None,
+                 overrides: dict[str, Any] = {},  # noqa: B006 (read, never changed; {} and
+                 # not None: the form then shows the JSON box at once, no None/dict toggle)
                  params: str = "params.yaml", progress: bool = False,
                  resume: Optional[str] = None) -> dict:
     """One active domain adaptation run with these settings over ``params``' others.
@@ -73,5 +74,5 @@ def deployed_run(strategy: Strategy = FORM.active.strategy,
                                            progress=progress)
     typed = {"active.strategy": strategy, "active.rounds": rounds, "active.budget": budget,
              "active.seed": seed, "train.seed": seed, "active.oracle": oracle, "label_studio.wait": wait}
-    return active_domain_adaptation.fn(params=params, overrides={**(overrides or {}), **typed},
+    return active_domain_adaptation.fn(params=params, overrides={**overrides, **typed},
                                        progress=progress)

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import REPO, chromium
+from tests.conftest import REPO, chromium, free_port
 from tests.test_prefect_server import api_client, prefect_servers
 
 pytestmark = pytest.mark.slow
@@ -238,13 +238,46 @@ def _runs(client) -> list:
     return client.read_flow_runs()
 
 
+def start_people_run(person: PrefectPerson, client, closed_port: int):
+    """Deployments → people → Custom run: the oracle and the wait are already people's and a
+    suspended one; strategy, rounds and budget set, ``overrides`` typed as JSON; submitted.
+    Returns the flow run once it is final."""
+    from selenium.webdriver.common.keys import Keys
+    from selenium.webdriver.support.ui import Select
+
+    before = {r.id for r in _runs(client)}
+    person.open_custom_run("people")
+    person.wait(lambda d: person.number("seed").get_attribute("value") != "")
+    assert Select(person.menu("oracle")).first_selected_option.text.strip() == "label_studio"
+    assert Select(person.menu("wait")).first_selected_option.text.strip() == "suspend"
+    person.choose("strategy", "clue")
+    person.type_number("rounds", 2)
+    person.type_number("budget", 3)
+    (box,) = [e for e in person.controls("overrides") if e.tag_name == "textarea"]
+    person.click(box)
+    box.send_keys(Keys.CONTROL, "a")
+    box.send_keys(json.dumps({"label_studio.url": f"http://127.0.0.1:{closed_port}"}))
+    person.shot("07-people-form-filled")
+    person.submit_until_scheduled()
+    person.wait(lambda d: len(_runs(client)) == len(before) + 1, seconds=60, poll=1)
+    (run,) = [r for r in _runs(client) if r.id not in before]
+    deadline = time.time() + 600
+    while not run.state.is_final():
+        assert time.time() < deadline, run.state
+        time.sleep(2)
+        run = client.read_flow_run(run.id)
+    assert run.parameters["overrides"] == {"label_studio.url": f"http://127.0.0.1:{closed_port}"}
+    return run
+
+
 def test_a_person_starts_the_manual_deployment_from_the_custom_run_form(
         project, tmp_path_factory, tmp_path):
     """As a person in the Prefect UI: the manual deployment's Custom run form shows the strategy
     as a menu at once (no type toggle before it) on params.yaml's value, and the numbers as
     numbers; picking entropy and 1 round and submitting runs exactly that; submitting the same
     form again (a double submit) is refused by the run itself while the first one runs, with
-    why; a budget of 0 is refused by Prefect with a visible message and starts nothing.
+    why; a budget of 0 is refused by Prefect with a visible message and starts nothing. The
+    people deployment's form starts a people-annotated, suspended run with the settings typed.
     Screenshots go to $SAGE_ADA_SCREENSHOTS (default: the test's temporary folder)."""
     import mlflow
 
@@ -343,6 +376,20 @@ def test_a_person_starts_the_manual_deployment_from_the_custom_run_form(
                 person.driver.get(f"{ui}/deployments/deployment/{runs[0].deployment_id}?tab=Runs")
                 person.wait(lambda d: "Completed" in person.text() and "Failed" in person.text())
                 person.shot("06-runs-completed-and-refused")
+
+                # 5. The people deployment (issue 35): the same form, people as the oracle and
+                # a suspended wait already chosen; any other setting typed into `overrides`.
+                # Label Studio is pointed at a closed port, so the run fails at its start with
+                # the line that says how to start it, and its parameters are what was typed.
+                people = start_people_run(person, client, closed_port=free_port())
+                assert people.parameters["oracle"] == "label_studio"
+                assert people.parameters["wait"] == "suspend"
+                assert {k: people.parameters[k] for k in ("strategy", "rounds", "budget")} \
+                    == {"strategy": "clue", "rounds": 2, "budget": 3}
+                assert people.state.is_failed(), people.state
+                # (no token here, or no server: either way one line that says what to start)
+                assert "infra/label-studio/server.sh start" in (people.state.message or ""), \
+                    people.state.message
         except BaseException:
             person.shot("failure")
             print(f"toasts closed: {person.toasts}\nAPI calls failed: {person.network()}")
