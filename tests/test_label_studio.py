@@ -260,6 +260,25 @@ def label_studio(tmp_path_factory):
     subprocess.run(["bash", script, "stop"], env=env, timeout=60)
 
 
+def test_a_label_studio_asked_for_another_port_says_which_runs(label_studio):
+    """Issue 35: the pid file is named by port, so a start on another port used to start a
+    second server on the same data, and status/stop on another port said "not running" while
+    it ran. Now the server running from that data is found on whichever port."""
+    script = str(REPO / "infra/label-studio/server.sh")
+    port = label_studio["url"].rsplit(":", 1)[1]
+    other = {**label_studio["env"], "LABEL_STUDIO_PORT": str(free_port())}
+    refused = subprocess.run(["bash", script, "start"], env=other, capture_output=True,
+                             text=True, timeout=120)
+    assert refused.returncode == 1, refused.stdout
+    # (after the warning that params.yaml names another port than LABEL_STUDIO_PORT)
+    line = refused.stderr.strip().splitlines()[-1]
+    assert f"label-studio-{port} is running with other settings" in line, line
+    assert f"it has [port {port}," in line and "stop it first" in line, line
+    status = subprocess.run(["bash", script, "status"], env=other, capture_output=True,
+                            text=True, timeout=60)
+    assert status.returncode == 0 and status.stdout.startswith(f"label-studio-{port} running")
+
+
 def _ls_project(project, label_studio, **ls):
     raw = yaml.safe_load((project / "params.yaml").read_text())
     raw["active"].update(oracle="label_studio", rounds=1)

@@ -66,6 +66,25 @@ def s3_store(tmp_path_factory):
     keys = read_s3_keys(creds)
     assert not any(secret in started.stdout + started.stderr     # never printed
                    for secret in (keys["writer"][1], keys["reader"][1]))
+    # issue 35: a start with other settings is one error, not "already running"
+    other = subprocess.run(["bash", script, "start"], env={**env, "S3_BUCKET": "another"},
+                           timeout=120, text=True, capture_output=True)
+    assert other.returncode == 1 and len(other.stderr.strip().splitlines()) == 1, other.stderr
+    assert f"s3-{port} is running with other settings" in other.stderr, other.stderr
+    assert "bucket another" in other.stderr and "stop it first" in other.stderr
+    same = subprocess.run(["bash", script, "start"], env=env, timeout=120, text=True,
+                          capture_output=True)
+    assert same.returncode == 0 and "already running with these settings" in same.stdout
+    # ... and the store's internal signing keys never on a command line: every command a
+    # restart runs, as bash expands it (-x), is free of them
+    stopped = subprocess.run(["bash", script, "stop"], env=env, timeout=120, text=True,
+                             capture_output=True)
+    assert stopped.stdout.strip() == f"s3-{port} stopped", stopped.stdout + stopped.stderr
+    traced = subprocess.run(["bash", "-x", script, "start"], env=env, timeout=300, text=True,
+                            capture_output=True)
+    assert traced.returncode == 0, traced.stderr[-3000:]
+    internal = [line.split("=", 1)[1] for line in (data / "internal.env").read_text().split()]
+    assert len(internal) == 4 and not [k for k in internal if k in traced.stderr]
     yield {"endpoint": f"http://127.0.0.1:{port}", "bucket": BUCKET, "credentials": str(creds),
            "keys": keys}
     subprocess.run(["bash", script, "stop"], env=env, timeout=120)

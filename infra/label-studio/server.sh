@@ -27,6 +27,15 @@ source "$(dirname "$0")/settings.sh"
 NAME=label-studio-$PORT
 RUN_DIR="$DATA"
 
+running_here() {  # the name of the Label Studio that runs from $DATA, on whichever port
+  local pidfile
+  for pidfile in "$DATA"/label-studio-*.pid; do
+    [ -f "$pidfile" ] && kill -0 "$(cat "$pidfile")" 2>/dev/null && { basename "$pidfile" .pid; return; }
+  done
+  return 0
+}
+RUNNING=$(running_here)
+
 credentials() {  # reuse, take from the environment, or generate once
   mkdir -p "$DATA"
   if [ ! -f "$CREDS" ]; then
@@ -61,6 +70,12 @@ case "${1:-}" in
   start)
     [ -x "$VENV/bin/label-studio" ] || {
       echo "error: Label Studio is not installed; run infra/label-studio/install.sh first" >&2; exit 1; }
+    config="port $PORT, projects in $(redact "${LABEL_STUDIO_DATABASE_URL:-SQLite under $DATA}"), images from $MEDIA"
+    if [ -n "$RUNNING" ] && [ "$RUNNING" != "$NAME" ]; then   # another port, the same data
+      echo "error: $RUNNING is running with other settings than asked: it has" \
+           "[$(cat "$DATA/$RUNNING.config" 2>/dev/null)], asked [$config]; stop it first ('$0 stop')," \
+           "then start it again" >&2; exit 1
+    fi
     credentials
     mkdir -p "$DATA/home" "$MEDIA"
     # the database's password and the admin's login reach Label Studio through a mode-600 file
@@ -68,7 +83,6 @@ case "${1:-}" in
     secrets="$DATA/server.env"
     (umask 077; database_env >"$secrets.new") || { rm -f "$secrets.new"; exit 2; }
     cat "$CREDS" >>"$secrets.new" && mv "$secrets.new" "$secrets"
-    config="port $PORT, projects in $(redact "${LABEL_STUDIO_DATABASE_URL:-SQLite under $DATA}"), images from $MEDIA"
     trusted=${LABEL_STUDIO_TRUSTED_URLS:-"${SAGE_ADA_WEBHOOK_URL:-http://127.0.0.1:${SAGE_ADA_WEBHOOK_PORT:-8092}} $(params_trusted)"}
     env -i PATH="$VENV/bin:/usr/bin:/bin" HOME="$DATA/home" \
       SAGE_ADA_TRUSTED_URLS="$trusted" LAUNCH_CONFIG="$config" LABEL_STUDIO_ENABLE_LEGACY_API_TOKEN=true \
@@ -82,7 +96,7 @@ case "${1:-}" in
         http://127.0.0.1:$PORT/health ${LABEL_STUDIO_START_TIMEOUT:-240} \
         label-studio start --no-browser --internal-host 127.0.0.1 --port $PORT --host http://127.0.0.1:$PORT"
     echo "annotators: open http://127.0.0.1:$PORT and log in as $LABEL_STUDIO_USERNAME (password in $CREDS)" ;;
-  stop) stop_named "$NAME" ;;
-  status) status_named "$NAME" ;;
+  stop) stop_named "${RUNNING:-$NAME}" ;;     # the one running from $DATA, on any port
+  status) status_named "${RUNNING:-$NAME}" ;;
   *) echo "usage: $0 start|stop|status" >&2; exit 2 ;;
 esac

@@ -25,7 +25,9 @@ password() {
   sed -n 's/^POSTGRES_PASSWORD=//p' "$CREDS"
 }
 
-psql_admin() { as_owner "$BIN/psql" -h "$DATA" -p "$PORT" -U postgres -d postgres -qtA "$@"; }
+running() { as_owner "$BIN/pg_ctl" -D "$DATA" status >/dev/null 2>&1; }
+running_port() { sed -n 4p "$DATA/postmaster.pid"; }   # the port the running server listens on
+psql_admin() { as_owner "$BIN/psql" -h "$DATA" -p "$(running_port)" -U postgres -d postgres -qtA "$@"; }
 
 case "${1:-}" in
   start)
@@ -34,8 +36,12 @@ case "${1:-}" in
       as_owner "$BIN/initdb" -D "$DATA" -U postgres --auth-local=trust --auth-host=scram-sha-256 >/dev/null
       fresh=1
     fi
-    if as_owner "$BIN/pg_ctl" -D "$DATA" status >/dev/null 2>&1; then
-      echo "postgres is already running ($DATA)"
+    if running; then
+      if [ "$(running_port)" != "$PORT" ]; then
+        echo "error: postgres is running with other settings than asked: it has [port $(running_port), data $DATA]," \
+             "asked [port $PORT, data $DATA]; stop it first ('$0 stop'), then start it again" >&2; exit 1
+      fi
+      echo "postgres is already running with these settings (port $PORT, data $DATA); stop it with '$0 stop'"
     else
       if port_busy "$PORT"; then
         echo "error: port $PORT on 127.0.0.1 is taken; stop what uses it, or choose a free port with POSTGRES_PORT=<port>" >&2; exit 1
@@ -45,15 +51,28 @@ case "${1:-}" in
         || { echo "error: postgres did not start; last log lines:" >&2; tail -20 "$DATA/server.log" >&2; exit 1; }
     fi
     if [ -n "${fresh:-}" ]; then
-      psql_admin -c "CREATE ROLE sage_ada LOGIN PASSWORD '$(password)'"
+      # by standard input: a password in -c would show in ps while psql runs
+      psql_admin <<<"CREATE ROLE sage_ada LOGIN PASSWORD '$(password)'"
     fi
     echo "postgres is up on 127.0.0.1:$PORT (data $DATA)" ;;
   url)
     name=${2:?usage: $0 url NAME}
+    running || { echo "error: postgres is not running; start it with '$0 start'" >&2; exit 1; }
     [ "$(psql_admin -c "SELECT 1 FROM pg_database WHERE datname = '$name'")" = 1 ] \
       || psql_admin -c "CREATE DATABASE \"$name\" OWNER sage_ada"
-    echo "postgresql://sage_ada:$(password)@127.0.0.1:$PORT/$name" ;;
-  stop) as_owner "$BIN/pg_ctl" -D "$DATA" -m fast stop >/dev/null 2>&1 && echo "postgres stopped" || echo "postgres is not running" ;;
-  status) as_owner "$BIN/pg_ctl" -D "$DATA" status >/dev/null 2>&1 && echo "postgres running: port $PORT, data in $DATA" || { echo "postgres not running"; exit 1; } ;;
+    echo "postgresql://sage_ada:$(password)@127.0.0.1:$(running_port)/$name" ;;
+  stop)  # fast (closes sessions), up to STOP_TIMEOUT_S (30) seconds, then immediate
+    grace=${STOP_TIMEOUT_S:-30}
+    if ! running; then echo "postgres is not running"; exit 0; fi
+    if as_owner "$BIN/pg_ctl" -D "$DATA" -m fast -t "$grace" -w stop >/dev/null 2>&1; then
+      echo "postgres stopped"
+    else
+      as_owner "$BIN/pg_ctl" -D "$DATA" -m immediate -w stop >/dev/null 2>&1 || true
+      echo "error: postgres did not stop within $grace s and was stopped at once (immediate);" \
+           "its log: $DATA/server.log" >&2; exit 1
+    fi ;;
+  status)
+    if running; then echo "postgres running: port $(running_port), data in $DATA"
+    else echo "postgres not running"; exit 1; fi ;;
   *) echo "usage: $0 start|stop|status|url NAME" >&2; exit 2 ;;
 esac

@@ -123,13 +123,23 @@ case "${1:-}" in
   start)
     [ -x "$VENV/bin/weed" ] || {
       echo "error: SeaweedFS is not installed; run infra/s3/install.sh first" >&2; exit 1; }
-    status_named "$NAME" >/dev/null 2>&1 && { echo "$NAME is already running; stop it with '$0 stop'"; exit 0; }
+    config="port $PORT, bucket $BUCKET, objects in $DATA"
+    if status_named "$NAME" >/dev/null 2>&1; then   # (before internal_ports: they are in use)
+      has=$(cat "$RUN_DIR/$NAME.config" 2>/dev/null || true)
+      if [ "$has" != "$config" ]; then
+        echo "error: $NAME is running with other settings than asked: it has [$has], asked" \
+             "[$config]; stop it first ('$0 stop'), then start it again" >&2; exit 1
+      fi
+      echo "$NAME is already running with these settings; stop it with '$0 stop'"; exit 0
+    fi
     keys
     internal_ports
     mkdir -p "$DATA/objects" "$DATA/master"
-    # shellcheck disable=SC2046  # word splitting of the internal keys is intended: NAME=value pairs
-    env -i PATH="$VENV/bin:/usr/bin:/bin" HOME="$DATA" $(grep -v '^#' "$INTERNAL") \
-      bash -c "$(declare -f launch port_busy wait_http stop_named); RUN_DIR='$RUN_DIR' launch $NAME $PORT \
+    # the internal signing keys reach weed by a mode-600 file its shell sources, never a
+    # command line (`ps` shows those to every user)
+    env -i PATH="$VENV/bin:/usr/bin:/bin" HOME="$DATA" LAUNCH_CONFIG="$config" \
+      bash -c "set -a; source '$INTERNAL'; set +a
+        $(declare -f launch port_busy wait_http stop_named); RUN_DIR='$RUN_DIR' launch $NAME $PORT \
         http://127.0.0.1:$PORT/healthz ${S3_START_TIMEOUT:-120} \
         '$VENV/bin/weed' mini -dir='$DATA/objects' -master.dir='$DATA/master' \
           -ip=127.0.0.1 -ip.bind=127.0.0.1 -s3.port=$PORT -s3.port.grpc=$S3_GRPC \
@@ -139,13 +149,7 @@ case "${1:-}" in
           -admin.port=$ADMIN -admin.port.grpc=$ADMIN_GRPC -admin.ui=false -webdav=false \
           -s3.port.iceberg=0 -s3.port.lance=0 -master.telemetry=false"
     echo "S3 API at http://127.0.0.1:$PORT, bucket $BUCKET; keys in $CREDS (label_studio.s3.credentials)" ;;
-  stop)  # weed stops in a few seconds on SIGTERM; stop_named would kill it after 10 s
-    pidfile="$RUN_DIR/$NAME.pid"
-    if [ -f "$pidfile" ] && kill -0 "$(cat "$pidfile")" 2>/dev/null; then
-      kill "$(cat "$pidfile")" 2>/dev/null || true
-      for _ in $(seq 60); do kill -0 "$(cat "$pidfile")" 2>/dev/null || break; sleep 0.5; done
-    fi
-    stop_named "$NAME" ;;
+  stop) stop_named "$NAME" ;;   # weed stops in a few seconds on SIGTERM
   status) status_named "$NAME" ;;
   *) echo "usage: $0 start|stop|status" >&2; exit 2 ;;
 esac
