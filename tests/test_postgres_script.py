@@ -71,3 +71,17 @@ def test_the_database_script_says_what_runs_and_never_shows_its_password(cluster
     assert script(env, "stop").stdout.strip() == "postgres is not running"
     gone = script(env, "url", "mlflow")
     assert gone.returncode == 1 and "start it with" in gone.stderr
+
+
+def test_as_root_a_private_data_folder_is_one_error(cluster):
+    """Run as root, PostgreSQL runs as the postgres user: a clone under a private folder (/root)
+    used to fail deep in initdb; now it is one line that says what to set."""
+    if os.geteuid() != 0:
+        pytest.skip("only root hands the server to the postgres user")
+    env, where = cluster
+    private = where / "private"
+    private.mkdir(mode=0o700)
+    refused = script({**env, "POSTGRES_DATA": str(private / "pg")}, "start")
+    assert refused.returncode == 1
+    (line,) = refused.stderr.strip().splitlines()
+    assert "cannot reach" in line and "POSTGRES_DATA" in line, line

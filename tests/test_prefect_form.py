@@ -277,7 +277,9 @@ def test_a_person_starts_the_manual_deployment_from_the_custom_run_form(
     numbers; picking entropy and 1 round and submitting runs exactly that; submitting the same
     form again (a double submit) is refused by the run itself while the first one runs, with
     why; a budget of 0 is refused by Prefect with a visible message and starts nothing. The
-    people deployment's form starts a people-annotated, suspended run with the settings typed.
+    people deployment's form has people as the oracle and a suspended wait chosen, and its run
+    gets the settings typed (Label Studio left unreachable: the run stops at its start, saying
+    how to start it; tests/test_team_path.py follows such a run to its end).
     Screenshots go to $SAGE_ADA_SCREENSHOTS (default: the test's temporary folder)."""
     import mlflow
 

@@ -110,13 +110,14 @@ def test_the_readme_team_path_runs_as_written(monkeypatch):
         flow_run_id = re.search(r"UUID: ([0-9a-f-]{36})", out.stdout).group(1)
         secrets = secrets_of(clone, Path(env["SAGE_ADA_SECRETS"]))
         assert shown_in_ps(secrets) == []
-        # what every flow run inherits: the worker's environment (and the receiver's) holds
-        # no database password and none of the servers' own secrets
-        for name in ("prefect-worker-sage-ada", "webhook-receiver"):
+        # what every flow run inherits, the worker's environment, holds no secret but the
+        # Prefect login it needs itself; the receiver's adds only what it checks rounds with
+        for name, needs in (("prefect-worker-sage-ada", {"prefect-auth"}),
+                            ("webhook-receiver", {"prefect-auth", "webhook-secret",
+                                                  "LABEL_STUDIO_USER_TOKEN"})):
             pid = (clone / ".sage-ada/servers" / f"{name}.pid").read_text().strip()
             environ = Path(f"/proc/{pid}/environ").read_text(errors="replace")
-            assert [k for k in ("POSTGRES_PASSWORD", "LABEL_STUDIO_PASSWORD", "mlflow-flask-key")
-                    if secrets[k] in environ] == [], name
+            assert [k for k, v in secrets.items() if v in environ and k not in needs] == [], name
 
         exported = dict(re.findall(r'^declare -x (\w+)="(.*)"$', saved.read_text(), re.M))
         for name in ("MLFLOW_TRACKING_URI", "PREFECT_API_URL", "PREFECT_API_AUTH_STRING"):
@@ -180,6 +181,7 @@ def follow_the_run(clone: Path, flow_run_id: str, label_script: str,
         for round in (1, 2):
             paused = wait_state(prefect, flow_run_id, lambda s: s.is_paused(), after=seen)
             seen = paused.state.timestamp
+            assert paused.state.name == "Suspended", paused.state   # not a pause in a process
             assert shown_in_ps(secrets) == []   # while it waits: the servers, the worker
             if round == 1:
                 (parent,) = tracking.search_runs(
@@ -199,6 +201,7 @@ def follow_the_run(clone: Path, flow_run_id: str, label_script: str,
     assert sorted(a.key for a in artifacts) == ["annotate-round-1", "annotate-round-2"]
     runs = tracking.search_runs([parent.info.experiment_id])
     records += [str(r.data.params) + str(r.data.tags) for r in runs]
+    records += [f"{v.tags} {v.description} {v.source}" for v in tracking.search_model_versions()]
     leaked = [name for name, value in secrets.items() if any(value in r for r in records)]
     assert leaked == [], f"in Prefect's or MLflow's records: {leaked}"
     checked["logs_and_records"] = len(records)

@@ -33,6 +33,11 @@ case "${1:-}" in
   start)
     if [ ! -f "$DATA/PG_VERSION" ]; then
       mkdir -p "$DATA"; [ "$(id -u)" = 0 ] && chown postgres "$DATA"
+      if [ "$(id -u)" = 0 ] && ! runuser -u postgres -- test -w "$DATA"; then
+        echo "error: as root, PostgreSQL runs as the postgres user, who cannot reach $DATA (a folder" \
+             "above it is private, /root say); set POSTGRES_DATA to a folder it can reach, such as" \
+             "/var/lib/sage-ada/postgres" >&2; exit 1
+      fi
       as_owner "$BIN/initdb" -D "$DATA" -U postgres --auth-local=trust --auth-host=scram-sha-256 >/dev/null
       fresh=1
     fi
