@@ -85,3 +85,25 @@ def test_as_root_a_private_data_folder_is_one_error(cluster):
     assert refused.returncode == 1
     (line,) = refused.stderr.strip().splitlines()
     assert "cannot reach" in line and "POSTGRES_DATA" in line, line
+
+
+def test_a_start_refused_for_a_taken_port_then_made_on_another_has_its_user(cluster):
+    """The README's way out when Debian's own cluster holds 5432: the first start makes the
+    cluster and stops at the taken port; the next, on POSTGRES_PORT=<free>, still makes the
+    user the servers log in as (it used to be made only right after initdb)."""
+    import socket
+
+    env, _ = cluster
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        busy = {**env, "POSTGRES_PORT": str(taken.getsockname()[1])}
+        refused = script(busy, "start")
+        assert refused.returncode == 1 and "is taken" in refused.stderr, refused.stderr
+    started = script(env, "start")
+    assert started.returncode == 0, started.stderr
+    url = script(env, "url", "labelstudio")
+    assert url.returncode == 0, url.stderr
+    import psycopg
+    with psycopg.connect(url.stdout.strip()) as db:
+        assert db.execute("SELECT current_database()").fetchone()[0] == "labelstudio"

@@ -72,6 +72,12 @@ def s3_store(tmp_path_factory):
     assert other.returncode == 1 and len(other.stderr.strip().splitlines()) == 1, other.stderr
     assert f"s3-{port} is running with other settings" in other.stderr, other.stderr
     assert "bucket another" in other.stderr and "stop it first" in other.stderr
+    moved = subprocess.run(["bash", script, "start"], env={**env, "S3_PORT": str(free_port())},
+                           timeout=120, text=True, capture_output=True)   # the same objects
+    assert moved.returncode == 1 and f"s3-{port} is running" in moved.stderr, moved.stderr
+    shown = subprocess.run(["bash", script, "status"], env={**env, "S3_PORT": "1"}, timeout=60,
+                           text=True, capture_output=True)
+    assert shown.stdout.startswith(f"s3-{port} running"), shown.stdout
     same = subprocess.run(["bash", script, "start"], env=env, timeout=120, text=True,
                           capture_output=True)
     assert same.returncode == 0 and "already running with these settings" in same.stdout

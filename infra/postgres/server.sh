@@ -27,7 +27,7 @@ password() {
 
 running() { as_owner "$BIN/pg_ctl" -D "$DATA" status >/dev/null 2>&1; }
 running_port() { sed -n 4p "$DATA/postmaster.pid"; }   # the port the running server listens on
-psql_admin() { as_owner "$BIN/psql" -h "$DATA" -p "$(running_port)" -U postgres -d postgres -qtA "$@"; }
+psql_admin() { as_owner "$BIN/psql" -h "$DATA" -p "$(running_port)" -U postgres -d postgres -qtA -v ON_ERROR_STOP=1 "$@"; }
 
 case "${1:-}" in
   start)
@@ -39,9 +39,8 @@ case "${1:-}" in
              "/var/lib/sage-ada/postgres" >&2; exit 1
       fi
       as_owner "$BIN/initdb" -D "$DATA" -U postgres --auth-local=trust --auth-host=scram-sha-256 >/dev/null
-      fresh=1
     fi
-    if running; then
+    if running && [ -n "$(running_port)" ]; then
       if [ "$(running_port)" != "$PORT" ]; then
         echo "error: postgres is running with other settings than asked: it has [port $(running_port), data $DATA]," \
              "asked [port $PORT, data $DATA]; stop it first ('$0 stop'), then start it again" >&2; exit 1
@@ -55,8 +54,9 @@ case "${1:-}" in
         -o "-p $PORT -k $DATA -c listen_addresses=127.0.0.1" start >/dev/null \
         || { echo "error: postgres did not start; last log lines:" >&2; tail -20 "$DATA/server.log" >&2; exit 1; }
     fi
-    if [ -n "${fresh:-}" ]; then
-      # by standard input: a password in -c would show in ps while psql runs
+    # the user, made once (also when an earlier start stopped after initdb: a port taken, say);
+    # by standard input: a password in -c would show in ps while psql runs
+    if [ "$(psql_admin -c "SELECT 1 FROM pg_roles WHERE rolname = 'sage_ada'")" != 1 ]; then
       psql_admin <<<"CREATE ROLE sage_ada LOGIN PASSWORD '$(password)'"
     fi
     echo "postgres is up on 127.0.0.1:$PORT (data $DATA)" ;;
@@ -71,10 +71,13 @@ case "${1:-}" in
     if ! running; then echo "postgres is not running"; exit 0; fi
     if as_owner "$BIN/pg_ctl" -D "$DATA" -m fast -t "$grace" -w stop >/dev/null 2>&1; then
       echo "postgres stopped"
-    else
-      as_owner "$BIN/pg_ctl" -D "$DATA" -m immediate -w stop >/dev/null 2>&1 || true
+    elif ! running; then
+      echo "postgres stopped"   # by another stop meanwhile
+    elif as_owner "$BIN/pg_ctl" -D "$DATA" -m immediate -w stop >/dev/null 2>&1; then
       echo "error: postgres did not stop within $grace s and was stopped at once (immediate);" \
            "its log: $DATA/server.log" >&2; exit 1
+    else
+      echo "error: postgres did not stop (fast, then immediate); its log: $DATA/server.log" >&2; exit 1
     fi ;;
   status)
     if running; then echo "postgres running: port $(running_port), data in $DATA"

@@ -119,18 +119,33 @@ PY
   source "$PORTS"
 }
 
+running_here() {  # the name of the store that runs over $DATA, on whichever port
+  local pidfile
+  for pidfile in "$RUN_DIR"/s3-*.pid; do
+    [ -f "$pidfile" ] && kill -0 "$(cat "$pidfile")" 2>/dev/null \
+      && grep -qF "$DATA/objects" "${pidfile%.pid}.config" 2>/dev/null \
+      && { basename "$pidfile" .pid; return; }
+  done
+  return 0
+}
+RUNNING=$(running_here)
+
 case "${1:-}" in
   start)
     [ -x "$VENV/bin/weed" ] || {
       echo "error: SeaweedFS is not installed; run infra/s3/install.sh first" >&2; exit 1; }
-    config="port $PORT, bucket $BUCKET, objects in $DATA"
-    if status_named "$NAME" >/dev/null 2>&1; then   # (before internal_ports: they are in use)
-      has=$(cat "$RUN_DIR/$NAME.config" 2>/dev/null || true)
-      if [ "$has" != "$config" ]; then
-        echo "error: $NAME is running with other settings than asked: it has [$has], asked" \
+    config="port $PORT, bucket $BUCKET, objects in $DATA/objects"
+    if [ -n "$RUNNING" ]; then   # (checked before internal_ports: they are in use)
+      has=$(cat "$RUN_DIR/$RUNNING.config" 2>/dev/null || true)
+      case "$has" in   # an older script kept its command line: judged by its port only
+        "port "*) [ "$has" = "$config" ] && same=1 ;;
+        *) [ "$RUNNING" = "$NAME" ] && same=1 ;;
+      esac
+      if [ -z "${same:-}" ]; then
+        echo "error: $RUNNING is running with other settings than asked: it has [$has], asked" \
              "[$config]; stop it first ('$0 stop'), then start it again" >&2; exit 1
       fi
-      echo "$NAME is already running with these settings; stop it with '$0 stop'"; exit 0
+      echo "$RUNNING is already running with these settings; stop it with '$0 stop'"; exit 0
     fi
     keys
     internal_ports
@@ -149,7 +164,7 @@ case "${1:-}" in
           -admin.port=$ADMIN -admin.port.grpc=$ADMIN_GRPC -admin.ui=false -webdav=false \
           -s3.port.iceberg=0 -s3.port.lance=0 -master.telemetry=false"
     echo "S3 API at http://127.0.0.1:$PORT, bucket $BUCKET; keys in $CREDS (label_studio.s3.credentials)" ;;
-  stop) stop_named "$NAME" ;;   # weed stops in a few seconds on SIGTERM
-  status) status_named "$NAME" ;;
+  stop) stop_named "${RUNNING:-$NAME}" ;;   # weed stops in a few seconds on SIGTERM
+  status) status_named "${RUNNING:-$NAME}" ;;
   *) echo "usage: $0 start|stop|status" >&2; exit 2 ;;
 esac
