@@ -26,6 +26,22 @@ redact() {  # a URL without its password: postgresql://user:***@host/db
   sed -E 's#(://[^:/@]*):[^@/]*@#\1:***@#g' <<<"$1"
 }
 
+refuse_other() {  # NAME HAS WANT: a server running with other settings than asked, in one line
+  echo "error: $1 is running with other settings than asked: it has [$2], asked [$3];" \
+       "stop it first ('${SCRIPT:-$0} stop'), then start it again" >&2
+}
+
+running_over() {  # PREFIX [TEXT]: the live server $RUN_DIR/PREFIX-<port> (any port) whose
+  # settings hold TEXT: one server over one store, whichever port it was started on
+  local pidfile
+  for pidfile in "$RUN_DIR/$1"-*.pid; do
+    [ -f "$pidfile" ] && kill -0 "$(cat "$pidfile")" 2>/dev/null || continue
+    [ -z "${2:-}" ] || grep -qF "$2" "${pidfile%.pid}.config" 2>/dev/null || continue
+    basename "$pidfile" .pid; return
+  done
+  return 0
+}
+
 launch() {  # name port health_url timeout_s command...
   # LAUNCH_CONFIG (set by the calling script, passwords redacted): what this server was asked to
   # serve; a server already running with another is an error, not "already running"
@@ -35,9 +51,7 @@ launch() {  # name port health_url timeout_s command...
   if [ -f "$pidfile" ] && kill -0 "$(cat "$pidfile")" 2>/dev/null; then
     local has; has=$(cat "$config" 2>/dev/null || true)
     if [ -n "$has" ] && [ "$has" != "$want" ]; then
-      echo "error: $name is running (pid $(cat "$pidfile")) with other settings than asked:" \
-           "it has [$has], asked [$want]; stop it first ('${SCRIPT:-$0} stop'), then start it again" >&2
-      return 1
+      refuse_other "$name" "$has" "$want"; return 1
     fi
     echo "$name is already running (pid $(cat "$pidfile")) with these settings; stop it with '${SCRIPT:-$0} stop'"
     return 0

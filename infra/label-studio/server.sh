@@ -27,14 +27,7 @@ source "$(dirname "$0")/settings.sh"
 NAME=label-studio-$PORT
 RUN_DIR="$DATA"
 
-running_here() {  # the name of the Label Studio that runs from $DATA, on whichever port
-  local pidfile
-  for pidfile in "$DATA"/label-studio-*.pid; do
-    [ -f "$pidfile" ] && kill -0 "$(cat "$pidfile")" 2>/dev/null && { basename "$pidfile" .pid; return; }
-  done
-  return 0
-}
-RUNNING=$(running_here)
+RUNNING=$(running_over label-studio)   # the one over $DATA (its RUN_DIR), on any port
 
 credentials() {  # reuse, take from the environment, or generate once
   mkdir -p "$DATA"
@@ -72,9 +65,7 @@ case "${1:-}" in
       echo "error: Label Studio is not installed; run infra/label-studio/install.sh first" >&2; exit 1; }
     config="port $PORT, projects in $(redact "${LABEL_STUDIO_DATABASE_URL:-SQLite under $DATA}"), images from $MEDIA"
     if [ -n "$RUNNING" ] && [ "$RUNNING" != "$NAME" ]; then   # another port, the same data
-      echo "error: $RUNNING is running with other settings than asked: it has" \
-           "[$(cat "$DATA/$RUNNING.config" 2>/dev/null)], asked [$config]; stop it first ('$0 stop')," \
-           "then start it again" >&2; exit 1
+      refuse_other "$RUNNING" "$(cat "$DATA/$RUNNING.config" 2>/dev/null)" "$config"; exit 1
     fi
     credentials
     mkdir -p "$DATA/home" "$MEDIA"
@@ -92,7 +83,7 @@ case "${1:-}" in
       LOCAL_FILES_SERVING_ENABLED=true LOCAL_FILES_DOCUMENT_ROOT="$MEDIA" \
       COLLECT_ANALYTICS=false LATEST_VERSION_CHECK=false SENTRY_DSN= FRONTEND_SENTRY_DSN= \
       bash -c "set -a; source '$secrets'; set +a; SCRIPT='$0'
-        $(declare -f launch port_busy wait_http stop_named); RUN_DIR='$RUN_DIR' launch $NAME $PORT \
+        $(declare -f launch refuse_other port_busy wait_http stop_named); RUN_DIR='$RUN_DIR' launch $NAME $PORT \
         http://127.0.0.1:$PORT/health ${LABEL_STUDIO_START_TIMEOUT:-240} \
         label-studio start --no-browser --internal-host 127.0.0.1 --port $PORT --host http://127.0.0.1:$PORT"
     echo "annotators: open http://127.0.0.1:$PORT and log in as $LABEL_STUDIO_USERNAME (password in $CREDS)" ;;

@@ -42,8 +42,7 @@ case "${1:-}" in
     fi
     if running && [ -n "$(running_port)" ]; then
       if [ "$(running_port)" != "$PORT" ]; then
-        echo "error: postgres is running with other settings than asked: it has [port $(running_port), data $DATA]," \
-             "asked [port $PORT, data $DATA]; stop it first ('$0 stop'), then start it again" >&2; exit 1
+        refuse_other postgres "port $(running_port), data $DATA" "port $PORT, data $DATA"; exit 1
       fi
       echo "postgres is already running with these settings (port $PORT, data $DATA); stop it with '$0 stop'"
     else

@@ -119,16 +119,7 @@ PY
   source "$PORTS"
 }
 
-running_here() {  # the name of the store that runs over $DATA, on whichever port
-  local pidfile
-  for pidfile in "$RUN_DIR"/s3-*.pid; do
-    [ -f "$pidfile" ] && kill -0 "$(cat "$pidfile")" 2>/dev/null \
-      && grep -qF "$DATA/objects" "${pidfile%.pid}.config" 2>/dev/null \
-      && { basename "$pidfile" .pid; return; }
-  done
-  return 0
-}
-RUNNING=$(running_here)
+RUNNING=$(running_over s3 "$DATA/objects")   # the store over $DATA, on any port
 
 case "${1:-}" in
   start)
@@ -142,8 +133,7 @@ case "${1:-}" in
         *) [ "$RUNNING" = "$NAME" ] && same=1 ;;
       esac
       if [ -z "${same:-}" ]; then
-        echo "error: $RUNNING is running with other settings than asked: it has [$has], asked" \
-             "[$config]; stop it first ('$0 stop'), then start it again" >&2; exit 1
+        refuse_other "$RUNNING" "$has" "$config"; exit 1
       fi
       echo "$RUNNING is already running with these settings; stop it with '$0 stop'"; exit 0
     fi
@@ -154,7 +144,7 @@ case "${1:-}" in
     # command line (`ps` shows those to every user)
     env -i PATH="$VENV/bin:/usr/bin:/bin" HOME="$DATA" LAUNCH_CONFIG="$config" \
       bash -c "set -a; source '$INTERNAL'; set +a
-        $(declare -f launch port_busy wait_http stop_named); RUN_DIR='$RUN_DIR' launch $NAME $PORT \
+        $(declare -f launch refuse_other port_busy wait_http stop_named); RUN_DIR='$RUN_DIR' launch $NAME $PORT \
         http://127.0.0.1:$PORT/healthz ${S3_START_TIMEOUT:-120} \
         '$VENV/bin/weed' mini -dir='$DATA/objects' -master.dir='$DATA/master' \
           -ip=127.0.0.1 -ip.bind=127.0.0.1 -s3.port=$PORT -s3.port.grpc=$S3_GRPC \
